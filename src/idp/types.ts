@@ -1,0 +1,45 @@
+import type { Result } from "../result.ts";
+
+/**
+ * What an identity provider yields: groups with their DIRECT members (users and groups),
+ * users with their attributes, and a completeness flag per group. Recursive resolution is
+ * shared code (resolve.ts), never per provider.
+ */
+export type MemberRef =
+  | { readonly kind: "user"; readonly id: string }
+  | { readonly kind: "group"; readonly id: string };
+
+export interface DirectoryGroup {
+  /** Stable key within the directory: a DN, a Graph object id, or a name for the static file. */
+  readonly id: string;
+  /** Human name: LDAP cn, Graph displayName. The naming convention reads this. */
+  readonly name: string;
+  readonly members: readonly MemberRef[];
+  /** Owners (Graph) — a role source of their own; absent where the directory has none. */
+  readonly owners?: readonly MemberRef[];
+  /** False when the group's members could not all be read (error, time limit, paging cut). */
+  readonly complete: boolean;
+  readonly incompleteReason?: string;
+}
+
+export interface DirectoryUser {
+  readonly id: string;
+  /** Attributes used to build the Matrix id: e.g. uid, mail, userPrincipalName. */
+  readonly attributes: Readonly<Record<string, string>>;
+  /** Disabled accounts are kept in the snapshot but never become desired members. */
+  readonly enabled: boolean;
+}
+
+export interface DirectorySnapshot {
+  readonly groups: ReadonlyMap<string, DirectoryGroup>;
+  readonly users: ReadonlyMap<string, DirectoryUser>;
+  /** Things worth telling the operator that are not fatal (a member that is neither user nor group). */
+  readonly notes: readonly string[];
+}
+
+export interface IdentityProvider {
+  readonly kind: string;
+  /** Reads the directory. A failure here means nothing is known: no room gets removals. */
+  snapshot(): Promise<Result<DirectorySnapshot>>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,36 @@
+import type { Result } from "../result.ts";
+import type { ObservedRoom, PowerLevelsContent } from "../reconcile/types.ts";
+import type { RoomId, UserId } from "./ids.ts";
+
+/**
+ * Narrow ports onto the homeserver. A caller asks for the one capability it needs.
+ * Every method returns a Result: transport errors, Matrix errors and rate limits that
+ * outlast the retry budget become values naming the room and the cause.
+ */
+export interface WhoAmI {
+  whoami(): Promise<Result<UserId>>;
+}
+
+export interface RoomResolver {
+  /** "#alias:server" → room id (one directory request); a room id is returned as it is. */
+  resolveRoom(roomOrAlias: string): Promise<Result<RoomId>>;
+}
+
+export interface RoomStateReader {
+  /** All current state in ONE `GET /rooms/{roomId}/state` request. */
+  readRoom(roomId: RoomId): Promise<Result<ObservedRoom>>;
+}
+
+export interface RoomInviter {
+  invite(roomId: RoomId, user: UserId): Promise<Result<void>>;
+}
+
+export interface RoomKicker {
+  kick(roomId: RoomId, user: UserId, reason: string): Promise<Result<void>>;
+}
+
+export interface PowerLevelsWriter {
+  setPowerLevels(roomId: RoomId, content: PowerLevelsContent): Promise<Result<void>>;
+}
+
+export type MatrixGateway = WhoAmI & RoomResolver & RoomStateReader & RoomInviter & RoomKicker & PowerLevelsWriter;

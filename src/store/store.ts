@@ -1,0 +1,97 @@
+/**
+ * The store port: what the service remembers between runs. Implemented once with Kysely
+ * (store/kysely-store.ts) over either embedded PGlite or PostgreSQL.
+ * Times are passed in by the caller (injected clock); the store never reads the clock.
+ */
+export type RunTrigger = "cli" | "schedule" | "command" | "startup" | "demo";
+export type RunOutcome = "running" | "ok" | "failed" | "interrupted";
+export type ActionOutcome = "planned" | "applied" | "failed" | "held" | "skipped";
+
+export interface RunRecord {
+  readonly id: number;
+  readonly trigger: RunTrigger;
+  readonly dryRun: boolean;
+  readonly startedAt: Date;
+  readonly finishedAt: Date | null;
+  readonly outcome: RunOutcome;
+  /** JSON summary (counts per kind, failures). */
+  readonly summary: unknown;
+  readonly error: string | null;
+}
+
+export interface ActionRecord {
+  readonly runId: number;
+  /** The room as configured (alias or id). */
+  readonly room: string;
+  readonly roomId: string | null;
+  /** "invite" | "kick" | "power-level" | "room-error" ... */
+  readonly kind: string;
+  readonly userId: string | null;
+  /** JSON detail: from/to levels, reason... */
+  readonly detail: unknown;
+  readonly outcome: ActionOutcome;
+  readonly error: string | null;
+  readonly at: Date;
+}
+
+export interface HeldRecord {
+  readonly roomId: string;
+  readonly room: string;
+  readonly userId: string;
+  readonly reason: string;
+  readonly runId: number;
+  readonly heldAt: Date;
+  /** Set by an operator's release; the next real run applies the removal and deletes the row. */
+  readonly releasedAt: Date | null;
+}
+
+export interface ExternalRecord {
+  readonly roomId: string;
+  readonly userId: string;
+  /** The role they were invited with ("member", "admin"...). */
+  readonly role: string;
+  readonly addedBy: string;
+  readonly addedAt: Date;
+}
+
+export interface ManagedRoomRecord {
+  readonly room: string;
+  readonly roomId: string | null;
+  readonly managed: boolean;
+  readonly lastRunId: number | null;
+  readonly lastOutcome: string | null;
+  readonly lastSummary: unknown;
+  readonly updatedAt: Date;
+}
+
+export interface Store {
+  readonly engine: "pglite" | "postgres";
+
+  startRun(input: { trigger: RunTrigger; dryRun: boolean; startedAt: Date }): Promise<number>;
+  finishRun(id: number, input: { outcome: Exclude<RunOutcome, "running">; finishedAt: Date; summary: unknown; error?: string | null }): Promise<void>;
+  /** Newest first. */
+  listRuns(limit: number): Promise<RunRecord[]>;
+  /** Marks runs still "running" (left by a killed process) as interrupted; returns how many. */
+  interruptDanglingRuns(finishedAt: Date): Promise<number>;
+
+  /** Batch insert; one statement per call (not one per row) where the engine allows. */
+  recordActions(rows: readonly ActionRecord[]): Promise<void>;
+  listActions(runId: number): Promise<ActionRecord[]>;
+
+  listHeld(roomId?: string): Promise<HeldRecord[]>;
+  /** After a real run of a room: its held set becomes exactly `rows` (released rows included: they were applied or are moot). */
+  replaceHeld(roomId: string, room: string, rows: readonly { userId: string; reason: string }[], runId: number, now: Date): Promise<void>;
+  /** Marks held removals released ("all" = every held row of the room); returns how many rows changed. */
+  releaseHeld(roomId: string, userIds: readonly string[] | "all", now: Date): Promise<number>;
+
+  listExternals(roomId?: string): Promise<ExternalRecord[]>;
+  /** Insert or update (same room + user). */
+  addExternal(record: ExternalRecord): Promise<void>;
+  removeExternal(roomId: string, userId: string): Promise<boolean>;
+
+  upsertManagedRoom(input: { room: string; roomId: string | null; lastRunId: number | null; lastOutcome: string | null; lastSummary: unknown; now: Date }): Promise<void>;
+  setManaged(room: string, roomId: string | null, managed: boolean, now: Date): Promise<void>;
+  listManagedRooms(): Promise<ManagedRoomRecord[]>;
+
+  close(): Promise<void>;
+}
