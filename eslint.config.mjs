@@ -2,7 +2,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", "vendor/**", "data/**", "bin/**", ".data/**"] },
+  { ignores: ["node_modules/**", "vendor/**", "data/**", "bin/**", ".data/**", "eslint.config.mjs"] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -1,0 +1,185 @@
+/**
+ * `npm run bench`: figures, not assertions.
+ * (a) planner time and peak memory for 1,000,000 desired memberships (1,000 rooms × 1,000 users);
+ * (b) homeserver requests and wall time for a no-op run over 1,000 rooms × 10,000 users against
+ *     the test homeserver, through the whole pipeline (static directory → plan → store).
+ * Sizes can be lowered for a quick look: BENCH_ROOMS, BENCH_USERS_A, BENCH_USERS_B.
+ */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { systemClock } from "../src/clock.ts";
+import { StaticIdentityProvider } from "../src/idp/static.ts";
+import { silentLogger } from "../src/log.ts";
+import { createBotSdkGateway } from "../src/matrix/bot-sdk-gateway.ts";
+import type { UserId } from "../src/matrix/ids.ts";
+import { planRoom, EMPTY_MEMORY } from "../src/reconcile/plan.ts";
+import { runSync, type SyncSettings } from "../src/reconcile/run.ts";
+import type { DesiredRoom, ObservedRoom, Policy } from "../src/reconcile/types.ts";
+import type { RoomId } from "../src/matrix/ids.ts";
+import { openStore } from "../src/store/kysely-store.ts";
+import { FakeHomeserver } from "../test/fakes/homeserver.ts";
+
+const ROOMS = Number(process.env["BENCH_ROOMS"] ?? 1000);
+const USERS_A = Number(process.env["BENCH_USERS_A"] ?? 1000);
+const USERS_B = Number(process.env["BENCH_USERS_B"] ?? 10_000);
+const DOMAIN = "example.org";
+const BOT = `@mgs-bot:${DOMAIN}` as UserId;
+
+function mb(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(0)} MB`;
+}
+
+/** Samples RSS and heap while `fn` runs; returns the peaks. */
+async function withPeakMemory<T>(fn: () => Promise<T> | T): Promise<{ value: T; peakRss: number; peakHeap: number }> {
+  let peakRss = process.memoryUsage().rss;
+  let peakHeap = process.memoryUsage().heapUsed;
+  const timer = setInterval(() => {
+    const m = process.memoryUsage();
+    peakRss = Math.max(peakRss, m.rss);
+    peakHeap = Math.max(peakHeap, m.heapUsed);
+  }, 5);
+  try {
+    const value = await fn();
+    const m = process.memoryUsage();
+    return { value, peakRss: Math.max(peakRss, m.rss), peakHeap: Math.max(peakHeap, m.heapUsed) };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+function benchPlanner(): void {
+  console.log(`(a) planner: ${ROOMS} rooms × ${USERS_A} users = ${(ROOMS * USERS_A).toLocaleString("en")} desired memberships`);
+  const users = Array.from({ length: USERS_A }, (_, i) => `@user${i}:${DOMAIN}` as UserId);
+  const policy: Policy = {
+    bot: BOT,
+    managedDomains: [DOMAIN],
+    kick: true,
+    kickReason: "bench",
+    ignoreUsers: ["@.*-bot:example\\.org"],
+    maxRemovals: { count: 10, share: 0.25 },
+  };
+  // Each room: every user desired; 90% already joined, 5% to invite, some level changes and
+  // 1% stale members to kick, so every branch of the planner runs.
+  const inputs: { desired: DesiredRoom; observed: ObservedRoom }[] = [];
+  for (let r = 0; r < ROOMS; r++) {
+    const members: Record<string, "join" | "invite"> = { [BOT]: "join" };
+    const levelsUsers: Record<string, number> = { [BOT]: 100 };
+    users.forEach((u, i) => {
+      if ((i + r) % 20 !== 0) members[u] = i % 7 === 0 ? "invite" : "join";
+      if (i % 50 === 0) levelsUsers[u] = 50;
+    });
+    for (let k = 0; k < USERS_A / 100; k++) members[`@gone${k}:${DOMAIN}`] = "join";
+    inputs.push({
+      desired: {
+        room: `!room${r}:${DOMAIN}`,
+        members: users.map((u, i) => ({ user: u, level: i % 100 === 0 ? 50 : 0, role: i % 100 === 0 ? "moderator" : "member", via: ["everyone"] })),
+        incompleteGroups: [],
+        notes: [],
+      },
+      observed: {
+        roomId: `!room${r}:${DOMAIN}` as RoomId,
+        roomVersion: "10",
+        creators: [],
+        members,
+        powerLevels: { users: levelsUsers, users_default: 0, kick: 50, invite: 0, state_default: 50, events: {} },
+      },
+    });
+  }
+  global.gc?.();
+  const before = process.memoryUsage();
+  const t0 = performance.now();
+  let actions = 0;
+  let held = 0;
+  const peak = { rss: before.rss, heap: before.heapUsed };
+  for (const input of inputs) {
+    const p = planRoom(input.desired, input.observed, EMPTY_MEMORY, policy);
+    actions += p.actions.length;
+    held += p.held.length;
+    if ((actions & 0x3f) === 0) {
+      const m = process.memoryUsage();
+      peak.rss = Math.max(peak.rss, m.rss);
+      peak.heap = Math.max(peak.heap, m.heapUsed);
+    }
+  }
+  const ms = performance.now() - t0;
+  const after = process.memoryUsage();
+  peak.rss = Math.max(peak.rss, after.rss);
+  peak.heap = Math.max(peak.heap, after.heapUsed);
+  console.log(`    planned ${actions.toLocaleString("en")} actions (${held.toLocaleString("en")} held) in ${ms.toFixed(0)} ms`);
+  console.log(
+    `    peak RSS ${mb(peak.rss)} (process incl. inputs), heap growth while planning ${mb(Math.max(0, peak.heap - before.heapUsed))}`,
+  );
+}
+
+async function benchNoOpRun(): Promise<void> {
+  console.log(`(b) no-op run: ${ROOMS} rooms × ${USERS_B} users against the test homeserver`);
+  const dir = await mkdtemp(join(tmpdir(), "mgs-bench-"));
+  const hs = await FakeHomeserver.start({ serverName: DOMAIN });
+  try {
+    const token = hs.registerUser(BOT);
+    const userIds = Array.from({ length: USERS_B }, (_, i) => `user${i}`);
+    const shared = new Map<string, "join">(userIds.map((u) => [`@${u}:${DOMAIN}`, "join"]));
+    const rooms: string[] = [];
+    for (let r = 0; r < ROOMS; r++) {
+      rooms.push(hs.createRoom({ creator: BOT, members: shared }));
+    }
+    // The directory: one big group, nested into one group per room.
+    const directory = {
+      users: userIds.map((u) => ({ id: u, attributes: { uid: u } })),
+      groups: [
+        { id: "everyone", members: userIds },
+        ...rooms.map((_, r) => ({ id: `room-${r}`, members: ["group:everyone"] })),
+      ],
+    };
+    const dirFile = join(dir, "directory.json");
+    await writeFile(dirFile, JSON.stringify(directory));
+    const settings: SyncSettings = {
+      roles: { member: 0, moderator: 50, admin: 100 },
+      users: { attribute: "uid", template: "@{uid}:{domain}", lowercase: true, renamedUsers: {} },
+      mapping: {
+        rooms: rooms.map((roomId, r) => ({ room: roomId, groups: [{ group: `room-${r}`, role: "member" }] })),
+        convention: { enabled: false, prefix: "MTRX ", ownersSuffix: "_owners", ownersRole: "moderator", memberRole: "member" },
+      },
+      sync: { kick: true, kickReason: "bench", maxRemovals: { count: 10, share: 0.25 }, ignoreUsers: [], maxDepth: 10 },
+      concurrency: 4,
+    };
+    const store = await openStore({ dataDir: join(dir, "data") });
+    const gateway = createBotSdkGateway({
+      homeserverUrl: hs.url,
+      accessToken: token,
+      requestTimeoutMs: 60_000,
+      maxRetries: 5,
+      log: silentLogger,
+    });
+    const idp = new StaticIdentityProvider(dirFile);
+    hs.resetCounts();
+    const t0 = performance.now();
+    const { value: report, peakRss } = await withPeakMemory(() =>
+      runSync({ idp, gateway, store, clock: systemClock, log: silentLogger }, settings, { dryRun: false, trigger: "cli" }),
+    );
+    const ms = performance.now() - t0;
+    const counts = hs.requestCounts();
+    const total = hs.totalRequests();
+    const c = report.counts;
+    console.log(
+      `    ${report.rooms.length} rooms, outcome ${report.outcome}: ${c.invites} invites, ${c.kicks} kicks, ${c.powerLevels} level changes, ${c.roomErrors} room errors`,
+    );
+    console.log(
+      `    homeserver requests: ${total} in all (${Object.entries(counts)
+        .filter(([, n]) => n > 0)
+        .map(([k, n]) => `${k} ${n}`)
+        .join(", ")}) = ${(total / ROOMS).toFixed(3)} per room, ${(total / (ROOMS * USERS_B)).toFixed(6)} per membership`,
+    );
+    console.log(`    wall time ${(ms / 1000).toFixed(1)} s (test homeserver in the same process), peak RSS ${mb(peakRss)}`);
+    await store.close();
+    await idp.close();
+  } finally {
+    await hs.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+console.log(`matrix-group-sync benchmark — node ${process.version}, ${new Date().toISOString()}`);
+benchPlanner();
+await benchNoOpRun();

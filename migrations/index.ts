@@ -1,0 +1,11 @@
+/**
+ * Every migration, old and new, by name. Names are dated so that they sort in the order
+ * they must run. A static record (not Kysely's FileMigrationProvider, which cannot import
+ * `.ts` files under vitest). Add new migrations here; never edit or remove one.
+ */
+import type { Migration } from "kysely";
+import * as initial from "./2026-11-25T00-initial.ts";
+
+export const migrations: Readonly<Record<string, Migration>> = {
+  "2026-11-25T00-initial": initial,
+};

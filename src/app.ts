@@ -1,0 +1,66 @@
+/**
+ * Wiring by hand: config → logger, identity provider, homeserver gateway, store. No
+ * side-effect registration; every dependency is visible here.
+ */
+import { systemClock, type Clock } from "./clock.ts";
+import type { Config } from "./config/schema.ts";
+import { createIdentityProvider } from "./idp/index.ts";
+import type { IdentityProvider } from "./idp/types.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { createBotSdkGateway, routeSdkLogs } from "./matrix/bot-sdk-gateway.ts";
+import type { MatrixGateway } from "./matrix/gateway.ts";
+import type { SyncSettings } from "./reconcile/run.ts";
+import { describeError, fail, ok, type Result } from "./result.ts";
+import { openStore } from "./store/kysely-store.ts";
+import type { Store } from "./store/store.ts";
+
+export interface App {
+  readonly idp: IdentityProvider;
+  readonly gateway: MatrixGateway;
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly log: Logger;
+  close(): Promise<void>;
+}
+
+export async function openApp(config: Config, _opts: { interactive: boolean; json: boolean }): Promise<Result<App>> {
+  const log = createLogger({ level: config.log.level, format: config.log.format });
+  routeSdkLogs(log.child("matrix-bot-sdk"));
+  let store: Store;
+  try {
+    store = await openStore({ dataDir: config.dataDir, ...(config.database ? { databaseUrl: config.database.url } : {}) });
+  } catch (err) {
+    const where = config.database ? "the PostgreSQL database (database.url)" : `the embedded database in ${config.dataDir}`;
+    return fail(`cannot open ${where}: ${describeError(err)}`);
+  }
+  const idp = createIdentityProvider(config.idp);
+  const gateway = createBotSdkGateway({
+    homeserverUrl: config.homeserver.url,
+    accessToken: config.homeserver.accessToken,
+    requestTimeoutMs: config.homeserver.requestTimeoutMs,
+    maxRetries: config.homeserver.maxRetries,
+    log: log.child("matrix"),
+  });
+  return ok({
+    idp,
+    gateway,
+    store,
+    clock: systemClock,
+    log,
+    async close() {
+      await idp.close();
+      await store.close();
+    },
+  });
+}
+
+export function settingsFrom(config: Config): SyncSettings {
+  return {
+    ...(config.managedDomains ? { managedDomains: config.managedDomains } : {}),
+    roles: config.roles,
+    users: config.users,
+    mapping: config.mapping,
+    sync: config.sync,
+    concurrency: config.homeserver.concurrency,
+  };
+}

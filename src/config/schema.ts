@@ -1,0 +1,418 @@
+/**
+ * The one schema of the configuration file. Every object is strict: an unknown key is an
+ * error, so a typo never silently falls back to a default.
+ *
+ * The schema describes the file as written (a secret may be given inline or as a file).
+ * `load.ts` applies environment overrides, reads `...File` secrets and resolves relative
+ * paths; what it hands out is `Config`, the output type below, with defaults applied and
+ * every secret present as a string.
+ */
+import { z } from "zod";
+import { parseRoomAlias, parseRoomId, parseUserId } from "../matrix/ids.ts";
+
+export const DEFAULT_ROLES: Readonly<Record<string, number>> = { member: 0, moderator: 50, admin: 100 };
+export const DEFAULT_KICK_REASON = "Removed by matrix-group-sync: no longer in a group mapped to this room";
+
+// ---------------------------------------------------------------------------------------
+// Secrets and environment overrides: the single list each of them is driven by.
+// ---------------------------------------------------------------------------------------
+
+/**
+ * A secret that may be given inline (`key`) or as a file (`fileKey`), in the YAML file or
+ * through the environment. Rules (applied by load.ts):
+ * - each source (YAML, environment) gives at most one of the two; both is an error;
+ * - the environment wins: an env inline value replaces a YAML file variant and vice versa;
+ * - when the object at `parent` is present, one of the two must be given;
+ * - a file is read whole, its trailing whitespace (the newline) trimmed.
+ * `redact` says how `redactConfig` hides it: `all` replaces the value, `url-password`
+ * keeps a URL readable and hides only its password.
+ */
+export interface SecretField {
+  readonly parent: readonly string[];
+  readonly key: string;
+  readonly fileKey: string;
+  readonly env: string;
+  readonly fileEnv: string;
+  /** Whether an env value creates the parent object when the file has none (an optional section). */
+  readonly envCreatesParent: boolean;
+  readonly redact: "all" | "url-password";
+}
+
+// A new secret (LDAP bind password, Azure client secret) is one line here plus its two
+// schema fields.
+export const SECRET_FIELDS: readonly SecretField[] = [
+  {
+    parent: ["homeserver"],
+    key: "accessToken",
+    fileKey: "accessTokenFile",
+    env: "MGS_HOMESERVER_ACCESS_TOKEN",
+    fileEnv: "MGS_HOMESERVER_ACCESS_TOKEN_FILE",
+    envCreatesParent: true,
+    redact: "all",
+  },
+  {
+    parent: ["database"],
+    key: "url",
+    fileKey: "urlFile",
+    env: "MGS_DATABASE_URL",
+    fileEnv: "MGS_DATABASE_URL_FILE",
+    envCreatesParent: true,
+    redact: "url-password",
+  },
+];
+
+/** Plain (non-secret) values the environment can override. `isPath`: resolved against the working directory. */
+export interface EnvOverride {
+  readonly env: string;
+  readonly path: readonly string[];
+  readonly isPath: boolean;
+}
+
+export const ENV_OVERRIDES: readonly EnvOverride[] = [
+  { env: "MGS_HOMESERVER_URL", path: ["homeserver", "url"], isPath: false },
+  { env: "MGS_DATA_DIR", path: ["dataDir"], isPath: true },
+  { env: "MGS_LOG_LEVEL", path: ["log", "level"], isPath: false },
+];
+
+/** The environment variable that names the config file when no path is passed. */
+export const CONFIG_PATH_ENV = "MGS_CONFIG";
+
+// ---------------------------------------------------------------------------------------
+// Field rules shared by several sections.
+// ---------------------------------------------------------------------------------------
+
+function checked<T extends z.ZodType>(schema: T, problem: (value: z.output<T>) => string | undefined): T {
+  return schema.superRefine((value, ctx) => {
+    const message = problem(value);
+    if (message !== undefined) ctx.addIssue({ code: "custom", message });
+  });
+}
+
+const nonEmpty = z.string().min(1);
+
+/** A server name (`example.org`, `matrix.example.org:8448`, `[::1]`), as in a Matrix id. */
+const serverName = checked(nonEmpty, (s) =>
+  parseUserId(`@x:${s}`) === undefined ? `"${s}" is not a valid server name (a host name with an optional port)` : undefined,
+);
+
+const userId = checked(nonEmpty, (s) =>
+  parseUserId(s) === undefined ? `"${s}" is not a valid Matrix user id (expected @localpart:server)` : undefined,
+);
+
+/**
+ * The pattern a `sync.ignoreUsers` source stands for: anchored to the whole user id. The
+ * planner should build its matcher with this too, so that what the config accepts is
+ * exactly what runs.
+ */
+export function anchoredUserPattern(source: string): RegExp {
+  return new RegExp(`^(?:${source})$`);
+}
+
+function regexProblem(make: () => RegExp): string | undefined {
+  try {
+    make();
+    return undefined;
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    return `not a valid regular expression: ${why.replace(/^Invalid regular expression: \/.*\/[a-z]*: /s, "")}`;
+  }
+}
+
+const userPattern = checked(
+  z.string(),
+  (s) => regexProblem(() => new RegExp(s)) ?? regexProblem(() => anchoredUserPattern(s)),
+);
+
+const roomRef = checked(nonEmpty, (s) =>
+  parseRoomAlias(s) === undefined && parseRoomId(s) === undefined
+    ? `"${s}" is neither a room alias (#name:server) nor a room id (!id or !id:server)`
+    : undefined,
+);
+
+const PLACEHOLDER = /\{([^{}]*)\}/g;
+
+function templateProblem(template: string): string | undefined {
+  if (!template.startsWith("@")) return `must start with "@" (it builds a Matrix user id)`;
+  let hasUserPart = false;
+  for (const match of template.matchAll(PLACEHOLDER)) {
+    const name = match[1] ?? "";
+    if (name === "uid" || (name.startsWith("attr:") && name.length > "attr:".length)) hasUserPart = true;
+    else if (name !== "domain") return `unknown placeholder {${name}}; use {uid}, {domain} or {attr:<name>}`;
+  }
+  if (/[{}]/.test(template.replace(PLACEHOLDER, ""))) return "has an unmatched { or }";
+  if (!hasUserPart) return "must contain {uid} or an {attr:<name>} placeholder, or every user gets the same id";
+  if (!template.includes(":")) return `must contain ":" between the localpart and the server, e.g. "@{uid}:{domain}"`;
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------
+// Sections.
+// ---------------------------------------------------------------------------------------
+
+const homeserverSchema = z.strictObject({
+  /** Client-server API base URL of the homeserver, http or https. Env: MGS_HOMESERVER_URL. */
+  url: z.url({ protocol: /^https?$/, normalize: false }),
+  /** The bot's access token (secret). Give this or accessTokenFile. Env: MGS_HOMESERVER_ACCESS_TOKEN. */
+  accessToken: nonEmpty.exactOptional(),
+  /** File holding the access token (relative to the config file's folder). Env: MGS_HOMESERVER_ACCESS_TOKEN_FILE. */
+  accessTokenFile: nonEmpty.exactOptional(),
+  /** Rooms processed at once. */
+  concurrency: z.number().int().min(1).max(64).default(4),
+  /** Time limit of one HTTP request to the homeserver, in milliseconds. */
+  requestTimeoutMs: z.number().int().min(1).max(600_000).default(30_000),
+  /** How often one request is retried after a 429 (rate limited) answer. */
+  maxRetries: z.number().int().min(0).max(100).default(5),
+});
+
+const databaseSchema = z.strictObject({
+  /** PostgreSQL connection URL (secret: it may hold a password). Give this or urlFile. Env: MGS_DATABASE_URL. */
+  url: nonEmpty.exactOptional(),
+  /** File holding the connection URL (relative to the config file's folder). Env: MGS_DATABASE_URL_FILE. */
+  urlFile: nonEmpty.exactOptional(),
+});
+
+/** Role name → Matrix power level. Levels are integers in Matrix' canonical JSON range (±(2^53−1)). */
+const rolesSchema = checked(z.record(nonEmpty, z.number().int()), (roles) =>
+  Object.keys(roles).length === 0 ? "give at least one role, e.g. member: 0" : undefined,
+);
+
+/** The static directory: groups and users listed in a YAML file. */
+const staticIdpSchema = z.strictObject({
+  kind: z.literal("static"),
+  static: z.strictObject({
+    /** The directory file, relative to the config file's folder. Read by the provider, not here. */
+    file: nonEmpty,
+  }),
+});
+
+/**
+ * The directory to read groups from, chosen by `kind`; each kind has its settings under a
+ * key of the same name. To add one: define its strict object and list it here.
+ */
+const idpSchema = z.discriminatedUnion("kind", [staticIdpSchema]);
+
+const usersSchema = z.strictObject({
+  /** The directory attribute that fills {uid}. */
+  attribute: nonEmpty.default("uid"),
+  /** How a directory user becomes a Matrix id: {uid}, {domain} and {attr:<name>} are replaced. */
+  template: checked(nonEmpty, templateProblem).default("@{uid}:{domain}"),
+  /** What {domain} stands for; absent: the bot's own server name (known at run time). */
+  domain: serverName.exactOptional(),
+  /** Lower-case the built id (Matrix ids are lower case). */
+  lowercase: z.boolean().default(true),
+  /** Users whose Matrix id differs from the template's result: built id → real id. */
+  renamedUsers: z
+    .record(z.string(), userId)
+    .superRefine((renamed, ctx) => {
+      for (const key of Object.keys(renamed)) {
+        if (parseUserId(key) === undefined) {
+          ctx.addIssue({
+            code: "custom",
+            path: [key],
+            message: `"${key}" is not a valid Matrix user id (expected @localpart:server)`,
+          });
+        }
+      }
+    })
+    .default(() => ({})),
+});
+
+const groupRefSchema = z.strictObject({
+  /** Directory group: its id (DN, object id) or its name. */
+  group: nonEmpty,
+  /** The role members of this group get in the room; a name from `roles`. */
+  role: nonEmpty.default("member"),
+});
+
+const roomMappingSchema = z.strictObject({
+  /** The room: an alias (#name:server) or a room id (!id or !id:server). */
+  room: roomRef,
+  /** The groups whose (recursive) members belong in the room. */
+  groups: z.array(groupRefSchema).min(1),
+});
+
+const conventionSchema = z.strictObject({
+  /** Map rooms from group names instead of listing them. */
+  enabled: z.boolean().default(false),
+  /** Groups named "<prefix>#alias:server" (Azure style) map to that room. */
+  prefix: z.string().default("MTRX "),
+  /** A sibling group "<name><ownersSuffix>" gives its members ownersRole. */
+  ownersSuffix: nonEmpty.default("_owners"),
+  /** Role of members of the owners group. */
+  ownersRole: nonEmpty.default("moderator"),
+  /** Role of members of the group itself. */
+  memberRole: nonEmpty.default("member"),
+  /** Server for names that carry none (LDAP style "#alias"); absent: the bot's server name. */
+  server: serverName.exactOptional(),
+});
+
+const mappingSchema = z.strictObject({
+  /** Rooms listed one by one with the groups mapped to them. */
+  rooms: z.array(roomMappingSchema).default(() => []),
+  /** Rooms derived from group names. */
+  convention: conventionSchema.prefault({}),
+});
+
+const maxRemovalsSchema = z.strictObject({
+  /** Most members one run may remove from one room; more are held for an operator. */
+  count: z.number().int().min(0).exactOptional(),
+  /** Most removals as a share (0..1) of a room's managed members. */
+  share: z.number().min(0).max(1).exactOptional(),
+});
+
+const syncSchema = z.strictObject({
+  /** false: cautious mode, which invites and raises but never kicks. */
+  kick: z.boolean().default(true),
+  /** Reason given with each kick. */
+  kickReason: nonEmpty.default(DEFAULT_KICK_REASON),
+  /** Guard rail against mass removal; no limit when absent. */
+  maxRemovals: maxRemovalsSchema.prefault({}),
+  /** Regular expressions (anchored to the whole id) of users never touched. */
+  ignoreUsers: z.array(userPattern).default(() => []),
+  /** How deep nested groups are followed. */
+  maxDepth: z.number().int().min(1).max(100).default(10),
+});
+
+const logSchema = z.strictObject({
+  level: z.enum(["trace", "debug", "info", "warn", "error"]).default("info"),
+  /** json: one object a line; pretty: for a person at a terminal. */
+  format: z.enum(["json", "pretty"]).default("json"),
+});
+
+export const configFileSchema = z.strictObject({
+  /** The homeserver and the bot account on it. */
+  homeserver: homeserverSchema,
+  /** PostgreSQL; absent: an embedded PGlite database in dataDir. */
+  database: databaseSchema.exactOptional(),
+  /** Folder for local state (the embedded database), relative to the config file's folder. Env: MGS_DATA_DIR. */
+  dataDir: nonEmpty.default("./data"),
+  /** Servers whose users are managed; absent: the bot's own server name. */
+  managedDomains: z
+    .array(serverName)
+    .min(1, "give at least one domain, or leave managedDomains out to manage the bot's own server")
+    .exactOptional(),
+  /** Role name → power level. Default: member 0, moderator 50, admin 100. */
+  roles: rolesSchema.default(() => ({ ...DEFAULT_ROLES })),
+  /** The directory. */
+  idp: idpSchema,
+  /** How directory users become Matrix ids. */
+  users: usersSchema.prefault({}),
+  /** Which groups go to which rooms, with which role. */
+  mapping: mappingSchema.prefault({}),
+  /** What a sync run may do. */
+  sync: syncSchema.prefault({}),
+  log: logSchema.prefault({}),
+});
+
+// ---------------------------------------------------------------------------------------
+// Cross-field rules. They read the raw document defensively (it may be invalid elsewhere),
+// so that their errors are reported together with the schema's.
+// ---------------------------------------------------------------------------------------
+
+export interface RuleViolation {
+  readonly path: readonly (string | number)[];
+  readonly message: string;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function field(value: unknown, key: string): unknown {
+  return isRecord(value) ? value[key] : undefined;
+}
+
+/** Roles referenced by the mapping exist; the same room is not listed twice. */
+export function checkReferences(raw: unknown): RuleViolation[] {
+  const out: RuleViolation[] = [];
+  const rolesRaw = field(raw, "roles");
+  const roles = rolesRaw === undefined ? DEFAULT_ROLES : isRecord(rolesRaw) ? rolesRaw : undefined;
+  const mapping = field(raw, "mapping");
+
+  const checkRole = (path: (string | number)[], given: unknown, fallback: string) => {
+    if (roles === undefined) return; // the roles themselves are invalid: reported by the schema
+    const known = Object.keys(roles).sort();
+    const list = known.length > 0 ? known.join(", ") : "(none)";
+    if (given === undefined) {
+      if (!Object.hasOwn(roles, fallback))
+        out.push({ path, message: `no role given and the default role "${fallback}" is not in roles; roles are: ${list}` });
+    } else if (typeof given === "string" && given !== "" && !Object.hasOwn(roles, given)) {
+      out.push({ path, message: `unknown role "${given}"; roles are: ${list}` });
+    }
+  };
+
+  const rooms = field(mapping, "rooms");
+  if (Array.isArray(rooms)) {
+    const seen = new Map<string, number>();
+    rooms.forEach((entry: unknown, i) => {
+      const room = field(entry, "room");
+      if (typeof room === "string") {
+        const first = seen.get(room);
+        if (first === undefined) seen.set(room, i);
+        else
+          out.push({
+            path: ["mapping", "rooms", i, "room"],
+            message: `"${room}" is already listed at /mapping/rooms/${first}; list its groups in one entry`,
+          });
+      }
+      const groups = field(entry, "groups");
+      if (Array.isArray(groups)) {
+        groups.forEach((group: unknown, j) => {
+          if (isRecord(group)) checkRole(["mapping", "rooms", i, "groups", j, "role"], group["role"], "member");
+        });
+      }
+    });
+  }
+
+  const convention = field(mapping, "convention");
+  if (isRecord(convention)) {
+    // Defaulted roles only matter when the convention is in use.
+    const enabled = convention["enabled"] === true;
+    for (const [key, fallback] of [
+      ["ownersRole", "moderator"],
+      ["memberRole", "member"],
+    ] as const) {
+      const given = convention[key];
+      if (given !== undefined || enabled) checkRole(["mapping", "convention", key], given, fallback);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Output types.
+// ---------------------------------------------------------------------------------------
+
+type DeepReadonly<T> = T extends readonly (infer E)[]
+  ? readonly DeepReadonly<E>[]
+  : T extends object
+    ? { readonly [K in keyof T]: DeepReadonly<T[K]> }
+    : T;
+
+/** The file as validated, defaults applied, secrets not yet resolved. */
+export type ConfigFile = z.output<typeof configFileSchema>;
+
+type FileHomeserver = ConfigFile["homeserver"];
+type FileDatabase = NonNullable<ConfigFile["database"]>;
+
+type ConfigShape = Omit<ConfigFile, "homeserver" | "database"> & {
+  homeserver: Omit<FileHomeserver, "accessToken" | "accessTokenFile"> & { accessToken: string };
+  database?: Omit<FileDatabase, "url" | "urlFile"> & { url: string };
+};
+
+/**
+ * The loaded configuration: defaults applied, secrets read (`homeserver.accessToken`,
+ * `database.url` are always strings, the `...File` keys are gone), and `dataDir` and
+ * `idp.static.file` absolute paths.
+ */
+export type Config = DeepReadonly<ConfigShape>;
+export type HomeserverConfig = Config["homeserver"];
+export type DatabaseConfig = NonNullable<Config["database"]>;
+export type IdpConfig = Config["idp"];
+export type StaticIdpConfig = Extract<IdpConfig, { kind: "static" }>;
+export type UsersConfig = Config["users"];
+export type MappingConfig = Config["mapping"];
+export type RoomMappingConfig = MappingConfig["rooms"][number];
+export type ConventionConfig = MappingConfig["convention"];
+export type SyncConfig = Config["sync"];
+export type LogConfig = Config["log"];

@@ -1,0 +1,135 @@
+/**
+ * CLI entry: `matrix-group-sync <command>`. Everything is wired by hand here and in app.ts.
+ * Exit codes: 0 done, 1 the run had failures, 2 bad usage or config.
+ */
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { openApp, settingsFrom } from "./app.ts";
+import { formatConfigError, loadConfig } from "./config/load.ts";
+import { redactConfig } from "./config/redact.ts";
+import type { Config } from "./config/schema.ts";
+import { describeError } from "./result.ts";
+import { runSync } from "./reconcile/run.ts";
+import { toJson, toText } from "./reconcile/report.ts";
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURES = 1;
+export const EXIT_USAGE = 2;
+
+export interface CliIo {
+  readonly out: (text: string) => void;
+  readonly err: (text: string) => void;
+  readonly env: NodeJS.ProcessEnv;
+  readonly cwd: string;
+  /** True when stderr is a terminal: progress is shown there. */
+  readonly interactive: boolean;
+}
+
+const USAGE = `Usage: matrix-group-sync <command> [options]
+
+Commands:
+  sync            Sync every managed room with the directory (or only --room ROOM)
+  check-config    Validate the config and print it with secrets redacted
+  migrate         Create or upgrade the database tables
+  help            Show this text
+
+Options:
+  --config FILE   Config file (default: $MGS_CONFIG)
+  --dry-run       sync: plan and report, change nothing
+  --json          sync: print the report as JSON (no progress output)
+  --room ROOM     sync: only this room (alias or id); may be repeated
+
+Exit codes: 0 done, 1 the run had failures, 2 bad usage or config.`;
+
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        config: { type: "string" },
+        "dry-run": { type: "boolean", default: false },
+        json: { type: "boolean", default: false },
+        room: { type: "string", multiple: true },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (err) {
+    io.err(`${describeError(err)}\n\n${USAGE}`);
+    return EXIT_USAGE;
+  }
+  const [command, ...rest] = parsed.positionals;
+  if (parsed.values.help || command === "help" || command === undefined) {
+    (command === undefined && !parsed.values.help ? io.err : io.out)(USAGE);
+    return command === undefined && !parsed.values.help ? EXIT_USAGE : EXIT_OK;
+  }
+  if (rest.length > 0) {
+    io.err(`unexpected argument: ${rest.join(" ")}\n\n${USAGE}`);
+    return EXIT_USAGE;
+  }
+  const syncOnly = parsed.values["dry-run"] || parsed.values.json || (parsed.values.room?.length ?? 0) > 0;
+  if (command !== "sync" && syncOnly) {
+    io.err(`--dry-run, --json and --room go with sync only\n\n${USAGE}`);
+    return EXIT_USAGE;
+  }
+  if (!["sync", "check-config", "migrate"].includes(command)) {
+    io.err(`unknown command: ${command}\n\n${USAGE}`);
+    return EXIT_USAGE;
+  }
+
+  const loaded = loadConfig({ ...(parsed.values.config !== undefined ? { path: parsed.values.config } : {}), env: io.env, cwd: io.cwd });
+  if (!loaded.ok) {
+    io.err(`The config is not valid:\n${loaded.errors.map((e) => `  ${formatConfigError(e)}`).join("\n")}`);
+    return EXIT_USAGE;
+  }
+  const config: Config = loaded.config;
+
+  if (command === "check-config") {
+    io.out(`Config ${loaded.path} is valid. Effective config (secrets redacted):`);
+    io.out(JSON.stringify(redactConfig(config), null, 2));
+    return EXIT_OK;
+  }
+
+  const app = await openApp(config, { interactive: io.interactive, json: parsed.values.json });
+  if (!app.ok) {
+    io.err(app.error.message);
+    return EXIT_FAILURES;
+  }
+  try {
+    if (command === "migrate") {
+      io.out(`Database (${app.value.store.engine}) is up to date.`);
+      return EXIT_OK;
+    }
+    const progress =
+      io.interactive && !parsed.values.json
+        ? (done: number, total: number) => io.err(`\rrooms ${done}/${total}${done === total ? "\n" : ""}`)
+        : undefined;
+    const report = await runSync(
+      { ...app.value, ...(progress ? { progress } : {}) },
+      settingsFrom(config),
+      { dryRun: parsed.values["dry-run"], trigger: "cli", ...(parsed.values.room ? { rooms: parsed.values.room } : {}) },
+    );
+    io.out(parsed.values.json ? toJson(report) : toText(report));
+    return report.outcome === "ok" ? EXIT_OK : EXIT_FAILURES;
+  } finally {
+    await app.value.close();
+  }
+}
+
+// Run when executed directly (through bin/matrix-group-sync.js or `tsx src/main.ts`).
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  await main();
+}
+
+export async function main(): Promise<void> {
+  const code = await runCli(process.argv.slice(2), {
+    out: (t) => process.stdout.write(t + "\n"),
+    err: (t) => process.stderr.write(t.endsWith("\n") || t.startsWith("\r") ? t : t + "\n"),
+    env: process.env,
+    cwd: process.cwd(),
+    interactive: process.stderr.isTTY,
+  });
+  process.exitCode = code;
+}

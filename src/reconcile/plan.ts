@@ -1,0 +1,343 @@
+/**
+ * The planner: `(desired, observed, memory, policy) → RoomPlan`. Pure: no I/O, no clock.
+ * Every rule of the domain lives here (ARCHITECTURE.md, "Rules of the domain"):
+ *
+ * - Desired members are the union of the mapped groups' recursive members; a user's level is
+ *   the highest role any group gives (computed upstream in desired.ts).
+ * - Only users of the managed domains are touched; the bot itself, users matching
+ *   `ignoreUsers`, recorded externals and v12 creators are never kicked or demoted.
+ * - Nobody whose level is at or above the bot's is kicked, demoted or changed; no level is
+ *   set above the bot's own (it is clamped, with a note).
+ * - Pending invites count as membership; a stale invite is revoked by a kick. A banned user
+ *   is reported, never unbanned or re-invited.
+ * - All level changes of a room fold into one `m.room.power_levels` event that preserves the
+ *   rest of the content; a user who loses every group has their `users` entry removed.
+ * - Fail closed: when any group of the room is incomplete, no kicks and no demotions.
+ * - Guard rail: when the removals of a room exceed `maxRemovals`, they are held (listed, not
+ *   applied); removals held earlier stay held until an operator releases them.
+ */
+import { serverNameOf, type UserId } from "../matrix/ids.ts";
+import type {
+  Action,
+  DesiredMember,
+  DesiredRoom,
+  HeldRemoval,
+  Membership,
+  ObservedRoom,
+  Policy,
+  PowerLevelChange,
+  PowerLevelsContent,
+  RoomMemory,
+  RoomPlan,
+} from "./types.ts";
+
+/** Spec defaults for a room that has a power levels event without these fields. */
+const DEFAULT_KICK = 50;
+const DEFAULT_INVITE = 0;
+const DEFAULT_STATE = 50;
+/** With no power levels event at all: the create sender has 100, everyone else 0, state_default 0. */
+const NO_PL_CREATOR_LEVEL = 100;
+
+export const EMPTY_MEMORY: RoomMemory = { externals: [], held: [], released: [] };
+
+interface CompiledPolicy {
+  readonly policy: Policy;
+  readonly domains: ReadonlySet<string>;
+  readonly ignore: readonly RegExp[];
+}
+
+const compiled = new WeakMap<Policy, CompiledPolicy>();
+
+function compile(policy: Policy): CompiledPolicy {
+  let c = compiled.get(policy);
+  if (!c) {
+    c = {
+      policy,
+      domains: new Set(policy.managedDomains.map((d) => d.toLowerCase())),
+      ignore: policy.ignoreUsers.map((src) => new RegExp(`^(?:${src})$`)),
+    };
+    compiled.set(policy, c);
+  }
+  return c;
+}
+
+/** The view of a room's power levels the rules need. */
+class Levels {
+  readonly users: Readonly<Record<string, number>>;
+  readonly usersDefault: number;
+  readonly creators: ReadonlySet<string>;
+
+  constructor(readonly observed: ObservedRoom) {
+    const pl = observed.powerLevels;
+    this.creators = new Set(observed.creators);
+    if (pl) {
+      this.users = pl.users ?? {};
+      this.usersDefault = num(pl.users_default, 0);
+    } else {
+      // No power levels event: the creator has 100 (before v12; v12 creators are infinite and
+      // must never be written into `users`).
+      this.users =
+        observed.createSender && observed.creators.length === 0 ? { [observed.createSender]: NO_PL_CREATOR_LEVEL } : {};
+      this.usersDefault = 0;
+    }
+  }
+
+  of(user: string): number {
+    if (this.creators.has(user)) return Infinity;
+    return num(Object.hasOwn(this.users, user) ? this.users[user] : undefined, this.usersDefault);
+  }
+
+  hasEntry(user: string): boolean {
+    return Object.hasOwn(this.users, user);
+  }
+
+  required(kind: "kick" | "invite" | "power_levels"): number {
+    const pl = this.observed.powerLevels;
+    if (!pl) return kind === "kick" ? DEFAULT_KICK : 0;
+    switch (kind) {
+      case "kick":
+        return num(pl.kick, DEFAULT_KICK);
+      case "invite":
+        return num(pl.invite, DEFAULT_INVITE);
+      case "power_levels":
+        return num(pl.events?.["m.room.power_levels"], num(pl.state_default, DEFAULT_STATE));
+    }
+  }
+}
+
+function num(value: unknown, fallback: number): number {
+  return typeof value === "number" && Number.isFinite(value) ? value : fallback;
+}
+
+function fmt(level: number): string {
+  return level === Infinity ? "creator" : String(level);
+}
+
+/** Plans one room. Deterministic: the same input gives the same plan, sorted by user id. */
+export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: RoomMemory, policy: Policy): RoomPlan {
+  const { domains, ignore } = compile(policy);
+  const bot = policy.bot;
+  const levels = new Levels(observed);
+  const botLevel = levels.of(bot);
+  const notes: string[] = [...desired.notes];
+  const base = { room: desired.room, roomId: observed.roomId };
+
+  if (observed.members[bot] !== "join") {
+    notes.push(`not managed: ${bot} is not joined to this room`);
+    return { ...base, actions: [], held: [], notes };
+  }
+
+  const lacking = (["invite", "kick", "power_levels"] as const).filter((k) => botLevel < levels.required(k));
+  if (lacking.length > 0) {
+    const need = Math.max(...lacking.map((k) => levels.required(k)));
+    notes.push(
+      `our level ${fmt(botLevel)} is too low to ${lacking.map((k) => `${k === "power_levels" ? "change power levels" : k} (needs ${levels.required(k)})`).join(", ")}: raise ${bot} to at least ${need} in this room`,
+    );
+  }
+
+  const incomplete = desired.incompleteGroups.length > 0;
+  if (incomplete) {
+    notes.push(
+      `directory data incomplete (${desired.incompleteGroups.join(", ")}): no removals or demotions in this run`,
+    );
+  }
+
+  const externals = new Set<string>(memory.externals);
+  const heldBefore = new Set<string>(memory.held);
+  const released = new Set<string>(memory.released);
+
+  const isManaged = (user: string): boolean =>
+    user !== bot && domains.has(serverNameOf(user as UserId).toLowerCase()) && !ignore.some((re) => re.test(user));
+
+  const desiredByUser = new Map<string, DesiredMember>();
+  const foreign: string[] = [];
+  for (const m of desired.members) {
+    if (!isManaged(m.user)) {
+      if (m.user !== bot && !domains.has(serverNameOf(m.user).toLowerCase())) foreign.push(m.user);
+      continue;
+    }
+    desiredByUser.set(m.user, m);
+  }
+  for (const u of foreign.sort()) notes.push(`${u}: not in a managed domain, left alone`);
+
+  const invites: UserId[] = [];
+  const removalCandidates: UserId[] = [];
+  const changes: PowerLevelChange[] = [];
+  const notRemovedWhy: string[] = [];
+
+  // Every user the room or the directory knows of, in a stable order.
+  const everyone = new Set<string>(desiredByUser.keys());
+  for (const u of Object.keys(observed.members)) everyone.add(u);
+  for (const u of Object.keys(levels.users)) everyone.add(u);
+  const users = [...everyone].sort();
+
+  let managedMembers = 0;
+  for (const user of users) {
+    if (!isManaged(user)) continue;
+    const u = user as UserId;
+    const membership: Membership | undefined = observed.members[u];
+    const present = membership === "join" || membership === "invite";
+    const want = desiredByUser.get(u);
+    const current = levels.of(u);
+    const isCreator = levels.creators.has(u);
+    const protectedUser = current >= botLevel;
+
+    if (want) {
+      if (membership === "ban") {
+        notes.push(`${u}: banned, not re-invited`);
+        continue;
+      }
+      if (!present) invites.push(u);
+      if (isCreator) continue; // infinite power; never written into `users`
+      let target = want.level;
+      if (target > botLevel) {
+        notes.push(`${u}: role ${want.role} wants level ${target}, above ours (${fmt(botLevel)}); set to ${fmt(botLevel)}`);
+        target = botLevel;
+      }
+      if (target === current) continue;
+      if (protectedUser) {
+        notes.push(`${u}: level ${fmt(current)} ≥ ours (${fmt(botLevel)}), left alone (wanted ${target})`);
+        continue;
+      }
+      if (target < current && externals.has(u)) {
+        notes.push(`${u}: added by hand (external), not lowered from ${current} to ${target}`);
+        continue;
+      }
+      if (target < current && incomplete) {
+        notes.push(`${u}: not lowered from ${current} to ${target}: directory data incomplete`);
+        continue;
+      }
+      changes.push({ user: u, from: current, to: target, removeEntry: target === levels.usersDefault });
+      continue;
+    }
+
+    // Not desired: a managed user the directory no longer puts in this room.
+    if (externals.has(u)) continue; // added by hand: never removed by a sync
+    if (present) managedMembers++;
+    const hasLevel = levels.hasEntry(u) && current !== levels.usersDefault;
+    if (!present && !hasLevel) continue;
+    if (isCreator) {
+      notes.push(`${u}: not in a mapped group, but a room creator (unlimited power), left alone`);
+      continue;
+    }
+    if (protectedUser) {
+      notes.push(`${u}: not in a mapped group, but level ${fmt(current)} ≥ ours (${fmt(botLevel)}), left alone`);
+      continue;
+    }
+    if (incomplete) {
+      notRemovedWhy.push(u);
+      continue;
+    }
+    if (present && policy.kick) {
+      removalCandidates.push(u);
+    } else {
+      if (present) notes.push(`${u}: not in a mapped group; kicking is off, left in the room`);
+      if (hasLevel) changes.push({ user: u, from: current, to: levels.usersDefault, removeEntry: true });
+    }
+  }
+  for (const u of desiredByUser.keys()) {
+    const m = observed.members[u];
+    if (m === "join" || m === "invite") managedMembers++;
+  }
+
+  if (notRemovedWhy.length > 0) {
+    notes.push(`not removed (directory data incomplete): ${notRemovedWhy.join(", ")}`);
+  }
+
+  // Guard rail: a mass removal is held for an operator to release.
+  const guarded = removalCandidates.filter((u) => !released.has(u));
+  const tooMany = exceedsGuard(guarded.length, managedMembers, policy.maxRemovals);
+  const heldUsers = new Set<string>(tooMany ? guarded : guarded.filter((u) => heldBefore.has(u)));
+  if (tooMany) {
+    notes.push(
+      `${guarded.length} removals of ${managedMembers} managed members exceed the limit (${describeGuard(policy.maxRemovals)}): held for release`,
+    );
+  }
+
+  const kicks: UserId[] = [];
+  const held: HeldRemoval[] = [];
+  for (const u of removalCandidates) {
+    if (heldUsers.has(u)) {
+      held.push({ kind: "kick", user: u, reason: policy.kickReason });
+      continue;
+    }
+    kicks.push(u);
+    if (levels.hasEntry(u) && levels.of(u) !== levels.usersDefault) {
+      changes.push({ user: u, from: levels.of(u), to: levels.usersDefault, removeEntry: true });
+    }
+  }
+
+  // Permission checks: a room where we lack a level gets a clear note instead of failing actions.
+  const actions: Action[] = [];
+  if (kicks.length > 0) {
+    const need = levels.required("kick");
+    if (botLevel >= need) {
+      for (const u of kicks) actions.push({ kind: "kick", user: u, reason: policy.kickReason });
+    } else {
+      notes.push(`cannot kick ${kicks.length} user(s): our level ${fmt(botLevel)} is below the kick level ${need}`);
+    }
+  }
+  if (changes.length > 0) {
+    const need = levels.required("power_levels");
+    if (botLevel >= need) {
+      changes.sort((a, b) => (a.user < b.user ? -1 : a.user > b.user ? 1 : 0));
+      actions.push({ kind: "set-power-levels", changes, content: newPowerLevels(observed, levels, changes, notes) });
+    } else {
+      notes.push(`cannot change power levels of ${changes.length} user(s): our level ${fmt(botLevel)} is below ${need}`);
+    }
+  }
+  if (invites.length > 0) {
+    const need = levels.required("invite");
+    if (botLevel >= need) {
+      for (const u of invites) actions.push({ kind: "invite", user: u });
+    } else {
+      notes.push(`cannot invite ${invites.length} user(s): our level ${fmt(botLevel)} is below the invite level ${need}`);
+    }
+  }
+
+  return { ...base, actions, held, notes };
+}
+
+function exceedsGuard(n: number, managed: number, limit: Policy["maxRemovals"]): boolean {
+  if (n === 0) return false;
+  if (limit.count !== undefined && n > limit.count) return true;
+  // The share limit always allows a single removal, so that small rooms can still shrink.
+  if (limit.share !== undefined && n > 1 && n > limit.share * managed) return true;
+  return false;
+}
+
+function describeGuard(limit: Policy["maxRemovals"]): string {
+  const parts: string[] = [];
+  if (limit.count !== undefined) parts.push(`at most ${limit.count}`);
+  if (limit.share !== undefined) parts.push(`at most ${Math.round(limit.share * 100)}% of managed members`);
+  return parts.join(", ");
+}
+
+/** The current content with only the changed `users` entries touched; v12 creators never written. */
+function newPowerLevels(
+  observed: ObservedRoom,
+  levels: Levels,
+  changes: readonly PowerLevelChange[],
+  notes: string[],
+): PowerLevelsContent {
+  const users: Record<string, number> = { ...levels.users };
+  for (const c of changes) {
+    if (c.removeEntry) delete users[c.user];
+    else users[c.user] = c.to;
+  }
+  for (const creator of levels.creators) {
+    if (Object.hasOwn(users, creator)) {
+      delete users[creator];
+      notes.push(`${creator}: creator listed in power levels users; entry dropped (room v12 forbids it)`);
+    }
+  }
+  return { ...(observed.powerLevels ?? {}), users };
+}
+
+/** Plans many rooms with the same policy. */
+export function plan(
+  rooms: readonly { desired: DesiredRoom; observed: ObservedRoom; memory?: RoomMemory }[],
+  policy: Policy,
+): RoomPlan[] {
+  return rooms.map((r) => planRoom(r.desired, r.observed, r.memory ?? EMPTY_MEMORY, policy));
+}

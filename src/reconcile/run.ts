@@ -1,0 +1,275 @@
+/**
+ * One sync run: observe (directory snapshot, room state) → plan (pure) → apply or simulate
+ * → record. A dry run is the same pipeline with the simulating executor. A run never stops
+ * at the first failure: each room's outcome is collected and reported.
+ */
+import type { Clock } from "../clock.ts";
+import { mapGroupsToRooms, type ConventionMapping, type ExplicitRoomMapping } from "../idp/room-mapping.ts";
+import type { IdentityProvider } from "../idp/types.ts";
+import { createUserMapper } from "../idp/user-mapping.ts";
+import type { MatrixGateway } from "../matrix/gateway.ts";
+import { serverNameOf, type RoomId, type UserId } from "../matrix/ids.ts";
+import type { Logger } from "../log.ts";
+import type { ActionRecord, RunTrigger, Store } from "../store/store.ts";
+import { applyRoomPlan, simulateRoomPlan, type ActionResult } from "./apply.ts";
+import { buildDesired } from "./desired.ts";
+import { planRoom } from "./plan.ts";
+import { countReport, reportActions, reportHeld, type RoomReport, type RunReport } from "./report.ts";
+import type { DesiredRoom, Policy, RoomMemory } from "./types.ts";
+
+export interface SyncSettings {
+  /** Default: the bot's own server name. */
+  readonly managedDomains?: readonly string[];
+  readonly roles: Readonly<Record<string, number>>;
+  readonly users: {
+    readonly attribute: string;
+    readonly template: string;
+    /** Default: the bot's own server name. */
+    readonly domain?: string;
+    readonly lowercase: boolean;
+    readonly renamedUsers: Readonly<Record<string, string>>;
+  };
+  readonly mapping: { readonly rooms: ExplicitRoomMapping; readonly convention: ConventionMapping };
+  readonly sync: {
+    readonly kick: boolean;
+    readonly kickReason: string;
+    readonly maxRemovals: { readonly count?: number; readonly share?: number };
+    readonly ignoreUsers: readonly string[];
+    readonly maxDepth: number;
+  };
+  /** Rooms processed at once. */
+  readonly concurrency: number;
+}
+
+export interface SyncDeps {
+  readonly idp: IdentityProvider;
+  readonly gateway: MatrixGateway;
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** Called after each room: rooms done, rooms in all. */
+  readonly progress?: (done: number, total: number) => void;
+}
+
+export interface SyncOptions {
+  readonly dryRun: boolean;
+  readonly trigger: RunTrigger;
+  /** Only these rooms (as configured, or their room ids). */
+  readonly rooms?: readonly string[];
+}
+
+export async function runSync(deps: SyncDeps, settings: SyncSettings, opts: SyncOptions): Promise<RunReport> {
+  const { store, clock, log } = deps;
+  const startedAt = clock.now();
+  const runId = await store.startRun({ trigger: opts.trigger, dryRun: opts.dryRun, startedAt });
+  const errors: string[] = [];
+  let rooms: RoomReport[] = [];
+  try {
+    rooms = await syncRooms(deps, settings, opts, runId, errors);
+  } catch (err) {
+    // A programmer error: still record the run as failed before rethrowing.
+    await finish("failed", String(err));
+    throw err;
+  }
+  const report = await finish(errors.length > 0 || rooms.some(failedRoom) ? "failed" : "ok", errors[0] ?? null);
+  log.info("sync run finished", { runId, dryRun: opts.dryRun, outcome: report.outcome, ...report.counts });
+  return report;
+
+  async function finish(outcome: "ok" | "failed", error: string | null): Promise<RunReport> {
+    const finishedAt = clock.now();
+    const report: RunReport = {
+      dryRun: opts.dryRun,
+      runId,
+      trigger: opts.trigger,
+      startedAt: startedAt.toISOString(),
+      finishedAt: finishedAt.toISOString(),
+      outcome,
+      rooms,
+      errors,
+      counts: countReport(rooms),
+    };
+    await store.finishRun(runId, { outcome, finishedAt, summary: { counts: report.counts, errors }, error });
+    return report;
+  }
+}
+
+function failedRoom(room: RoomReport): boolean {
+  return room.error !== null || room.actions.some((a) => a.outcome === "failed");
+}
+
+async function syncRooms(
+  deps: SyncDeps,
+  settings: SyncSettings,
+  opts: SyncOptions,
+  runId: number,
+  errors: string[],
+): Promise<RoomReport[]> {
+  const { idp, gateway, store, clock, log } = deps;
+
+  const me = await gateway.whoami();
+  if (!me.ok) {
+    errors.push(`homeserver: ${me.error.message}`);
+    return [];
+  }
+  const bot = me.value;
+  const botServer = serverNameOf(bot);
+
+  const snapshot = await idp.snapshot();
+  if (!snapshot.ok) {
+    // Nothing is known about the directory: touch no room at all.
+    errors.push(`directory (${idp.kind}): ${snapshot.error.message}; no room was changed`);
+    return [];
+  }
+
+  const convention = { ...settings.mapping.convention, server: settings.mapping.convention.server ?? botServer };
+  const { bindings, notes: mappingNotes } = mapGroupsToRooms(snapshot.value, settings.mapping.rooms, convention);
+  const mapUser = createUserMapper({ ...settings.users, domain: settings.users.domain ?? botServer });
+  let desired: DesiredRoom[] = buildDesired(snapshot.value, bindings, {
+    roles: settings.roles,
+    mapUser,
+    maxDepth: settings.sync.maxDepth,
+  });
+  for (const n of [...snapshot.value.notes, ...mappingNotes]) log.info("directory note", { note: n });
+
+  const unmanaged = new Set(
+    (await store.listManagedRooms()).filter((r) => !r.managed).flatMap((r) => (r.roomId ? [r.room, r.roomId] : [r.room])),
+  );
+  // `--room`: aliases and ids as configured match directly; a room id given for a room
+  // configured by alias matches after resolution (one directory request for such rooms only).
+  const wanted = opts.rooms && opts.rooms.length > 0 ? new Set(opts.rooms) : undefined;
+  const wantsIds = wanted !== undefined && [...wanted].some((r) => r.startsWith("!"));
+  if (wanted) desired = desired.filter((d) => wanted.has(d.room) || (wantsIds && d.room.startsWith("#")));
+
+  const policy: Policy = {
+    bot,
+    managedDomains: settings.managedDomains ?? [botServer],
+    kick: settings.sync.kick,
+    kickReason: settings.sync.kickReason,
+    ignoreUsers: settings.sync.ignoreUsers,
+    maxRemovals: settings.sync.maxRemovals,
+  };
+
+  const externals = groupBy(await store.listExternals(), (e) => e.roomId, (e) => e.userId as UserId);
+  const heldRows = await store.listHeld();
+  const held = groupBy(heldRows.filter((h) => h.releasedAt === null), (h) => h.roomId, (h) => h.userId as UserId);
+  const released = groupBy(heldRows.filter((h) => h.releasedAt !== null), (h) => h.roomId, (h) => h.userId as UserId);
+
+  let done = 0;
+  const reports = await mapConcurrent(desired, settings.concurrency, async (room) => {
+    const report = await syncRoom(room);
+    deps.progress?.(++done, desired.length);
+    return report;
+  });
+  const selected = reports.filter((r): r is RoomReport => r !== undefined);
+  if (wanted) {
+    for (const r of wanted) {
+      if (!selected.some((x) => x.room === r || x.roomId === r)) errors.push(`${r}: not a managed room`);
+    }
+  }
+  return selected;
+
+  async function syncRoom(room: DesiredRoom): Promise<RoomReport | undefined> {
+    const report: RoomReport = { room: room.room, roomId: null, actions: [], held: [], notes: [], error: null };
+    if (unmanaged.has(room.room)) {
+      report.notes.push("unmanaged: handed back by an operator; not synced");
+      return report;
+    }
+    const resolved = await gateway.resolveRoom(room.room);
+    if (!resolved.ok) {
+      if (wanted && !wanted.has(room.room)) return undefined;
+      return await recordRoomError(report, resolved.error.message);
+    }
+    const roomId: RoomId = resolved.value;
+    if (wanted && !wanted.has(room.room) && !wanted.has(roomId)) return undefined;
+    report.roomId = roomId;
+    if (unmanaged.has(roomId)) {
+      report.notes.push("unmanaged: handed back by an operator; not synced");
+      return report;
+    }
+    const observed = await gateway.readRoom(roomId);
+    if (!observed.ok) return await recordRoomError(report, observed.error.message);
+
+    const memory: RoomMemory = {
+      externals: externals.get(roomId) ?? [],
+      held: held.get(roomId) ?? [],
+      released: released.get(roomId) ?? [],
+    };
+    const plan = planRoom(room, observed.value, memory, policy);
+    const results: ActionResult[] = opts.dryRun ? simulateRoomPlan(plan) : await applyRoomPlan(gateway, plan);
+
+    report.actions = reportActions(results);
+    report.held = reportHeld(plan.held);
+    report.notes = [...plan.notes];
+
+    const at = clock.now();
+    const rows: ActionRecord[] = [
+      ...report.actions.map((a): ActionRecord => {
+        const { kind, user, outcome, error, ...detail } = a;
+        return { runId, room: room.room, roomId, kind, userId: user, detail, outcome: outcome ?? "planned", error: error ?? null, at };
+      }),
+      ...report.held.map((h): ActionRecord => ({
+        runId,
+        room: room.room,
+        roomId,
+        kind: h.kind,
+        userId: h.user,
+        detail: { reason: h.reason },
+        outcome: "held",
+        error: null,
+        at,
+      })),
+    ];
+    await store.recordActions(rows);
+    if (!opts.dryRun) {
+      await store.replaceHeld(roomId, room.room, plan.held.map((h) => ({ userId: h.user, reason: h.reason })), runId, at);
+      const failed = report.actions.filter((a) => a.outcome === "failed").length;
+      await store.upsertManagedRoom({
+        room: room.room,
+        roomId,
+        lastRunId: runId,
+        lastOutcome: failed > 0 ? "failed" : "ok",
+        lastSummary: countReport([report]),
+        now: at,
+      });
+    }
+    return report;
+  }
+
+  async function recordRoomError(report: RoomReport, message: string): Promise<RoomReport> {
+    report.error = message;
+    log.warn("room not synced", { room: report.room, error: message });
+    const at = clock.now();
+    await store.recordActions([
+      { runId, room: report.room, roomId: report.roomId, kind: "room-error", userId: null, detail: {}, outcome: "failed", error: message, at },
+    ]);
+    if (!opts.dryRun) {
+      await store.upsertManagedRoom({ room: report.room, roomId: report.roomId, lastRunId: runId, lastOutcome: "failed", lastSummary: { error: message }, now: at });
+    }
+    return report;
+  }
+}
+
+function groupBy<T, V>(items: readonly T[], key: (t: T) => string, value: (t: T) => V): Map<string, V[]> {
+  const out = new Map<string, V[]>();
+  for (const item of items) {
+    const k = key(item);
+    const list = out.get(k);
+    if (list) list.push(value(item));
+    else out.set(k, [value(item)]);
+  }
+  return out;
+}
+
+/** Runs `fn` over `items` with at most `limit` at once; results keep the input order. */
+export async function mapConcurrent<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  return results;
+}

@@ -1,0 +1,324 @@
+/**
+ * The database behind the store: one schema, two engines.
+ *
+ * - PostgreSQL through a `pg.Pool` when a `databaseUrl` is given;
+ * - otherwise an embedded PGlite database in `<dataDir>/pglite`, guarded by the lock file
+ *   `<dataDir>/pglite.lock` (PGlite does not lock its folder, and two processes on one
+ *   folder silently lose writes).
+ *
+ * Both engines are given the same type parsers, so queries return the same JS values:
+ * int8 (bigserial ids, `count(*)`) as `number`, timestamptz as `Date`, json/jsonb parsed.
+ * jsonb is written as JSON text (`toJson`), which both drivers pass through unchanged.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdir, link, readFile, unlink, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
+import path from "node:path";
+import { PGlite } from "@electric-sql/pglite";
+import { Kysely, PostgresDialect, type ColumnType, type Generated } from "kysely";
+import { PGliteDialect } from "kysely-pglite-dialect";
+import pg from "pg";
+import { describeError } from "../result.ts";
+
+/** A timestamptz column: a `Date` in and out. */
+type Timestamp = ColumnType<Date, Date, Date>;
+type NullableTimestamp = ColumnType<Date | null, Date | null | undefined, Date | null>;
+/** A jsonb column: any JSON value out; JSON text in (see `toJson`), SQL NULL for null. */
+type Json = ColumnType<unknown, string | null | undefined, string | null>;
+
+export interface SyncRunsTable {
+  id: Generated<number>;
+  trigger: string;
+  dry_run: boolean;
+  started_at: Timestamp;
+  finished_at: NullableTimestamp;
+  outcome: string;
+  summary: Json;
+  error: string | null;
+}
+
+export interface RunActionsTable {
+  id: Generated<number>;
+  run_id: number;
+  room: string;
+  room_id: string | null;
+  kind: string;
+  user_id: string | null;
+  detail: Json;
+  outcome: string;
+  error: string | null;
+  at: Timestamp;
+}
+
+export interface HeldRemovalsTable {
+  room_id: string;
+  user_id: string;
+  room: string;
+  reason: string;
+  run_id: number;
+  held_at: Timestamp;
+  released_at: NullableTimestamp;
+}
+
+export interface ExternalMembersTable {
+  room_id: string;
+  user_id: string;
+  role: string;
+  added_by: string;
+  added_at: Timestamp;
+}
+
+export interface ManagedRoomsTable {
+  room: string;
+  room_id: string | null;
+  managed: Generated<boolean>;
+  last_run_id: number | null;
+  last_outcome: string | null;
+  last_summary: Json;
+  updated_at: Timestamp;
+}
+
+export interface Database {
+  sync_runs: SyncRunsTable;
+  run_actions: RunActionsTable;
+  held_removals: HeldRemovalsTable;
+  external_members: ExternalMembersTable;
+  managed_rooms: ManagedRoomsTable;
+}
+
+export type Engine = "pglite" | "postgres";
+
+export interface OpenDatabaseOptions {
+  /** `postgres://user:pass@host:port/db`. Set and non-empty: PostgreSQL; otherwise PGlite. */
+  readonly databaseUrl?: string | undefined;
+  /** The service's data folder; PGlite keeps its files in `<dataDir>/pglite`. */
+  readonly dataDir: string;
+  /**
+   * Use this schema instead of the default (`public`): it is created if missing and becomes
+   * the session's only `search_path` entry, so tables and the migration bookkeeping live in
+   * it. Meant for tests that share one PostgreSQL database (one schema per test file/run).
+   * Lower-case letters, digits and `_` only.
+   */
+  readonly schema?: string | undefined;
+  /** Errors of idle pooled PostgreSQL connections (e.g. server restart); default: ignored — the pool replaces them. */
+  readonly onBackgroundError?: ((err: Error) => void) | undefined;
+}
+
+export interface OpenedDatabase {
+  readonly db: Kysely<Database>;
+  readonly engine: Engine;
+  /** Closes the pool / the PGlite instance, and releases the data-folder lock. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** int8 as a number: ids and counts stay far below 2^53; anything above is refused, not rounded. */
+function parseInt8(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n)) throw new Error(`int8 value ${text} does not fit a JS number`);
+  return n;
+}
+
+/**
+ * A jsonb parameter: JSON text, which both drivers pass through unchanged (given a raw JS
+ * value, `pg` would send a string as invalid JSON and an array as a PostgreSQL array).
+ * `null` and `undefined` become SQL NULL, which reads back as `null`.
+ */
+export function toJson(value: unknown): string | null {
+  if (value === null || value === undefined) return null;
+  const text = JSON.stringify(value) as string | undefined;
+  if (text === undefined) throw new TypeError(`not a JSON value: ${typeof value}`);
+  return text;
+}
+
+/** pg's own parser for a type (timestamptz → Date, json/jsonb → parsed...). */
+const pgDefaultParser = pg.types.getTypeParser as (oid: number, format?: "text" | "binary") => (text: string) => unknown;
+
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+export async function openDatabase(options: OpenDatabaseOptions): Promise<OpenedDatabase> {
+  if (options.schema !== undefined && !SCHEMA_NAME.test(options.schema)) {
+    throw new Error(`invalid schema name ${JSON.stringify(options.schema)}: use lower-case letters, digits and _`);
+  }
+  return options.databaseUrl !== undefined && options.databaseUrl !== ""
+    ? openPostgres(options.databaseUrl, options)
+    : openPglite(options);
+}
+
+async function openPostgres(databaseUrl: string, options: OpenDatabaseOptions): Promise<OpenedDatabase> {
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    types: { getTypeParser: (oid, format) => (oid === pg.types.builtins.INT8 ? parseInt8 : pgDefaultParser(oid, format)) },
+    ...(options.schema !== undefined ? { options: `-c search_path=${options.schema}` } : {}),
+  });
+  const onError = options.onBackgroundError;
+  pool.on("error", (err) => onError?.(err));
+  try {
+    // Fail fast with a message that says where we tried to connect (without the password).
+    if (options.schema !== undefined) {
+      await pool.query(`create schema if not exists "${options.schema}"`);
+    } else {
+      await pool.query("select 1");
+    }
+  } catch (err) {
+    await pool.end().catch(() => undefined);
+    throw new Error(`cannot use PostgreSQL at ${describeDatabaseUrl(databaseUrl)}: ${connectionErrorText(err)}`, { cause: err });
+  }
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  let closed = false;
+  return {
+    db,
+    engine: "postgres",
+    async close() {
+      if (closed) return;
+      closed = true;
+      await db.destroy(); // ends the pool
+    },
+  };
+}
+
+/** Node reports a refused connection to every address of a name as an AggregateError with an empty message. */
+function connectionErrorText(err: unknown): string {
+  if (err instanceof AggregateError && err.message === "") {
+    const inner = err.errors.map((e) => describeError(e)).filter((m) => m !== "");
+    if (inner.length > 0) return inner.join("; ");
+  }
+  const text = describeError(err);
+  return text !== "" ? text : ((err as NodeJS.ErrnoException | undefined)?.code ?? "unknown error");
+}
+
+/** host:port/database of a connection URL, never its password. */
+export function describeDatabaseUrl(databaseUrl: string): string {
+  try {
+    const url = new URL(databaseUrl);
+    return `${url.hostname || "localhost"}:${url.port || "5432"}${url.pathname}`;
+  } catch {
+    return "(unparsable DATABASE_URL)";
+  }
+}
+
+async function openPglite(options: OpenDatabaseOptions): Promise<OpenedDatabase> {
+  const pgliteDir = path.resolve(options.dataDir, "pglite");
+  await mkdir(pgliteDir, { recursive: true });
+  const releaseLock = await acquireFolderLock(path.resolve(options.dataDir, "pglite.lock"), pgliteDir);
+  let client: PGlite;
+  try {
+    client = await PGlite.create(pgliteDir, { parsers: { [pg.types.builtins.INT8]: parseInt8 } });
+    if (options.schema !== undefined) {
+      // A single session: the setting holds for every later query.
+      await client.exec(`create schema if not exists "${options.schema}"; set search_path to "${options.schema}"`);
+    }
+  } catch (err) {
+    await releaseLock();
+    throw new Error(`cannot open the embedded database in ${pgliteDir}: ${describeError(err)}`, { cause: err });
+  }
+  const db = new Kysely<Database>({ dialect: new PGliteDialect(client) });
+  let closed = false;
+  return {
+    db,
+    engine: "pglite",
+    async close() {
+      if (closed) return;
+      closed = true;
+      try {
+        await db.destroy(); // closes PGlite
+      } finally {
+        await releaseLock();
+      }
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Data-folder lock for PGlite.
+
+interface LockHolder {
+  readonly pid: number;
+  readonly hostname: string;
+  readonly since: string;
+  readonly token: string;
+}
+
+/** Lock files held by this process (a stale file naming our own pid, e.g. after a container restart, is not ours). */
+const heldHere = new Set<string>();
+
+/**
+ * Takes `lockFile` or throws an error naming the holder. The file is created atomically
+ * with its content (written aside, then hard-linked into place). A lock left by a dead
+ * process on this host is taken over; a lock from another host cannot be checked and
+ * must be removed by the operator.
+ */
+async function acquireFolderLock(lockFile: string, guarded: string): Promise<() => Promise<void>> {
+  const me: LockHolder = {
+    pid: process.pid,
+    hostname: hostname(),
+    since: new Date().toISOString(),
+    token: randomBytes(8).toString("hex"),
+  };
+  const content = JSON.stringify(me);
+  const aside = `${lockFile}.${me.token}`;
+  await writeFile(aside, content);
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await link(aside, lockFile);
+        break;
+      } catch (err) {
+        if (!isErrno(err, "EEXIST") || attempt > 0) throw err;
+      }
+      const existing = await readFile(lockFile, "utf8").catch(() => "");
+      const holder = parseHolder(existing);
+      if (holder === undefined || !isStale(lockFile, holder)) {
+        const who = holder ? `process ${holder.pid} on ${holder.hostname} (since ${holder.since})` : "another process";
+        throw new Error(
+          `the data folder ${guarded} is in use by ${who}: only one process may use an embedded database. ` +
+            `If that process is gone, delete ${lockFile}.`,
+        );
+      }
+      // Stale: remove it unless someone replaced it meanwhile, then try once more.
+      if ((await readFile(lockFile, "utf8").catch(() => "")) === existing) await unlink(lockFile).catch(() => undefined);
+    }
+  } finally {
+    await unlink(aside).catch(() => undefined);
+  }
+  heldHere.add(lockFile);
+  let released = false;
+  return async () => {
+    if (released) return;
+    released = true;
+    heldHere.delete(lockFile);
+    const current = await readFile(lockFile, "utf8").catch(() => "");
+    if (current === content) await unlink(lockFile).catch(() => undefined);
+  };
+}
+
+function parseHolder(text: string): LockHolder | undefined {
+  try {
+    const value: unknown = JSON.parse(text);
+    if (typeof value !== "object" || value === null) return undefined;
+    const v = value as Partial<Record<keyof LockHolder, unknown>>;
+    if (typeof v.pid !== "number" || typeof v.hostname !== "string") return undefined;
+    return {
+      pid: v.pid,
+      hostname: v.hostname,
+      since: typeof v.since === "string" ? v.since : "?",
+      token: typeof v.token === "string" ? v.token : "",
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+function isStale(lockFile: string, holder: LockHolder): boolean {
+  if (holder.hostname !== hostname()) return false;
+  if (holder.pid === process.pid) return !heldHere.has(lockFile);
+  try {
+    process.kill(holder.pid, 0);
+    return false;
+  } catch (err) {
+    return isErrno(err, "ESRCH");
+  }
+}
+
+function isErrno(err: unknown, code: string): boolean {
+  return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
+}

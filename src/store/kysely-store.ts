@@ -1,0 +1,361 @@
+/**
+ * The store port (store.ts) implemented with Kysely, over PGlite or PostgreSQL.
+ *
+ * Query functions take the `db` (or a transaction) first and are exported for reuse;
+ * `openStore` opens the database, runs the migrations and binds them into a `Store`.
+ *
+ * Isolated schemas (tests): `openStore({ databaseUrl, dataDir, schema: "t_abc" })` creates
+ * the schema if needed and uses it as the only search_path entry, for the tables and for
+ * Kysely's migration bookkeeping, so test files sharing one PostgreSQL database do not
+ * collide. Drop it afterwards (`drop schema "t_abc" cascade`).
+ */
+import type { Kysely, Selectable, Transaction } from "kysely";
+import type {
+  ActionOutcome,
+  ActionRecord,
+  ExternalRecord,
+  HeldRecord,
+  ManagedRoomRecord,
+  RunOutcome,
+  RunRecord,
+  RunTrigger,
+  Store,
+} from "./store.ts";
+import {
+  openDatabase,
+  toJson,
+  type Database,
+  type ManagedRoomsTable,
+  type OpenDatabaseOptions,
+  type RunActionsTable,
+  type SyncRunsTable,
+} from "./database.ts";
+import { migrateToLatest } from "./migrate.ts";
+
+type Db = Kysely<Database> | Transaction<Database>;
+
+/** Rows per INSERT statement: run_actions has 10 columns, well below PostgreSQL's 65,535 parameters. */
+export const INSERT_BATCH_ROWS = 1000;
+
+function* batches<T>(items: readonly T[], size: number): Generator<T[]> {
+  for (let i = 0; i < items.length; i += size) yield items.slice(i, i + size);
+}
+
+// --- runs --------------------------------------------------------------------------------
+
+export async function startRun(db: Db, input: { trigger: RunTrigger; dryRun: boolean; startedAt: Date }): Promise<number> {
+  const row = await db
+    .insertInto("sync_runs")
+    .values({ trigger: input.trigger, dry_run: input.dryRun, started_at: input.startedAt, outcome: "running" })
+    .returning("id")
+    .executeTakeFirstOrThrow();
+  return row.id;
+}
+
+export async function finishRun(
+  db: Db,
+  id: number,
+  input: { outcome: Exclude<RunOutcome, "running">; finishedAt: Date; summary: unknown; error?: string | null },
+): Promise<void> {
+  const result = await db
+    .updateTable("sync_runs")
+    .set({ outcome: input.outcome, finished_at: input.finishedAt, summary: toJson(input.summary), error: input.error ?? null })
+    .where("id", "=", id)
+    .executeTakeFirst();
+  if (result.numUpdatedRows === 0n) throw new Error(`finishRun: no sync run with id ${id}`);
+}
+
+export async function listRuns(db: Db, limit: number): Promise<RunRecord[]> {
+  const rows = await db
+    .selectFrom("sync_runs")
+    .selectAll()
+    .orderBy("started_at", "desc")
+    .orderBy("id", "desc")
+    .limit(limit)
+    .execute();
+  return rows.map(toRunRecord);
+}
+
+export async function interruptDanglingRuns(db: Db, finishedAt: Date): Promise<number> {
+  const result = await db
+    .updateTable("sync_runs")
+    .set({ outcome: "interrupted", finished_at: finishedAt, error: "the process stopped before the run finished" })
+    .where("outcome", "=", "running")
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
+}
+
+function toRunRecord(row: Selectable<SyncRunsTable>): RunRecord {
+  return {
+    id: row.id,
+    trigger: row.trigger as RunTrigger,
+    dryRun: row.dry_run,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    outcome: row.outcome as RunOutcome,
+    summary: row.summary,
+    error: row.error,
+  };
+}
+
+// --- actions -----------------------------------------------------------------------------
+
+/** Inserts in batches of INSERT_BATCH_ROWS, one statement each; several batches share a transaction. */
+export async function recordActions(db: Kysely<Database>, rows: readonly ActionRecord[]): Promise<void> {
+  if (rows.length === 0) return;
+  const values = rows.map((r) => ({
+    run_id: r.runId,
+    room: r.room,
+    room_id: r.roomId,
+    kind: r.kind,
+    user_id: r.userId,
+    detail: toJson(r.detail),
+    outcome: r.outcome,
+    error: r.error,
+    at: r.at,
+  }));
+  const insertAll = async (trx: Db): Promise<void> => {
+    for (const batch of batches(values, INSERT_BATCH_ROWS)) {
+      await trx.insertInto("run_actions").values(batch).execute();
+    }
+  };
+  if (values.length <= INSERT_BATCH_ROWS) await insertAll(db);
+  else await db.transaction().execute(insertAll);
+}
+
+/** In the order they were recorded. */
+export async function listActions(db: Db, runId: number): Promise<ActionRecord[]> {
+  const rows = await db.selectFrom("run_actions").selectAll().where("run_id", "=", runId).orderBy("id").execute();
+  return rows.map(toActionRecord);
+}
+
+function toActionRecord(row: Selectable<RunActionsTable>): ActionRecord {
+  return {
+    runId: row.run_id,
+    room: row.room,
+    roomId: row.room_id,
+    kind: row.kind,
+    userId: row.user_id,
+    detail: row.detail,
+    outcome: row.outcome as ActionOutcome,
+    error: row.error,
+    at: row.at,
+  };
+}
+
+// --- held removals -----------------------------------------------------------------------
+
+/** Ordered by room id, then user id. */
+export async function listHeld(db: Db, roomId?: string): Promise<HeldRecord[]> {
+  let query = db.selectFrom("held_removals").selectAll();
+  if (roomId !== undefined) query = query.where("room_id", "=", roomId);
+  const rows = await query.orderBy("room_id").orderBy("user_id").execute();
+  return rows.map((row) => ({
+    roomId: row.room_id,
+    room: row.room,
+    userId: row.user_id,
+    reason: row.reason,
+    runId: row.run_id,
+    heldAt: row.held_at,
+    releasedAt: row.released_at,
+  }));
+}
+
+/**
+ * The room's held set becomes exactly `rows`, unreleased. A user who was already held (and
+ * not released) keeps the original `heldAt`, so "held since" stays true across runs; others
+ * get `now`. A user listed twice counts once (the last entry wins).
+ */
+export async function replaceHeld(
+  db: Kysely<Database>,
+  roomId: string,
+  room: string,
+  rows: readonly { userId: string; reason: string }[],
+  runId: number,
+  now: Date,
+): Promise<void> {
+  const wanted = new Map(rows.map((r) => [r.userId, r.reason]));
+  await db.transaction().execute(async (trx) => {
+    const existing = await trx
+      .selectFrom("held_removals")
+      .select(["user_id", "held_at"])
+      .where("room_id", "=", roomId)
+      .where("released_at", "is", null)
+      .execute();
+    const heldSince = new Map(existing.map((r) => [r.user_id, r.held_at]));
+    await trx.deleteFrom("held_removals").where("room_id", "=", roomId).execute();
+    const values = [...wanted].map(([userId, reason]) => ({
+      room_id: roomId,
+      user_id: userId,
+      room,
+      reason,
+      run_id: runId,
+      held_at: heldSince.get(userId) ?? now,
+      released_at: null,
+    }));
+    for (const batch of batches(values, INSERT_BATCH_ROWS)) {
+      await trx.insertInto("held_removals").values(batch).execute();
+    }
+  });
+}
+
+/** Releases unreleased rows (already released ones keep their time and are not counted). */
+export async function releaseHeld(db: Db, roomId: string, userIds: readonly string[] | "all", now: Date): Promise<number> {
+  if (userIds !== "all" && userIds.length === 0) return 0;
+  let query = db
+    .updateTable("held_removals")
+    .set({ released_at: now })
+    .where("room_id", "=", roomId)
+    .where("released_at", "is", null);
+  if (userIds !== "all") query = query.where("user_id", "in", [...userIds]);
+  const result = await query.executeTakeFirst();
+  return Number(result.numUpdatedRows);
+}
+
+// --- external members --------------------------------------------------------------------
+
+/** Ordered by room id, then user id. */
+export async function listExternals(db: Db, roomId?: string): Promise<ExternalRecord[]> {
+  let query = db.selectFrom("external_members").selectAll();
+  if (roomId !== undefined) query = query.where("room_id", "=", roomId);
+  const rows = await query.orderBy("room_id").orderBy("user_id").execute();
+  return rows.map((row) => ({
+    roomId: row.room_id,
+    userId: row.user_id,
+    role: row.role,
+    addedBy: row.added_by,
+    addedAt: row.added_at,
+  }));
+}
+
+export async function addExternal(db: Db, record: ExternalRecord): Promise<void> {
+  await db
+    .insertInto("external_members")
+    .values({
+      room_id: record.roomId,
+      user_id: record.userId,
+      role: record.role,
+      added_by: record.addedBy,
+      added_at: record.addedAt,
+    })
+    .onConflict((oc) =>
+      oc.columns(["room_id", "user_id"]).doUpdateSet((eb) => ({
+        role: eb.ref("excluded.role"),
+        added_by: eb.ref("excluded.added_by"),
+        added_at: eb.ref("excluded.added_at"),
+      })),
+    )
+    .execute();
+}
+
+export async function removeExternal(db: Db, roomId: string, userId: string): Promise<boolean> {
+  const result = await db
+    .deleteFrom("external_members")
+    .where("room_id", "=", roomId)
+    .where("user_id", "=", userId)
+    .executeTakeFirst();
+  return result.numDeletedRows > 0n;
+}
+
+// --- managed rooms -----------------------------------------------------------------------
+
+/**
+ * Records a room's last run. A new room is managed; an existing one keeps its `managed`
+ * flag. A null `roomId` (alias not resolved this time) keeps the room id known before.
+ */
+export async function upsertManagedRoom(
+  db: Db,
+  input: { room: string; roomId: string | null; lastRunId: number | null; lastOutcome: string | null; lastSummary: unknown; now: Date },
+): Promise<void> {
+  await db
+    .insertInto("managed_rooms")
+    .values({
+      room: input.room,
+      room_id: input.roomId,
+      last_run_id: input.lastRunId,
+      last_outcome: input.lastOutcome,
+      last_summary: toJson(input.lastSummary),
+      updated_at: input.now,
+    })
+    .onConflict((oc) =>
+      oc.column("room").doUpdateSet((eb) => ({
+        room_id: eb.fn.coalesce("excluded.room_id", "managed_rooms.room_id"),
+        last_run_id: eb.ref("excluded.last_run_id"),
+        last_outcome: eb.ref("excluded.last_outcome"),
+        last_summary: eb.ref("excluded.last_summary"),
+        updated_at: eb.ref("excluded.updated_at"),
+      })),
+    )
+    .execute();
+}
+
+/** Sets the flag, creating the room's row if needed; a null `roomId` keeps the known one. */
+export async function setManaged(db: Db, room: string, roomId: string | null, managed: boolean, now: Date): Promise<void> {
+  await db
+    .insertInto("managed_rooms")
+    .values({ room, room_id: roomId, managed, last_run_id: null, last_outcome: null, last_summary: null, updated_at: now })
+    .onConflict((oc) =>
+      oc.column("room").doUpdateSet((eb) => ({
+        room_id: eb.fn.coalesce("excluded.room_id", "managed_rooms.room_id"),
+        managed: eb.ref("excluded.managed"),
+        updated_at: eb.ref("excluded.updated_at"),
+      })),
+    )
+    .execute();
+}
+
+/** Ordered by room. */
+export async function listManagedRooms(db: Db): Promise<ManagedRoomRecord[]> {
+  const rows = await db.selectFrom("managed_rooms").selectAll().orderBy("room").execute();
+  return rows.map(toManagedRoomRecord);
+}
+
+function toManagedRoomRecord(row: Selectable<ManagedRoomsTable>): ManagedRoomRecord {
+  return {
+    room: row.room,
+    roomId: row.room_id,
+    managed: row.managed,
+    lastRunId: row.last_run_id,
+    lastOutcome: row.last_outcome,
+    lastSummary: row.last_summary,
+    updatedAt: row.updated_at,
+  };
+}
+
+// --- the store ---------------------------------------------------------------------------
+
+export type OpenStoreOptions = OpenDatabaseOptions;
+
+/**
+ * Opens the database (PostgreSQL when `databaseUrl` is set, else PGlite in `<dataDir>/pglite`),
+ * applies pending migrations and returns the store. Throws an error naming the cause (the
+ * unreachable server, the folder in use, the failed migration); nothing is left open then.
+ */
+export async function openStore(options: OpenStoreOptions): Promise<Store> {
+  const opened = await openDatabase(options);
+  const migrated = await migrateToLatest(opened.db);
+  if (!migrated.ok) {
+    await opened.close().catch(() => undefined);
+    throw new Error(migrated.error.message, { cause: migrated.error.cause });
+  }
+  const { db } = opened;
+  return {
+    engine: opened.engine,
+    startRun: (input) => startRun(db, input),
+    finishRun: (id, input) => finishRun(db, id, input),
+    listRuns: (limit) => listRuns(db, limit),
+    interruptDanglingRuns: (finishedAt) => interruptDanglingRuns(db, finishedAt),
+    recordActions: (rows) => recordActions(db, rows),
+    listActions: (runId) => listActions(db, runId),
+    listHeld: (roomId) => listHeld(db, roomId),
+    replaceHeld: (roomId, room, rows, runId, now) => replaceHeld(db, roomId, room, rows, runId, now),
+    releaseHeld: (roomId, userIds, now) => releaseHeld(db, roomId, userIds, now),
+    listExternals: (roomId) => listExternals(db, roomId),
+    addExternal: (record) => addExternal(db, record),
+    removeExternal: (roomId, userId) => removeExternal(db, roomId, userId),
+    upsertManagedRoom: (input) => upsertManagedRoom(db, input),
+    setManaged: (room, roomId, managed, now) => setManaged(db, room, roomId, managed, now),
+    listManagedRooms: () => listManagedRooms(db),
+    close: () => opened.close(),
+  };
+}
