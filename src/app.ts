@@ -7,7 +7,7 @@ import type { Config } from "./config/schema.ts";
 import { createIdentityProvider } from "./idp/index.ts";
 import type { IdentityProvider } from "./idp/types.ts";
 import { createLogger, type Logger } from "./log.ts";
-import { createBotSdkGateway, routeSdkLogs } from "./matrix/bot-sdk-gateway.ts";
+import { createBotSdkGateway } from "./matrix/bot-sdk-gateway.ts";
 import type { MatrixGateway } from "./matrix/gateway.ts";
 import type { SyncSettings } from "./reconcile/run.ts";
 import { describeError, fail, ok, type Result } from "./result.ts";
@@ -25,7 +25,6 @@ export interface App {
 
 export async function openApp(config: Config, _opts: { interactive: boolean; json: boolean }): Promise<Result<App>> {
   const log = createLogger({ level: config.log.level, format: config.log.format });
-  routeSdkLogs(log.child("matrix-bot-sdk"));
   let store: Store;
   try {
     store = await openStore({ dataDir: config.dataDir, ...(config.database ? { databaseUrl: config.database.url } : {}) });

@@ -3,7 +3,7 @@
  *
  * Rate limits: matrix-bot-sdk has no retry of its own; it throws a MatrixError with
  * `retryAfterMs` read from the deprecated body field only. The spec (v1.10+) says servers
- * SHOULD send `Retry-After`, so `installRetryAfterBridge` copies that header into the error
+ * SHOULD send `Retry-After`, so `installTransportBridge` copies that header into the error
  * body at the transport edge. A 429 waits for exactly that long (or backs off exponentially
  * when the server gave nothing) and is retried up to `maxRetries` times. No fixed sleeps.
  */
@@ -29,45 +29,59 @@ const MEMBERSHIPS: ReadonlySet<string> = new Set(["join", "invite", "leave", "ba
 const BACKOFF_START_MS = 500;
 const BACKOFF_MAX_MS = 60_000;
 
-type RequestCallback = (err: unknown, res: { statusCode?: number; headers?: Record<string, unknown>; body?: unknown }, body: unknown) => void;
+type RequestCallback = (
+  err: unknown,
+  res: { statusCode?: number; headers?: Record<string, unknown>; body?: unknown } | undefined,
+  body: unknown,
+) => void;
 type RequestFn = (params: unknown, cb: RequestCallback) => unknown;
 
 let bridgeInstalled = false;
 
-/** Copies a 429's `Retry-After` header (seconds) into the body's `retry_after_ms`, which the SDK reads. */
-export function installRetryAfterBridge(): void {
+/**
+ * Wraps the SDK's transport once per process:
+ * - copies a 429's `Retry-After` header (seconds) into the body's `retry_after_ms`, the only
+ *   place the SDK looks;
+ * - parses a JSON body once (the SDK would parse the same text twice, which dominates the
+ *   cost of reading a room of 10,000 members).
+ */
+export function installTransportBridge(): void {
   if (bridgeInstalled) return;
   bridgeInstalled = true;
   const inner = getRequestFn() as RequestFn;
   const wrapped: RequestFn = (params, cb) =>
     inner(params, (err, res, body) => {
-      if (!err && res?.statusCode === 429) {
-        const header = res.headers?.["retry-after"];
-        const seconds = typeof header === "string" ? Number(header) : NaN;
-        if (Number.isFinite(seconds) && seconds >= 0) {
-          const patched = patchRetryAfter(body, seconds * 1000);
-          cb(err, { ...res, body: patchRetryAfter(res.body, seconds * 1000) }, patched);
-          return;
+      if (err || !res) {
+        cb(err, res, body);
+        return;
+      }
+      let parsed: unknown = body;
+      if (typeof body === "string" && isJsonResponse(res.headers)) {
+        try {
+          parsed = JSON.parse(body) as unknown;
+        } catch {
+          parsed = body;
         }
       }
-      cb(err, res, body);
+      if (res.statusCode === 429) parsed = withRetryAfter(parsed, res.headers?.["retry-after"]);
+      res.body = parsed;
+      cb(err, res, parsed);
     });
   setRequestFn(wrapped);
 }
 
-function patchRetryAfter(body: unknown, ms: number): unknown {
-  let parsed = body;
-  if (typeof body === "string") {
-    try {
-      parsed = JSON.parse(body) as unknown;
-    } catch {
-      return body;
-    }
+function isJsonResponse(headers: Record<string, unknown> | undefined): boolean {
+  const type = headers?.["content-type"];
+  return typeof type === "string" && type.toLowerCase().includes("json");
+}
+
+function withRetryAfter(body: unknown, header: unknown): unknown {
+  const seconds = typeof header === "string" && header.trim() !== "" ? Number(header) : NaN;
+  if (!Number.isFinite(seconds) || seconds < 0) return body;
+  if (body && typeof body === "object" && !Array.isArray(body)) {
+    return { ...(body as Record<string, unknown>), retry_after_ms: seconds * 1000 };
   }
-  if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
-    return { ...(parsed as Record<string, unknown>), retry_after_ms: ms };
-  }
-  return body;
+  return { errcode: "M_LIMIT_EXCEEDED", error: "Too Many Requests", retry_after_ms: seconds * 1000 };
 }
 
 /** Routes matrix-bot-sdk's own logging into ours (it logs every error body at error level). */
@@ -85,7 +99,8 @@ export function routeSdkLogs(log: Logger): void {
 }
 
 export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
-  installRetryAfterBridge();
+  installTransportBridge();
+  routeSdkLogs(opts.log.child("matrix-bot-sdk"));
   const client = new MatrixClient(opts.homeserverUrl, opts.accessToken);
   const sleep = opts.sleep ?? realSleep;
   const log = opts.log;
@@ -95,11 +110,12 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
       try {
         return ok((await client.doRequest(method, path, null, body ?? null, opts.requestTimeoutMs)) as T);
       } catch (err) {
-        if (err instanceof MatrixError && (err.statusCode === 429 || err.errcode === "M_LIMIT_EXCEEDED")) {
+        const limited = rateLimit(err);
+        if (limited) {
           if (attempt >= opts.maxRetries) {
             return fail(`${what}: still rate-limited by the homeserver after ${opts.maxRetries} retries`, { code: "M_LIMIT_EXCEEDED" });
           }
-          const wait = err.retryAfterMs ?? Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** attempt);
+          const wait = limited.retryAfterMs ?? Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** attempt);
           log.debug("rate limited, waiting", { what, waitMs: wait, attempt });
           await sleep(wait);
           continue;
@@ -163,6 +179,18 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
       return r.ok ? ok(undefined) : r;
     },
   };
+}
+
+/** A 429 (or M_LIMIT_EXCEEDED), with the wait the server asked for when it named one. */
+function rateLimit(err: unknown): { retryAfterMs?: number } | undefined {
+  if (err instanceof MatrixError) {
+    if (err.statusCode !== 429 && err.errcode !== "M_LIMIT_EXCEEDED") return undefined;
+    const ms = err.retryAfterMs;
+    return typeof ms === "number" && Number.isFinite(ms) && ms >= 0 ? { retryAfterMs: ms } : {};
+  }
+  // A 429 without a JSON error body: the SDK throws the bare response.
+  if (err && typeof err === "object" && (err as { statusCode?: unknown }).statusCode === 429) return {};
+  return undefined;
 }
 
 function codeOf(err: unknown): { code?: string; cause: unknown } {

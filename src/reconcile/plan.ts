@@ -109,6 +109,10 @@ function num(value: unknown, fallback: number): number {
   return typeof value === "number" && Number.isFinite(value) ? value : fallback;
 }
 
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 function fmt(level: number): string {
   return level === Infinity ? "creator" : String(level);
 }
@@ -165,11 +169,15 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
   const changes: PowerLevelChange[] = [];
   const notRemovedWhy: string[] = [];
 
-  // Every user the room or the directory knows of, in a stable order.
-  const everyone = new Set<string>(desiredByUser.keys());
-  for (const u of Object.keys(observed.members)) everyone.add(u);
-  for (const u of Object.keys(levels.users)) everyone.add(u);
-  const users = [...everyone].sort();
+  // Every user the directory or the room knows of, each once. The order of visiting does not
+  // matter: everything collected per user is sorted below, so the plan is deterministic.
+  const users: string[] = [...desiredByUser.keys()];
+  for (const u of Object.keys(observed.members)) if (!desiredByUser.has(u)) users.push(u);
+  for (const u of Object.keys(levels.users)) if (!desiredByUser.has(u) && !Object.hasOwn(observed.members, u)) users.push(u);
+  const userNotes: [string, string][] = [];
+  const note = (u: string, text: string): void => {
+    userNotes.push([u, `${u}: ${text}`]);
+  };
 
   let managedMembers = 0;
   for (const user of users) {
@@ -183,28 +191,29 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
     const protectedUser = current >= botLevel;
 
     if (want) {
+      if (present) managedMembers++;
       if (membership === "ban") {
-        notes.push(`${u}: banned, not re-invited`);
+        note(u, `banned, not re-invited`);
         continue;
       }
       if (!present) invites.push(u);
       if (isCreator) continue; // infinite power; never written into `users`
       let target = want.level;
       if (target > botLevel) {
-        notes.push(`${u}: role ${want.role} wants level ${target}, above ours (${fmt(botLevel)}); set to ${fmt(botLevel)}`);
+        note(u, `role ${want.role} wants level ${target}, above ours (${fmt(botLevel)}); set to ${fmt(botLevel)}`);
         target = botLevel;
       }
       if (target === current) continue;
       if (protectedUser) {
-        notes.push(`${u}: level ${fmt(current)} ≥ ours (${fmt(botLevel)}), left alone (wanted ${target})`);
+        note(u, `level ${fmt(current)} ≥ ours (${fmt(botLevel)}), left alone (wanted ${target})`);
         continue;
       }
       if (target < current && externals.has(u)) {
-        notes.push(`${u}: added by hand (external), not lowered from ${current} to ${target}`);
+        note(u, `added by hand (external), not lowered from ${current} to ${target}`);
         continue;
       }
       if (target < current && incomplete) {
-        notes.push(`${u}: not lowered from ${current} to ${target}: directory data incomplete`);
+        note(u, `not lowered from ${current} to ${target}: directory data incomplete`);
         continue;
       }
       changes.push({ user: u, from: current, to: target, removeEntry: target === levels.usersDefault });
@@ -213,17 +222,17 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
 
     // Not desired: a managed user the directory no longer puts in this room.
     if (externals.has(u)) continue; // added by hand: never removed by a sync
-    if (present) managedMembers++;
     const hasLevel = levels.hasEntry(u) && current !== levels.usersDefault;
     if (!present && !hasLevel) continue;
     if (isCreator) {
-      notes.push(`${u}: not in a mapped group, but a room creator (unlimited power), left alone`);
+      note(u, `not in a mapped group, but a room creator (unlimited power), left alone`);
       continue;
     }
     if (protectedUser) {
-      notes.push(`${u}: not in a mapped group, but level ${fmt(current)} ≥ ours (${fmt(botLevel)}), left alone`);
+      note(u, `not in a mapped group, but level ${fmt(current)} ≥ ours (${fmt(botLevel)}), left alone`);
       continue;
     }
+    if (present) managedMembers++;
     if (incomplete) {
       notRemovedWhy.push(u);
       continue;
@@ -231,18 +240,17 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
     if (present && policy.kick) {
       removalCandidates.push(u);
     } else {
-      if (present) notes.push(`${u}: not in a mapped group; kicking is off, left in the room`);
+      if (present) note(u, `not in a mapped group; kicking is off, left in the room`);
       if (hasLevel) changes.push({ user: u, from: current, to: levels.usersDefault, removeEntry: true });
     }
   }
-  for (const u of desiredByUser.keys()) {
-    const m = observed.members[u];
-    if (m === "join" || m === "invite") managedMembers++;
-  }
-
+  userNotes.sort((a, b) => compare(a[0], b[0]));
+  for (const [, text] of userNotes) notes.push(text);
   if (notRemovedWhy.length > 0) {
-    notes.push(`not removed (directory data incomplete): ${notRemovedWhy.join(", ")}`);
+    notes.push(`not removed (directory data incomplete): ${notRemovedWhy.sort().join(", ")}`);
   }
+  invites.sort(compare);
+  removalCandidates.sort(compare);
 
   // Guard rail: a mass removal is held for an operator to release.
   const guarded = removalCandidates.filter((u) => !released.has(u));
@@ -280,7 +288,7 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
   if (changes.length > 0) {
     const need = levels.required("power_levels");
     if (botLevel >= need) {
-      changes.sort((a, b) => (a.user < b.user ? -1 : a.user > b.user ? 1 : 0));
+      changes.sort((a, b) => compare(a.user, b.user));
       actions.push({ kind: "set-power-levels", changes, content: newPowerLevels(observed, levels, changes, notes) });
     } else {
       notes.push(`cannot change power levels of ${changes.length} user(s): our level ${fmt(botLevel)} is below ${need}`);
