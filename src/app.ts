@@ -32,7 +32,7 @@ export async function openApp(config: Config, _opts: { interactive: boolean; jso
     const where = config.database ? "the PostgreSQL database (database.url)" : `the embedded database in ${config.dataDir}`;
     return fail(`cannot open ${where}: ${describeError(err)}`);
   }
-  const idp = createIdentityProvider(config.idp);
+  const idp = createIdentityProvider(config.idp, config.users, log);
   const gateway = createBotSdkGateway({
     homeserverUrl: config.homeserver.url,
     accessToken: config.homeserver.accessToken,

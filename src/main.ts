@@ -9,6 +9,8 @@ import { formatConfigError, loadConfig } from "./config/load.ts";
 import { redactConfig } from "./config/redact.ts";
 import type { Config } from "./config/schema.ts";
 import { describeError } from "./result.ts";
+import { serverNameOf } from "./matrix/ids.ts";
+import { directoryText, listDirectory, readDirectory } from "./reconcile/directory.ts";
 import { runSync } from "./reconcile/run.ts";
 import { toJson, toText } from "./reconcile/report.ts";
 
@@ -29,6 +31,7 @@ const USAGE = `Usage: matrix-group-sync <command> [options]
 
 Commands:
   sync            Sync every managed room with the directory (or only --room ROOM)
+  idp             List the rooms and members the directory defines, with roles and group paths
   check-config    Validate the config and print it with secrets redacted
   migrate         Create or upgrade the database tables
   help            Show this text
@@ -36,8 +39,8 @@ Commands:
 Options:
   --config FILE   Config file (default: $MGS_CONFIG)
   --dry-run       sync: plan and report, change nothing
-  --json          sync: print the report as JSON (no progress output)
-  --room ROOM     sync: only this room (alias or id); may be repeated
+  --json          sync, idp: print JSON (no progress output)
+  --room ROOM     sync, idp: only this room (as configured; sync also takes its id); repeatable
 
 Exit codes: 0 done, 1 the run had failures, 2 bad usage or config.`;
 
@@ -69,12 +72,15 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     io.err(`unexpected argument: ${rest.join(" ")}\n\n${USAGE}`);
     return EXIT_USAGE;
   }
-  const syncOnly = parsed.values["dry-run"] || parsed.values.json || (parsed.values.room?.length ?? 0) > 0;
-  if (command !== "sync" && syncOnly) {
-    io.err(`--dry-run, --json and --room go with sync only\n\n${USAGE}`);
+  if (command !== "sync" && parsed.values["dry-run"]) {
+    io.err(`--dry-run goes with sync only\n\n${USAGE}`);
     return EXIT_USAGE;
   }
-  if (!["sync", "check-config", "migrate"].includes(command)) {
+  if (!["sync", "idp"].includes(command) && (parsed.values.json || (parsed.values.room?.length ?? 0) > 0)) {
+    io.err(`--json and --room go with sync and idp only\n\n${USAGE}`);
+    return EXIT_USAGE;
+  }
+  if (!["sync", "idp", "check-config", "migrate"].includes(command)) {
     io.err(`unknown command: ${command}\n\n${USAGE}`);
     return EXIT_USAGE;
   }
@@ -100,6 +106,25 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   try {
     if (command === "migrate") {
       io.out(`Database (${app.value.store.engine}) is up to date.`);
+      return EXIT_OK;
+    }
+    if (command === "idp") {
+      let server = config.users.domain;
+      if (server === undefined) {
+        const me = await app.value.gateway.whoami();
+        if (!me.ok) {
+          io.err(`cannot tell the server name for Matrix ids (set users.domain, or make the homeserver reachable): ${me.error.message}`);
+          return EXIT_FAILURES;
+        }
+        server = serverNameOf(me.value);
+      }
+      const state = await readDirectory(app.value.idp, settingsFrom(config), server);
+      if (!state.ok) {
+        io.err(state.error.message);
+        return EXIT_FAILURES;
+      }
+      const listing = listDirectory(state.value, parsed.values.room);
+      io.out(parsed.values.json ? JSON.stringify(listing, null, 2) : directoryText(listing));
       return EXIT_OK;
     }
     const progress =

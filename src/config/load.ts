@@ -193,7 +193,7 @@ function applyEnvironment(
       }
     }
     const merged = getAt(raw, secret.parent);
-    if (isRecord(merged) && merged[secret.key] === undefined && merged[secret.fileKey] === undefined) {
+    if (secret.required && isRecord(merged) && merged[secret.key] === undefined && merged[secret.fileKey] === undefined) {
       found.push({
         path: secret.parent,
         message: `give ${secret.key} or ${secret.fileKey} (or set ${secret.env} or ${secret.fileEnv})`,
@@ -262,6 +262,10 @@ function finishIdp(idp: ConfigFile["idp"], baseDir: string): IdpConfig {
   switch (idp.kind) {
     case "static":
       return { ...idp, static: { ...idp.static, file: resolve(baseDir, idp.static.file) } };
+    case "ldap": {
+      const { bindPasswordFile: _file, caFile, ...ldap } = idp.ldap;
+      return { ...idp, ldap: { ...ldap, ...(caFile === undefined ? {} : { caFile: resolve(baseDir, caFile) }) } };
+    }
   }
 }
 

@@ -7,6 +7,7 @@
  * paths; what it hands out is `Config`, the output type below, with defaults applied and
  * every secret present as a string.
  */
+import { FilterParser } from "ldapts";
 import { z } from "zod";
 import { parseRoomAlias, parseRoomId, parseUserId } from "../matrix/ids.ts";
 
@@ -35,6 +36,8 @@ export interface SecretField {
   readonly fileEnv: string;
   /** Whether an env value creates the parent object when the file has none (an optional section). */
   readonly envCreatesParent: boolean;
+  /** Whether one of the two must be given when the parent is present (false: e.g. an anonymous LDAP bind). */
+  readonly required: boolean;
   readonly redact: "all" | "url-password";
 }
 
@@ -48,6 +51,7 @@ export const SECRET_FIELDS: readonly SecretField[] = [
     env: "MGS_HOMESERVER_ACCESS_TOKEN",
     fileEnv: "MGS_HOMESERVER_ACCESS_TOKEN_FILE",
     envCreatesParent: true,
+    required: true,
     redact: "all",
   },
   {
@@ -57,7 +61,18 @@ export const SECRET_FIELDS: readonly SecretField[] = [
     env: "MGS_DATABASE_URL",
     fileEnv: "MGS_DATABASE_URL_FILE",
     envCreatesParent: true,
+    required: true,
     redact: "url-password",
+  },
+  {
+    parent: ["idp", "ldap"],
+    key: "bindPassword",
+    fileKey: "bindPasswordFile",
+    env: "MGS_LDAP_BIND_PASSWORD",
+    fileEnv: "MGS_LDAP_BIND_PASSWORD_FILE",
+    envCreatesParent: false,
+    required: false,
+    redact: "all",
   },
 ];
 
@@ -72,6 +87,7 @@ export const ENV_OVERRIDES: readonly EnvOverride[] = [
   { env: "MGS_HOMESERVER_URL", path: ["homeserver", "url"], isPath: false },
   { env: "MGS_DATA_DIR", path: ["dataDir"], isPath: true },
   { env: "MGS_LOG_LEVEL", path: ["log", "level"], isPath: false },
+  { env: "MGS_LDAP_URL", path: ["idp", "ldap", "url"], isPath: false },
 ];
 
 /** The environment variable that names the config file when no path is passed. */
@@ -185,11 +201,83 @@ const staticIdpSchema = z.strictObject({
   }),
 });
 
+const ldapFilter = checked(nonEmpty, (s) => {
+  try {
+    FilterParser.parseString(s);
+    return undefined;
+  } catch (err) {
+    return `not a valid LDAP filter (RFC 4515): ${err instanceof Error ? err.message : String(err)}`;
+  }
+});
+
+const ldapScope = z.enum(["base", "one", "sub"]);
+
+/**
+ * An LDAP directory: OpenLDAP, 389-DS/FreeIPA or Active Directory. `flavour` picks the
+ * defaults of the filters and of how disabled accounts are recognised; every one of them
+ * can be set explicitly.
+ */
+const ldapIdpSchema = z.strictObject({
+  kind: z.literal("ldap"),
+  ldap: z.strictObject({
+    /** ldap://host:389 or ldaps://host:636. Env: MGS_LDAP_URL. */
+    url: checked(nonEmpty, (s) => (/^ldaps?:\/\/[^/\s]+\/?$/i.test(s) ? undefined : `"${s}" is not an ldap:// or ldaps:// URL (host and port only)`)),
+    /** Upgrade an ldap:// connection with StartTLS before binding. */
+    startTls: z.boolean().default(false),
+    /** PEM file of the CA that signed the server's certificate (relative to the config file). */
+    caFile: nonEmpty.exactOptional(),
+    /** Refuse a server certificate that does not verify. Turn off only for testing. */
+    rejectUnauthorized: z.boolean().default(true),
+    /** The account to bind as; absent: anonymous. */
+    bindDn: nonEmpty.exactOptional(),
+    /** Its password (secret). Give this or bindPasswordFile. Env: MGS_LDAP_BIND_PASSWORD. */
+    bindPassword: nonEmpty.exactOptional(),
+    /** File holding the password. Env: MGS_LDAP_BIND_PASSWORD_FILE. */
+    bindPasswordFile: nonEmpty.exactOptional(),
+    /** Time limit to connect, in milliseconds. */
+    connectTimeoutMs: z.number().int().min(1).max(600_000).default(10_000),
+    /** Time limit of one operation (one page of a search), in milliseconds. */
+    timeoutMs: z.number().int().min(1).max(600_000).default(30_000),
+    /** Entries per page of every search (paged-results control). AD's maximum is 1000. */
+    pageSize: z.number().int().min(1).max(100_000).default(500),
+    /** openldap | 389ds (also FreeIPA) | ad: defaults for filters and disabled accounts. */
+    flavour: z.enum(["openldap", "389ds", "ad"]).default("openldap"),
+    groups: z.strictObject({
+      base: nonEmpty,
+      scope: ldapScope.default("sub"),
+      /** Default by flavour: groupOfNames, groupOfUniqueNames, posixGroup; AD: group. */
+      filter: ldapFilter.exactOptional(),
+      /** The group's name, matched by the mapping and the naming convention. */
+      nameAttribute: nonEmpty.default("cn"),
+      /** member / uniqueMember hold DNs (users or nested groups); memberUid holds login names. */
+      memberAttributes: z.array(nonEmpty).min(1).default(() => ["member", "uniqueMember", "memberUid"]),
+    }),
+    users: z.strictObject({
+      base: nonEmpty,
+      scope: ldapScope.default("sub"),
+      /** Default by flavour: inetOrgPerson or posixAccount; AD: person users (no computers). */
+      filter: ldapFilter.exactOptional(),
+      /** The attribute a posixGroup's memberUid values name. */
+      memberUidAttribute: nonEmpty.default("uid"),
+      /**
+       * Filter of disabled accounts, which are never members. Default by flavour: none;
+       * 389ds: (nsAccountLock=TRUE); ad: userAccountControl bit 2. `false`: no check.
+       */
+      disabledFilter: z.union([ldapFilter, z.literal(false)]).exactOptional(),
+    }),
+    /**
+     * Active Directory only: let the server expand nested groups with the in-chain matching
+     * rule (1.2.840.113556.1.4.1941), one query per mapped group.
+     */
+    activeDirectoryInChain: z.boolean().default(false),
+  }),
+});
+
 /**
  * The directory to read groups from, chosen by `kind`; each kind has its settings under a
  * key of the same name. To add one: define its strict object and list it here.
  */
-const idpSchema = z.discriminatedUnion("kind", [staticIdpSchema]);
+const idpSchema = z.discriminatedUnion("kind", [staticIdpSchema, ldapIdpSchema]);
 
 const usersSchema = z.strictObject({
   /** The directory attribute that fills {uid}. */
@@ -376,6 +464,18 @@ export function checkReferences(raw: unknown): RuleViolation[] {
       if (given !== undefined || enabled) checkRole(["mapping", "convention", key], given, fallback);
     }
   }
+  // LDAP: a bind DN with an empty password is an "unauthenticated bind", which many servers
+  // answer with success without checking anything; a password without a DN binds nobody.
+  const ldap = field(field(raw, "idp"), "ldap");
+  if (field(field(raw, "idp"), "kind") === "ldap" && isRecord(ldap)) {
+    const hasPassword = ldap["bindPassword"] !== undefined || ldap["bindPasswordFile"] !== undefined;
+    if (ldap["bindDn"] !== undefined && !hasPassword) {
+      out.push({ path: ["idp", "ldap"], message: "bindDn needs bindPassword or bindPasswordFile (or MGS_LDAP_BIND_PASSWORD); leave bindDn out to bind anonymously" });
+    }
+    if (ldap["bindDn"] === undefined && hasPassword) {
+      out.push({ path: ["idp", "ldap", "bindDn"], message: "required when a bind password is given" });
+    }
+  }
   return out;
 }
 
@@ -395,9 +495,14 @@ export type ConfigFile = z.output<typeof configFileSchema>;
 type FileHomeserver = ConfigFile["homeserver"];
 type FileDatabase = NonNullable<ConfigFile["database"]>;
 
-type ConfigShape = Omit<ConfigFile, "homeserver" | "database"> & {
+type FileIdp = ConfigFile["idp"];
+type FileLdap = Extract<FileIdp, { kind: "ldap" }>;
+type ResolvedIdp = Exclude<FileIdp, FileLdap> | (Omit<FileLdap, "ldap"> & { ldap: Omit<FileLdap["ldap"], "bindPasswordFile"> });
+
+type ConfigShape = Omit<ConfigFile, "homeserver" | "database" | "idp"> & {
   homeserver: Omit<FileHomeserver, "accessToken" | "accessTokenFile"> & { accessToken: string };
   database?: Omit<FileDatabase, "url" | "urlFile"> & { url: string };
+  idp: ResolvedIdp;
 };
 
 /**
@@ -410,6 +515,7 @@ export type HomeserverConfig = Config["homeserver"];
 export type DatabaseConfig = NonNullable<Config["database"]>;
 export type IdpConfig = Config["idp"];
 export type StaticIdpConfig = Extract<IdpConfig, { kind: "static" }>;
+export type LdapIdpConfig = Extract<IdpConfig, { kind: "ldap" }>;
 export type UsersConfig = Config["users"];
 export type MappingConfig = Config["mapping"];
 export type RoomMappingConfig = MappingConfig["rooms"][number];

@@ -37,9 +37,17 @@ export interface DirectorySnapshot {
   readonly notes: readonly string[];
 }
 
+/** What the pipeline tells a provider about the mapping, so it can read only what matters. */
+export interface SnapshotHint {
+  /** Whether a group (by canonical id and name) is bound to a room by the mapping. */
+  isMapped(group: { readonly id: string; readonly name: string }): boolean;
+}
+
 export interface IdentityProvider {
   readonly kind: string;
   /** Reads the directory. A failure here means nothing is known: no room gets removals. */
-  snapshot(): Promise<Result<DirectorySnapshot>>;
+  snapshot(hint?: SnapshotHint): Promise<Result<DirectorySnapshot>>;
+  /** The form of a group reference from the config that matches group ids (e.g. a normalized DN). */
+  canonicalGroupRef?(ref: string): string;
   close(): Promise<void>;
 }

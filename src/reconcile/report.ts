@@ -34,6 +34,8 @@ export interface RunReport {
   rooms: RoomReport[];
   /** Run-wide failures (the directory could not be read, the homeserver is unreachable...). */
   errors: string[];
+  /** Findings about the directory as a whole (members that are neither users nor groups...). */
+  notes: string[];
   counts: { invites: number; kicks: number; powerLevels: number; held: number; failed: number; roomErrors: number };
 }
 
@@ -94,6 +96,7 @@ export function toText(report: RunReport): string {
   const mode = report.dryRun ? "Dry run: nothing was changed. A real run would do this:" : "Sync run:";
   lines.push(`${mode}${report.runId !== null ? ` (run ${report.runId})` : ""}`);
   for (const err of report.errors) lines.push(`  ERROR ${err}`);
+  for (const note of report.notes) lines.push(`  directory: ${note}`);
   for (const room of report.rooms) {
     const id = room.roomId && room.roomId !== room.room ? ` (${room.roomId})` : "";
     lines.push("");

@@ -4,15 +4,14 @@
  * at the first failure: each room's outcome is collected and reported.
  */
 import type { Clock } from "../clock.ts";
-import { mapGroupsToRooms, type ConventionMapping, type ExplicitRoomMapping } from "../idp/room-mapping.ts";
+import type { ConventionMapping, ExplicitRoomMapping } from "../idp/room-mapping.ts";
 import type { IdentityProvider } from "../idp/types.ts";
-import { createUserMapper } from "../idp/user-mapping.ts";
 import type { MatrixGateway } from "../matrix/gateway.ts";
 import { serverNameOf, type RoomId, type UserId } from "../matrix/ids.ts";
 import type { Logger } from "../log.ts";
 import type { ActionRecord, RunTrigger, Store } from "../store/store.ts";
 import { applyRoomPlan, simulateRoomPlan, type ActionResult } from "./apply.ts";
-import { buildDesired } from "./desired.ts";
+import { readDirectory } from "./directory.ts";
 import { planRoom } from "./plan.ts";
 import { countReport, reportActions, reportHeld, type RoomReport, type RunReport } from "./report.ts";
 import type { DesiredRoom, Policy, RoomMemory } from "./types.ts";
@@ -63,9 +62,10 @@ export async function runSync(deps: SyncDeps, settings: SyncSettings, opts: Sync
   const startedAt = clock.now();
   const runId = await store.startRun({ trigger: opts.trigger, dryRun: opts.dryRun, startedAt });
   const errors: string[] = [];
+  const directoryNotes: string[] = [];
   let rooms: RoomReport[] = [];
   try {
-    rooms = await syncRooms(deps, settings, opts, runId, errors);
+    rooms = await syncRooms(deps, settings, opts, runId, errors, directoryNotes);
   } catch (err) {
     // A programmer error: still record the run as failed before rethrowing.
     await finish("failed", String(err));
@@ -86,6 +86,7 @@ export async function runSync(deps: SyncDeps, settings: SyncSettings, opts: Sync
       outcome,
       rooms,
       errors,
+      notes: directoryNotes,
       counts: countReport(rooms),
     };
     await store.finishRun(runId, { outcome, finishedAt, summary: { counts: report.counts, errors }, error });
@@ -103,6 +104,7 @@ async function syncRooms(
   opts: SyncOptions,
   runId: number,
   errors: string[],
+  directoryNotes: string[],
 ): Promise<RoomReport[]> {
   const { idp, gateway, store, clock, log } = deps;
 
@@ -114,22 +116,15 @@ async function syncRooms(
   const bot = me.value;
   const botServer = serverNameOf(bot);
 
-  const snapshot = await idp.snapshot();
-  if (!snapshot.ok) {
+  const directory = await readDirectory(idp, settings, botServer);
+  if (!directory.ok) {
     // Nothing is known about the directory: touch no room at all.
-    errors.push(`directory (${idp.kind}): ${snapshot.error.message}; no room was changed`);
+    errors.push(`${directory.error.message}; no room was changed`);
     return [];
   }
-
-  const convention = { ...settings.mapping.convention, server: settings.mapping.convention.server ?? botServer };
-  const { bindings, notes: mappingNotes } = mapGroupsToRooms(snapshot.value, settings.mapping.rooms, convention);
-  const mapUser = createUserMapper({ ...settings.users, domain: settings.users.domain ?? botServer });
-  let desired: DesiredRoom[] = buildDesired(snapshot.value, bindings, {
-    roles: settings.roles,
-    mapUser,
-    maxDepth: settings.sync.maxDepth,
-  });
-  for (const n of [...snapshot.value.notes, ...mappingNotes]) log.info("directory note", { note: n });
+  let desired: DesiredRoom[] = directory.value.desired;
+  directoryNotes.push(...directory.value.notes);
+  for (const n of directory.value.notes) log.info("directory note", { note: n });
 
   const unmanaged = new Set(
     (await store.listManagedRooms()).filter((r) => !r.managed).flatMap((r) => (r.roomId ? [r.room, r.roomId] : [r.room])),

@@ -291,7 +291,7 @@ homeserver:
   accessToken: t
   concurrency: 0
   maxRetries: lots
-idp: { kind: ldap }
+idp: { kind: carrier-pigeon }
 users: { template: "@{name}:{domain}" }
 mapping:
   rooms:
@@ -304,7 +304,7 @@ log: { level: loud }
       '/homeserver/url: not a valid http or https URL (got "ftp://127.0.0.1")',
       "/homeserver/concurrency: must be at least 1",
       '/homeserver/maxRetries: expected a number, got "lots"',
-      '/idp/kind: unknown kind "ldap"; kinds are: static',
+      '/idp/kind: unknown kind "carrier-pigeon"; kinds are: static, ldap',
       "/users/template: unknown placeholder {name}; use {uid}, {domain} or {attr:<name>}",
       "/mapping/rooms/0/groups: must have at least 1 entry",
       "/sync/maxRemovals/count: must be at least 0",
