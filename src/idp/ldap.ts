@@ -14,7 +14,7 @@
  */
 import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
-import { AndFilter, Client, ExtensibleFilter, FilterParser, type Entry, type Filter } from "ldapts";
+import { AndFilter, Client, EqualityFilter, ExtensibleFilter, FilterParser, type Entry, type Filter } from "ldapts";
 import type { LdapIdpConfig } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
 import { describeError, fail, ok, type Result } from "../result.ts";
@@ -88,9 +88,34 @@ export class LdapIdentityProvider implements IdentityProvider {
   }
 
   async snapshot(hint?: SnapshotHint): Promise<Result<DirectorySnapshot>> {
-    const s = this.settings;
     const stats: LdapStats = { searches: 0, pages: 0, entries: 0 };
     this.lastStats = stats;
+    return this.withConnection(stats, (reader) => this.read(reader, hint));
+  }
+
+  /**
+   * Users whose `attribute` equals `value` (e.g. is `alice` a login the directory knows?).
+   * The value is escaped by ldapts' filter classes, so `*)(uid=*` matches nothing.
+   */
+  async findUsers(attribute: string, value: string): Promise<Result<DirectoryUser[]>> {
+    const s = this.settings;
+    const stats: LdapStats = { searches: 0, pages: 0, entries: 0 };
+    return this.withConnection(stats, async (reader) => {
+      const filter = new AndFilter({
+        filters: [FilterParser.parseString(s.users.filter ?? FLAVOURS[s.flavour].users), new EqualityFilter({ attribute, value })],
+      });
+      const cut: string[] = [];
+      const entries = await reader.all("users", s.users.base, s.users.scope, filter, [...this.userAttributes], cut);
+      if (cut.length > 0) throw new Error(cut.join("; "));
+      return entries.flatMap((e) => {
+        const dn = normalizeDn(e.dn);
+        return dn === undefined ? [] : [{ id: dn, attributes: this.attributesOf(e), enabled: true }];
+      });
+    });
+  }
+
+  private async withConnection<T>(stats: LdapStats, fn: (reader: Reader) => Promise<T>): Promise<Result<T>> {
+    const s = this.settings;
     let tls: ConnectionOptions;
     try {
       tls = {
@@ -100,12 +125,21 @@ export class LdapIdentityProvider implements IdentityProvider {
     } catch (err) {
       return fail(`LDAP: cannot read caFile ${s.caFile ?? ""}: ${describeError(err)}`);
     }
-    const client = new Client({ url: s.url, timeout: s.timeoutMs, connectTimeout: s.connectTimeoutMs, tlsOptions: tls, strictDN: false });
+    // ldapts opens a TLS socket whenever tlsOptions is given: only for ldaps://. StartTLS
+    // gets the same options when it upgrades a plain connection.
+    const secure = s.url.toLowerCase().startsWith("ldaps://");
+    const client = new Client({
+      url: s.url,
+      timeout: s.timeoutMs,
+      connectTimeout: s.connectTimeoutMs,
+      strictDN: false,
+      ...(secure ? { tlsOptions: tls } : {}),
+    });
     try {
-      if (s.startTls) await client.startTLS(tls);
+      // The upgraded socket is checked against the URL's host (ldapts would check "localhost").
+      if (s.startTls) await client.startTLS({ ...tls, host: new URL(s.url).hostname });
       if (s.bindDn !== undefined) await client.bind(s.bindDn, s.bindPassword ?? "");
-      const reader = new Reader(client, s, stats);
-      return ok(await this.read(reader, hint));
+      return ok(await fn(new Reader(client, s, stats)));
     } catch (err) {
       const message = `LDAP server ${s.url}: ${explain(err, s)}`;
       this.log.warn("directory read failed", { url: s.url, error: message });
@@ -113,6 +147,16 @@ export class LdapIdentityProvider implements IdentityProvider {
     } finally {
       await client.unbind().catch(() => undefined);
     }
+  }
+
+  private attributesOf(entry: Entry): Record<string, string> {
+    const attrs = lowerKeys(entry);
+    const attributes: Record<string, string> = {};
+    for (const name of this.userAttributes) {
+      const v = firstValue(attrs.get(name.toLowerCase()));
+      if (v !== undefined) attributes[name] = v;
+    }
+    return attributes;
   }
 
   private async read(reader: Reader, hint: SnapshotHint | undefined): Promise<DirectorySnapshot> {
@@ -130,19 +174,13 @@ export class LdapIdentityProvider implements IdentityProvider {
     const users = new Map<string, DirectoryUser>();
     const byLogin = new Map<string, string>();
     const rawUsers = await reader.all("users", s.users.base, s.users.scope, userFilter, [...this.userAttributes], cut);
-    const wanted = this.userAttributes.map((a) => [a, a.toLowerCase()] as const);
     for (const entry of rawUsers) {
       const dn = normalizeDn(entry.dn);
       if (dn === undefined) {
         notes.push(`user entry with a malformed DN skipped: ${entry.dn}`);
         continue;
       }
-      const attrs = lowerKeys(entry);
-      const attributes: Record<string, string> = {};
-      for (const [name, lower] of wanted) {
-        const v = firstValue(attrs.get(lower));
-        if (v !== undefined) attributes[name] = v;
-      }
+      const attributes = this.attributesOf(entry);
       users.set(dn, { id: dn, attributes, enabled: true });
       const login = attributes[s.users.memberUidAttribute];
       if (login !== undefined) byLogin.set(login.toLowerCase(), dn);
@@ -235,9 +273,17 @@ export class LdapIdentityProvider implements IdentityProvider {
           refs.push(ref);
         }
       };
-      const direct = flattened.get(g.dn);
-      if (direct !== undefined) {
-        for (const dn of direct) if (users.has(dn)) add({ kind: "user", id: dn });
+      const expanded = flattened.get(g.dn);
+      let inChainProblem: string | undefined;
+      if (expanded !== undefined) {
+        for (const dn of expanded) if (users.has(dn)) add({ kind: "user", id: dn });
+        // The server's expansion must at least hold the group's direct users. OpenLDAP, for
+        // one, ignores the in-chain rule and answers with nothing: never read that as "empty".
+        const got = new Set(expanded);
+        const missed = g.memberDns.map((m) => normalizeDn(m)).filter((dn) => dn !== undefined && users.has(dn) && !got.has(dn));
+        if (missed.length > 0) {
+          inChainProblem = `the server's in-chain expansion (${IN_CHAIN_RULE}) missed ${missed.length} direct member(s); is this Active Directory?`;
+        }
       } else {
         for (const raw of g.memberDns) {
           const dn = normalizeDn(raw);
@@ -255,7 +301,8 @@ export class LdapIdentityProvider implements IdentityProvider {
       }
       if (unknown.length > 0) notes.push(`group ${g.name}: ${unknown.length} member(s) neither a user nor a group, skipped: ${unknown.slice(0, 5).join("; ")}${unknown.length > 5 ? "; …" : ""}`);
       if (duplicates > 0) notes.push(`group ${g.name}: ${duplicates} duplicate member value(s) ignored`);
-      const incompleteReason = cut.length > 0 ? `the directory read was cut short (${cut.join("; ")})` : undefined;
+      const incompleteReason =
+        cut.length > 0 ? `the directory read was cut short (${cut.join("; ")})` : inChainProblem;
       out.set(g.dn, {
         id: g.dn,
         name: g.name,

@@ -49,5 +49,7 @@ export interface IdentityProvider {
   snapshot(hint?: SnapshotHint): Promise<Result<DirectorySnapshot>>;
   /** The form of a group reference from the config that matches group ids (e.g. a normalized DN). */
   canonicalGroupRef?(ref: string): string;
+  /** Users whose attribute equals the value, looked up in the directory (values escaped). */
+  findUsers?(attribute: string, value: string): Promise<Result<DirectoryUser[]>>;
   close(): Promise<void>;
 }
