@@ -19,6 +19,11 @@ import type { DesiredRoom, ObservedRoom, Policy } from "../src/reconcile/types.t
 import type { RoomId } from "../src/matrix/ids.ts";
 import { openStore } from "../src/store/kysely-store.ts";
 import { FakeHomeserver } from "../test/fakes/homeserver.ts";
+import { generateDirectoryLdif, recursiveUsers } from "../test/ldap/generate.ts";
+import { GROUPS_DN, PEOPLE_DN, slapdAvailable, startSlapd } from "../test/ldap/slapd.ts";
+import { LdapIdentityProvider } from "../src/idp/ldap.ts";
+import { resolveGroups } from "../src/idp/resolve.ts";
+import { normalizeDn } from "../src/idp/dn.ts";
 
 const ROOMS = Number(process.env["BENCH_ROOMS"] ?? 1000);
 const USERS_A = Number(process.env["BENCH_USERS_A"] ?? 1000);
@@ -180,6 +185,78 @@ async function benchNoOpRun(): Promise<void> {
   }
 }
 
+async function benchLdap(): Promise<void> {
+  const USERS = Number(process.env["BENCH_LDAP_USERS"] ?? 20_000);
+  const GROUPS = Number(process.env["BENCH_LDAP_GROUPS"] ?? 2_000);
+  const MAPPED = Number(process.env["BENCH_LDAP_MAPPED"] ?? 200);
+  const PAGE = 1000;
+  console.log(`(c) LDAP: ${USERS} users in ${GROUPS} groups nested up to depth 6 with cycles, in slapd; ${MAPPED} mapped groups`);
+  if (!slapdAvailable()) {
+    console.log("    skipped: slapd is not installed (apt-get install -y slapd ldap-utils)");
+    return;
+  }
+  const generated = generateDirectoryLdif({ users: USERS, groups: GROUPS, maxDepth: 6, cycles: 20, seed: 7 });
+  const tLoad = performance.now();
+  // A server-side size limit of 1000 entries, as Active Directory has: unpaged reads would fail.
+  const slapd = await startSlapd({ bulkLdif: generated.ldif, sizeLimit: PAGE });
+  const loadMs = performance.now() - tLoad;
+  try {
+    const idp = new LdapIdentityProvider({
+      settings: {
+        url: slapd.url,
+        startTls: false,
+        rejectUnauthorized: true,
+        bindDn: slapd.readerDn,
+        bindPassword: slapd.readerPassword,
+        connectTimeoutMs: 10_000,
+        timeoutMs: 60_000,
+        pageSize: PAGE,
+        flavour: "openldap",
+        groups: { base: GROUPS_DN, scope: "sub", nameAttribute: "cn", memberAttributes: ["member"] },
+        users: { base: PEOPLE_DN, scope: "sub", memberUidAttribute: "uid" },
+        activeDirectoryInChain: false,
+      },
+      userAttributes: ["uid"],
+      log: silentLogger,
+    });
+    // Mapped groups: spread over every level, top groups first (they hold the deepest nesting).
+    const mapped = [...new Set([...generated.topGroupDns, ...generated.groupDns])].slice(0, MAPPED);
+    const t0 = performance.now();
+    const snap = await idp.snapshot();
+    if (!snap.ok) throw new Error(snap.error.message);
+    const tRead = performance.now();
+    const ids = mapped.map((dn) => normalizeDn(dn)!);
+    const resolved = resolveGroups(snap.value, ids, { maxDepth: 10 });
+    const t1 = performance.now();
+    let memberships = 0;
+    let wrong = 0;
+    let cutByDepth = 0;
+    mapped.forEach((dn, i) => {
+      const got = resolved.get(ids[i]!)!;
+      memberships += got.users.size;
+      // A chain through the cycles that is deeper than maxDepth marks the group incomplete
+      // (fail closed); only complete groups must equal the generator's own resolution.
+      if (!got.complete) cutByDepth++;
+      else if (got.users.size !== recursiveUsers(generated.directMembers, dn).size) wrong++;
+    });
+    const st = idp.lastStats;
+    console.log(
+      `    read ${snap.value.users.size} users and ${snap.value.groups.size} groups; resolved ${MAPPED} groups to ${memberships.toLocaleString("en")} memberships; ${wrong} differ from the generator's own resolution, ${cutByDepth} incomplete (nesting through cycles deeper than maxDepth 10)`,
+    );
+    console.log(
+      `    wall time ${((t1 - t0) / 1000).toFixed(2)} s (directory read ${((tRead - t0) / 1000).toFixed(2)} s, resolution ${((t1 - tRead) / 1000).toFixed(2)} s)`,
+    );
+    console.log(
+      `    LDAP searches ${st.searches}, requests (pages) ${st.pages}, entries ${st.entries.toLocaleString("en")}; bound: groups + pages = ${GROUPS + st.pages}`,
+    );
+    console.log(`    (slapd start with slapadd of the generated LDIF: ${(loadMs / 1000).toFixed(2)} s, not counted)`);
+  } finally {
+    await slapd.stop();
+  }
+}
+
 console.log(`matrix-group-sync benchmark — node ${process.version}, ${new Date().toISOString()}`);
-benchPlanner();
-await benchNoOpRun();
+const only = process.env["BENCH_ONLY"];
+if (!only || only.includes("a")) benchPlanner();
+if (!only || only.includes("c")) await benchLdap();
+if (!only || only.includes("b")) await benchNoOpRun();
