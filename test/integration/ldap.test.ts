@@ -208,27 +208,27 @@ describeSlapd("LDAP against a real slapd", () => {
       await writeFile(
         join(dir, "config.yaml"),
         `homeserver: { url: ${hs.url}, accessToken: ${token} }
-  dataDir: ./data
-  idp:
-    kind: ldap
-    ldap:
-      url: ${slapd.url}
-      bindDn: ${slapd.readerDn}
-      bindPasswordFile: bind.pw
-      pageSize: 10
-      flavour: 389ds
-      groups: { base: "${GROUPS_DN}" }
-      users: { base: "${PEOPLE_DN}" }
-  mapping:
-    rooms:
-      - room: "#engineering:example.org"
-        groups: [ { group: engineering }, { group: "CN=DB-Team,OU=Groups,DC=Example,DC=Org", role: moderator } ]
-      - room: "#db:example.org"
-        groups: [ { group: db-team } ]
-    convention: { enabled: true }
-  sync: { maxRemovals: {} }
-  log: { level: error }
-  `,
+dataDir: ./data
+idp:
+  kind: ldap
+  ldap:
+    url: ${slapd.url}
+    bindDn: ${slapd.readerDn}
+    bindPasswordFile: bind.pw
+    pageSize: 10
+    flavour: 389ds
+    groups: { base: "${GROUPS_DN}" }
+    users: { base: "${PEOPLE_DN}" }
+mapping:
+  rooms:
+    - room: "#engineering:example.org"
+      groups: [ { group: engineering }, { group: "CN=DB-Team,OU=Groups,DC=Example,DC=Org", role: moderator } ]
+    - room: "#db:example.org"
+      groups: [ { group: db-team } ]
+  convention: { enabled: true }
+sync: { maxRemovals: {} }
+log: { level: error }
+`,
       );
       const out: string[] = [];
       const err: string[] = [];
@@ -279,6 +279,21 @@ describeSlapd("LDAP against a real slapd", () => {
           notes: [],
         },
       ]);
+    });
+
+    it("a wrong bind password fails the run and changes nothing", async () => {
+      const config = join(dir, "config.yaml");
+      await writeFile(join(dir, "bind.pw"), "wrong-password\n");
+      const out: string[] = [];
+      const io: CliIo = { out: (t) => out.push(t), err: () => undefined, env: {}, cwd: dir, interactive: false };
+      const before = hs.appliedChanges().length;
+      expect(await runCli(["sync", "--json", "--config", config], io)).toBe(1);
+      const report = JSON.parse(out.join("\n")) as { errors: string[]; rooms: unknown[] };
+      expect(report.errors).toEqual([
+        `directory (ldap): LDAP server ${slapd.url}: bind as ${slapd.readerDn} failed: invalid credentials; no room was changed`,
+      ]);
+      expect(report.rooms).toEqual([]);
+      expect(hs.appliedChanges().length).toBe(before);
     });
   });
 });
