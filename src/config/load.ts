@@ -262,6 +262,13 @@ function finishIdp(idp: ConfigFile["idp"], baseDir: string): IdpConfig {
   switch (idp.kind) {
     case "static":
       return { ...idp, static: { ...idp.static, file: resolve(baseDir, idp.static.file) } };
+    case "azure": {
+      const { clientSecretFile: _file, certificateFile, ...azure } = idp.azure;
+      return {
+        ...idp,
+        azure: { ...azure, ...(certificateFile === undefined ? {} : { certificateFile: resolve(baseDir, certificateFile) }) },
+      };
+    }
     case "ldap": {
       const { bindPasswordFile: _file, caFile, ...ldap } = idp.ldap;
       return { ...idp, ldap: { ...ldap, ...(caFile === undefined ? {} : { caFile: resolve(baseDir, caFile) }) } };

@@ -74,6 +74,16 @@ export const SECRET_FIELDS: readonly SecretField[] = [
     required: false,
     redact: "all",
   },
+  {
+    parent: ["idp", "azure"],
+    key: "clientSecret",
+    fileKey: "clientSecretFile",
+    env: "MGS_AZURE_CLIENT_SECRET",
+    fileEnv: "MGS_AZURE_CLIENT_SECRET_FILE",
+    envCreatesParent: false,
+    required: false,
+    redact: "all",
+  },
 ];
 
 /** Plain (non-secret) values the environment can override. `isPath`: resolved against the working directory. */
@@ -88,6 +98,8 @@ export const ENV_OVERRIDES: readonly EnvOverride[] = [
   { env: "MGS_DATA_DIR", path: ["dataDir"], isPath: true },
   { env: "MGS_LOG_LEVEL", path: ["log", "level"], isPath: false },
   { env: "MGS_LDAP_URL", path: ["idp", "ldap", "url"], isPath: false },
+  { env: "MGS_AZURE_AUTHORITY_HOST", path: ["idp", "azure", "authorityHost"], isPath: false },
+  { env: "MGS_AZURE_GRAPH_URL", path: ["idp", "azure", "graphBaseUrl"], isPath: false },
 ];
 
 /** The environment variable that names the config file when no path is passed. */
@@ -273,11 +285,57 @@ const ldapIdpSchema = z.strictObject({
   }),
 });
 
+const guid = checked(nonEmpty, (s) =>
+  /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s) ? undefined : `"${s}" is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)`,
+);
+
+/**
+ * Azure AD / Entra ID through Microsoft Graph. Needs the application permissions
+ * GroupMember.Read.All (members, owners), User.Read.All (user attributes) and, for
+ * discovery by prefix or root group, Group.Read.All.
+ */
+const azureIdpSchema = z.strictObject({
+  kind: z.literal("azure"),
+  azure: z.strictObject({
+    /** Directory (tenant) id, or a verified domain of the tenant. */
+    tenantId: nonEmpty,
+    /** Application (client) id of the app registration. */
+    clientId: guid,
+    /** Client secret (secret). Give this, clientSecretFile, or certificateFile. Env: MGS_AZURE_CLIENT_SECRET. */
+    clientSecret: nonEmpty.exactOptional(),
+    /** File holding the client secret. Env: MGS_AZURE_CLIENT_SECRET_FILE. */
+    clientSecretFile: nonEmpty.exactOptional(),
+    /** PEM file with the certificate AND its private key, for a certificate credential. */
+    certificateFile: nonEmpty.exactOptional(),
+    /** Sign-in authority, https only (national clouds: https://login.microsoftonline.us ...). Env: MGS_AZURE_AUTHORITY_HOST. */
+    authorityHost: z.url({ protocol: /^https$/, normalize: false }).default("https://login.microsoftonline.com"),
+    /** Graph endpoint with its version, https only. Env: MGS_AZURE_GRAPH_URL. */
+    graphBaseUrl: z.url({ protocol: /^https$/, normalize: false }).default("https://graph.microsoft.com/v1.0"),
+    /** The direct member groups of this group are discovered too (the seed's azure_root_group_id). */
+    rootGroupId: guid.exactOptional(),
+    /** Read group owners (they get mapping.convention.ownersRole in convention rooms): one request per group. */
+    readOwners: z.boolean().default(true),
+    /**
+     * Guest accounts (userPrincipalName "name_partner.com#EXT#@tenant..."): `skip` them, or
+     * `map` them with uid = the part before "#EXT#", lower-cased ("name_partner.com").
+     */
+    guests: z.enum(["skip", "map"]).default("skip"),
+    /** Extra user properties to read (e.g. an extension attribute used by users.attribute). */
+    extraAttributes: z.array(nonEmpty).default(() => []),
+    /** Members per page, at most 999. */
+    pageSize: z.number().int().min(1).max(999).default(999),
+    /** Retries of one request after 429 or 503 (Retry-After honoured; exponential back-off without it). */
+    maxRetries: z.number().int().min(0).max(20).default(5),
+    /** Time limit of one request, in milliseconds. */
+    timeoutMs: z.number().int().min(1).max(600_000).default(30_000),
+  }),
+});
+
 /**
  * The directory to read groups from, chosen by `kind`; each kind has its settings under a
  * key of the same name. To add one: define its strict object and list it here.
  */
-const idpSchema = z.discriminatedUnion("kind", [staticIdpSchema, ldapIdpSchema]);
+const idpSchema = z.discriminatedUnion("kind", [staticIdpSchema, ldapIdpSchema, azureIdpSchema]);
 
 const usersSchema = z.strictObject({
   /** The directory attribute that fills {uid}. */
@@ -476,6 +534,19 @@ export function checkReferences(raw: unknown): RuleViolation[] {
       out.push({ path: ["idp", "ldap", "bindDn"], message: "required when a bind password is given" });
     }
   }
+  const azure = field(field(raw, "idp"), "azure");
+  if (field(field(raw, "idp"), "kind") === "azure" && isRecord(azure)) {
+    const secret = azure["clientSecret"] !== undefined || azure["clientSecretFile"] !== undefined;
+    const cert = azure["certificateFile"] !== undefined;
+    if (secret === cert) {
+      out.push({
+        path: ["idp", "azure"],
+        message: secret
+          ? "give a client secret or certificateFile, not both"
+          : "give clientSecret, clientSecretFile or certificateFile (or set MGS_AZURE_CLIENT_SECRET)",
+      });
+    }
+  }
   return out;
 }
 
@@ -497,7 +568,11 @@ type FileDatabase = NonNullable<ConfigFile["database"]>;
 
 type FileIdp = ConfigFile["idp"];
 type FileLdap = Extract<FileIdp, { kind: "ldap" }>;
-type ResolvedIdp = Exclude<FileIdp, FileLdap> | (Omit<FileLdap, "ldap"> & { ldap: Omit<FileLdap["ldap"], "bindPasswordFile"> });
+type FileAzure = Extract<FileIdp, { kind: "azure" }>;
+type ResolvedIdp =
+  | Exclude<FileIdp, FileLdap | FileAzure>
+  | (Omit<FileLdap, "ldap"> & { ldap: Omit<FileLdap["ldap"], "bindPasswordFile"> })
+  | (Omit<FileAzure, "azure"> & { azure: Omit<FileAzure["azure"], "clientSecretFile"> });
 
 type ConfigShape = Omit<ConfigFile, "homeserver" | "database" | "idp"> & {
   homeserver: Omit<FileHomeserver, "accessToken" | "accessTokenFile"> & { accessToken: string };
@@ -516,6 +591,7 @@ export type DatabaseConfig = NonNullable<Config["database"]>;
 export type IdpConfig = Config["idp"];
 export type StaticIdpConfig = Extract<IdpConfig, { kind: "static" }>;
 export type LdapIdpConfig = Extract<IdpConfig, { kind: "ldap" }>;
+export type AzureIdpConfig = Extract<IdpConfig, { kind: "azure" }>;
 export type UsersConfig = Config["users"];
 export type MappingConfig = Config["mapping"];
 export type RoomMappingConfig = MappingConfig["rooms"][number];

@@ -1,6 +1,7 @@
 /** Builds the configured identity provider. One case per `idp.kind`. */
 import type { IdpConfig, UsersConfig } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
+import { AzureIdentityProvider } from "./azure.ts";
 import { LdapIdentityProvider } from "./ldap.ts";
 import { StaticIdentityProvider } from "./static.ts";
 import type { IdentityProvider } from "./types.ts";
@@ -11,6 +12,8 @@ export function createIdentityProvider(config: IdpConfig, users: UsersConfig, lo
       return new StaticIdentityProvider(config.static.file);
     case "ldap":
       return new LdapIdentityProvider({ settings: config.ldap, userAttributes: attributesUsed(users), log: log.child("ldap") });
+    case "azure":
+      return new AzureIdentityProvider({ settings: config.azure, userAttributes: attributesUsed(users), log: log.child("azure") });
   }
 }
 

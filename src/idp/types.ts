@@ -41,6 +41,10 @@ export interface DirectorySnapshot {
 export interface SnapshotHint {
   /** Whether a group (by canonical id and name) is bound to a room by the mapping. */
   isMapped(group: { readonly id: string; readonly name: string }): boolean;
+  /** The group references of the explicit mapping (ids or names), in canonical form. */
+  readonly explicitGroups: readonly string[];
+  /** When the naming convention is on: the name prefix of Azure-style room groups ("MTRX "). */
+  readonly conventionPrefix?: string;
 }
 
 export interface IdentityProvider {

@@ -56,6 +56,8 @@ function mappingHint(explicit: ExplicitRoomMapping, convention: ConventionMappin
   const refs = new Set(explicit.flatMap((r) => r.groups.map((g) => g.group)));
   return {
     isMapped: (g) => refs.has(g.id) || refs.has(g.name) || matchConventionName(g.name, convention).kind !== "none",
+    explicitGroups: [...refs],
+    ...(convention.enabled && convention.prefix !== "" ? { conventionPrefix: convention.prefix } : {}),
   };
 }
 

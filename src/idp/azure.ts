@@ -1,0 +1,374 @@
+/**
+ * The Azure AD / Entra ID identity provider, through Microsoft Graph.
+ *
+ * Requests per snapshot: discovery (explicit group ids, one request each; explicit group
+ * names, one `$filter=displayName eq '…'` each; groups by prefix and the root group's member
+ * groups, one request per page), then per group ⌈members/999⌉ pages of
+ * `transitiveMembers/microsoft.graph.user` (Graph resolves nesting) and, with `readOwners`,
+ * one `owners` request. Never one request per user: disabled accounts and guests are known
+ * from the member pages themselves.
+ *
+ * Faults: 429 and 503 wait for `Retry-After` (exponential back-off when absent) within a
+ * retry budget. A group whose pages could not all be read is incomplete (no removals in its
+ * rooms) and says why; a credential failure fails the whole snapshot. Only the configured
+ * Graph host is ever followed by `@odata.nextLink`.
+ */
+import { readFileSync } from "node:fs";
+import { ClientCertificateCredential, ClientSecretCredential, type TokenCredential } from "@azure/identity";
+import { AuthenticationHandler, Client, GraphError, HTTPMessageHandler } from "@microsoft/microsoft-graph-client";
+import { TokenCredentialAuthenticationProvider } from "@microsoft/microsoft-graph-client/authProviders/azureTokenCredentials/index.js";
+import type { AzureIdpConfig } from "../config/schema.ts";
+import { realSleep, type Sleep } from "../clock.ts";
+import type { Logger } from "../log.ts";
+import { describeError, fail, ok, type Result } from "../result.ts";
+import type { DirectoryGroup, DirectorySnapshot, DirectoryUser, IdentityProvider, MemberRef, SnapshotHint } from "./types.ts";
+
+export type AzureSettings = AzureIdpConfig["azure"];
+
+const GRAPH_SCOPE = "https://graph.microsoft.com/.default";
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const USER_TYPE = "#microsoft.graph.user";
+const BACKOFF_START_MS = 1_000;
+const BACKOFF_MAX_MS = 60_000;
+
+export interface AzureStats {
+  requests: number;
+  discoveryRequests: number;
+  memberRequests: number;
+  ownerRequests: number;
+  retries: number;
+}
+
+export interface AzureProviderOptions {
+  readonly settings: AzureSettings;
+  /** User properties the user mapping reads (users.attribute, template {attr:…}). */
+  readonly userAttributes: readonly string[];
+  readonly log: Logger;
+  readonly sleep?: Sleep;
+  /** For tests: a credential other than the one the settings describe. */
+  readonly credential?: TokenCredential;
+}
+
+interface GraphUser {
+  id: string;
+  userPrincipalName?: string | null;
+  mail?: string | null;
+  accountEnabled?: boolean | null;
+  userType?: string | null;
+  [property: string]: unknown;
+}
+
+interface Page {
+  value: unknown[];
+  next: string | undefined;
+}
+
+/** A read that could not be completed: makes a group incomplete, or fails discovery. */
+class ReadError extends Error {}
+
+/** The credential is refused: nothing can be read at all. */
+class AuthError extends Error {}
+
+export class AzureIdentityProvider implements IdentityProvider {
+  readonly kind = "azure";
+  lastStats: AzureStats = { requests: 0, discoveryRequests: 0, memberRequests: 0, ownerRequests: 0, retries: 0 };
+  private readonly settings: AzureSettings;
+  private readonly client: Client;
+  private readonly graphHost: string;
+  private readonly graphBase: string;
+  private readonly log: Logger;
+  private readonly sleep: Sleep;
+  private readonly select: string[];
+
+  constructor(opts: AzureProviderOptions) {
+    const s = opts.settings;
+    this.settings = s;
+    this.log = opts.log;
+    this.sleep = opts.sleep ?? realSleep;
+    this.graphBase = s.graphBaseUrl.replace(/\/+$/, "");
+    this.graphHost = new URL(this.graphBase).host;
+    const builtIn = ["id", "userPrincipalName", "mail", "accountEnabled", "userType", "onPremisesSamAccountName"];
+    const derived = new Set(["uid"]);
+    this.select = [...new Set([...builtIn, ...s.extraAttributes, ...opts.userAttributes.filter((a) => !derived.has(a))])];
+    const credential = opts.credential ?? makeCredential(s);
+    const auth = new AuthenticationHandler(new TokenCredentialAuthenticationProvider(credential, { scopes: [GRAPH_SCOPE] }));
+    auth.setNext(new HTTPMessageHandler());
+    this.client = Client.initWithMiddleware({
+      middleware: auth,
+      baseUrl: new URL(this.graphBase).origin,
+      customHosts: new Set([new URL(this.graphBase).hostname]),
+    });
+  }
+
+  async close(): Promise<void> {
+    // HTTP only: nothing stays open between snapshots.
+  }
+
+  canonicalGroupRef(ref: string): string {
+    return GUID.test(ref) ? ref.toLowerCase() : ref;
+  }
+
+  async snapshot(hint?: SnapshotHint): Promise<Result<DirectorySnapshot>> {
+    const stats: AzureStats = { requests: 0, discoveryRequests: 0, memberRequests: 0, ownerRequests: 0, retries: 0 };
+    this.lastStats = stats;
+    try {
+      return ok(await this.read(stats, hint));
+    } catch (err) {
+      const message = `Microsoft Graph (tenant ${this.settings.tenantId}): ${describeError(err)}`;
+      this.log.warn("directory read failed", { error: message });
+      return fail(message, { cause: err });
+    }
+  }
+
+  private async read(stats: AzureStats, hint: SnapshotHint | undefined): Promise<DirectorySnapshot> {
+    const s = this.settings;
+    const notes: string[] = [];
+    const discovered = new Map<string, string>(); // id → displayName
+
+    // 1. Discovery. A failure here fails the snapshot: rooms would silently lose their groups.
+    for (const ref of hint?.explicitGroups ?? []) {
+      if (GUID.test(ref)) {
+        const g = await this.get(stats, "discovery", `/groups/${encodeURIComponent(ref)}?$select=id,displayName`, false, true);
+        if (g === undefined) notes.push(`group ${ref} (mapping): no such group in the directory`);
+        else addGroup(discovered, g, notes);
+      } else {
+        const filter = `displayName eq ${odataString(ref)}`;
+        for (const item of await this.all(stats, "discovery", `/groups?$filter=${encodeURIComponent(filter)}&$select=id,displayName&$top=999`, false)) {
+          addGroup(discovered, item, notes);
+        }
+      }
+    }
+    if (hint?.conventionPrefix !== undefined) {
+      const filter = `startswith(displayName,${odataString(hint.conventionPrefix)})`;
+      for (const item of await this.all(stats, "discovery", `/groups?$filter=${encodeURIComponent(filter)}&$select=id,displayName&$top=999`, false)) {
+        addGroup(discovered, item, notes);
+      }
+    }
+    if (s.rootGroupId !== undefined) {
+      const path = `/groups/${encodeURIComponent(s.rootGroupId)}/members/microsoft.graph.group?$select=id,displayName&$count=true&$top=999`;
+      for (const item of await this.all(stats, "discovery", path, true)) addGroup(discovered, item, notes);
+    }
+
+    // 2. Members (transitive, users only) and owners of every discovered group.
+    const users = new Map<string, DirectoryUser>();
+    const groups = new Map<string, DirectoryGroup>();
+    let guestsSkipped = 0;
+    let othersIgnored = 0;
+    const seenUser = (raw: GraphUser): MemberRef | undefined => {
+      const user = this.toUser(raw);
+      if (user === "guest") {
+        guestsSkipped++;
+        return undefined;
+      }
+      if (user === undefined) return undefined;
+      if (!users.has(user.id)) users.set(user.id, user);
+      return { kind: "user", id: user.id };
+    };
+    const selectUsers = this.select.join(",");
+    for (const [id, name] of discovered) {
+      const members: MemberRef[] = [];
+      const owners: MemberRef[] = [];
+      let incompleteReason: string | undefined;
+      try {
+        const path = `/groups/${encodeURIComponent(id)}/transitiveMembers/microsoft.graph.user?$select=${selectUsers}&$top=${s.pageSize}&$count=true`;
+        for (const item of await this.all(stats, "members", path, true)) {
+          const u = decodeUser(item);
+          if (u === "other") othersIgnored++;
+          else if (u === undefined) throw new ReadError(`a member of ${name} is not a valid user object`);
+          else {
+            const ref = seenUser(u);
+            if (ref !== undefined) members.push(ref);
+          }
+        }
+        if (s.readOwners) {
+          const ownersPath = `/groups/${encodeURIComponent(id)}/owners?$select=${selectUsers}&$top=999`;
+          for (const item of await this.all(stats, "owners", ownersPath, false)) {
+            const u = decodeUser(item);
+            if (u === "other" || u === undefined) continue; // service principals own groups too
+            const ref = seenUser(u);
+            if (ref !== undefined) owners.push(ref);
+          }
+        }
+      } catch (err) {
+        if (err instanceof AuthError) throw err;
+        incompleteReason = describeError(err);
+        notes.push(`group ${name}: ${incompleteReason}; its rooms get no removals this run`);
+      }
+      groups.set(id, {
+        id,
+        name,
+        members,
+        ...(s.readOwners ? { owners } : {}),
+        complete: incompleteReason === undefined,
+        ...(incompleteReason !== undefined ? { incompleteReason } : {}),
+      });
+    }
+    if (guestsSkipped > 0) notes.push(`${guestsSkipped} guest account membership(s) skipped (azure.guests: skip)`);
+    if (othersIgnored > 0) notes.push(`${othersIgnored} member(s) that are not users ignored`);
+    this.log.debug("graph snapshot", { ...stats, groups: groups.size, users: users.size });
+    return { groups, users, notes };
+  }
+
+  private toUser(raw: GraphUser): DirectoryUser | "guest" | undefined {
+    const upn = typeof raw.userPrincipalName === "string" ? raw.userPrincipalName : undefined;
+    const guest = raw.userType === "Guest" || (upn?.includes("#EXT#") ?? false);
+    if (guest && this.settings.guests === "skip") return "guest";
+    const attributes: Record<string, string> = {};
+    for (const [k, v] of Object.entries(raw)) if (typeof v === "string" && k !== "@odata.type") attributes[k] = v;
+    const uid = upn === undefined ? undefined : guest ? upn.slice(0, upn.indexOf("#EXT#")) : upn.slice(0, upn.lastIndexOf("@"));
+    if (uid !== undefined && uid !== "") attributes["uid"] = uid.toLowerCase();
+    return { id: raw.id.toLowerCase(), attributes, enabled: raw.accountEnabled !== false };
+  }
+
+  /** Every item of a paged collection, following `@odata.nextLink` on the Graph host only. */
+  private async all(stats: AzureStats, kind: "discovery" | "members" | "owners", path: string, advanced: boolean): Promise<unknown[]> {
+    const items: unknown[] = [];
+    let next: string | undefined = path;
+    let page = 0;
+    while (next !== undefined) {
+      page++;
+      const body = await this.get(stats, kind, next, advanced, false);
+      const decoded = decodePage(body, page);
+      items.push(...decoded.value);
+      if (decoded.next !== undefined) {
+        const url = safeUrl(decoded.next);
+        if (url === undefined || url.protocol !== "https:" || url.host !== this.graphHost) {
+          throw new ReadError(`page ${page} links to ${decoded.next}, which is not on the Graph host ${this.graphHost}; not followed`);
+        }
+      }
+      next = decoded.next;
+    }
+    return items;
+  }
+
+  /** One GET with the retry budget. `notFoundOk`: a 404 gives undefined. */
+  private async get(
+    stats: AzureStats,
+    kind: "discovery" | "members" | "owners",
+    pathOrUrl: string,
+    advanced: boolean,
+    notFoundOk: boolean,
+  ): Promise<unknown> {
+    const url = pathOrUrl.startsWith("https://") ? pathOrUrl : `${this.graphBase}${pathOrUrl}`;
+    for (let attempt = 0; ; attempt++) {
+      stats.requests++;
+      if (kind === "discovery") stats.discoveryRequests++;
+      else if (kind === "members") stats.memberRequests++;
+      else stats.ownerRequests++;
+      try {
+        let request = this.client.api(url);
+        if (advanced) request = request.header("ConsistencyLevel", "eventual");
+        return (await request.get()) as unknown;
+      } catch (err) {
+        if (isAuthFailure(err)) throw new AuthError(authMessage(err));
+        const status = err instanceof GraphError ? err.statusCode : undefined;
+        if (status === 404 && notFoundOk) return undefined;
+        if ((status === 429 || status === 503) && attempt < this.settings.maxRetries) {
+          const wait = retryAfterMs(err) ?? Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** attempt);
+          stats.retries++;
+          this.log.debug("graph throttled, waiting", { status, waitMs: wait, attempt });
+          await this.sleep(wait);
+          continue;
+        }
+        const what = describeGraphError(err);
+        if (status === 429 || status === 503) {
+          throw new ReadError(`still throttled (${status}) after ${this.settings.maxRetries} retries: ${what}`);
+        }
+        throw new ReadError(what);
+      }
+    }
+  }
+}
+
+function makeCredential(s: AzureSettings): TokenCredential {
+  const options = { authorityHost: s.authorityHost, disableInstanceDiscovery: true };
+  if (s.certificateFile !== undefined) {
+    return new ClientCertificateCredential(s.tenantId, s.clientId, { certificate: readFileSync(s.certificateFile, "utf8") }, options);
+  }
+  if (s.clientSecret === undefined) throw new Error("azure: no client secret or certificate");
+  return new ClientSecretCredential(s.tenantId, s.clientId, s.clientSecret, options);
+}
+
+/** An OData string literal: single quotes, with ' doubled. */
+export function odataString(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+function addGroup(into: Map<string, string>, item: unknown, notes: string[]): void {
+  const g = item as { id?: unknown; displayName?: unknown } | null;
+  if (g === null || typeof g !== "object" || typeof g.id !== "string" || !GUID.test(g.id)) {
+    notes.push("a group without a valid id was ignored");
+    return;
+  }
+  into.set(g.id.toLowerCase(), typeof g.displayName === "string" ? g.displayName : g.id);
+}
+
+function decodePage(body: unknown, page: number): Page {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) throw new ReadError(`page ${page}: the answer is not a JSON object`);
+  const b = body as { value?: unknown; "@odata.nextLink"?: unknown };
+  if (!Array.isArray(b.value)) throw new ReadError(`page ${page}: the answer has no "value" list`);
+  const next = b["@odata.nextLink"];
+  if (next !== undefined && typeof next !== "string") throw new ReadError(`page ${page}: "@odata.nextLink" is not a string`);
+  return { value: b.value as unknown[], next };
+}
+
+/** A user object, "other" for a member of another type, undefined when malformed. */
+function decodeUser(item: unknown): GraphUser | "other" | undefined {
+  if (item === null || typeof item !== "object") return undefined;
+  const u = item as Record<string, unknown>;
+  const type = u["@odata.type"];
+  if (type !== undefined && type !== USER_TYPE) return "other";
+  if (typeof u["id"] !== "string" || !GUID.test(u["id"])) return undefined;
+  return u as GraphUser;
+}
+
+function safeUrl(text: string): URL | undefined {
+  try {
+    return new URL(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function retryAfterMs(err: unknown): number | undefined {
+  if (!(err instanceof GraphError)) return undefined;
+  const header = err.headers?.get("retry-after");
+  if (header === null || header === undefined || header.trim() === "") return undefined;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
+  const date = Date.parse(header);
+  return Number.isFinite(date) ? Math.max(0, date - Date.now()) : undefined;
+}
+
+function isAuthFailure(err: unknown): boolean {
+  if (err instanceof GraphError) return err.statusCode === 401 || err.statusCode === 403;
+  const name = (err as { name?: unknown }).name;
+  return typeof name === "string" && /AuthenticationError|AuthenticationRequiredError|CredentialUnavailableError/.test(name);
+}
+
+function authMessage(err: unknown): string {
+  if (err instanceof GraphError) {
+    if (err.statusCode === 403) {
+      return `${describeGraphError(err)} — the app needs the application permissions GroupMember.Read.All and User.Read.All (and Group.Read.All for discovery)`;
+    }
+    return `Graph refused the access token: ${describeGraphError(err)}`;
+  }
+  const text = describeError(err);
+  if (/invalid_client|AADSTS7000215|AADSTS7000222/.test(text)) return `sign-in refused: invalid client secret or certificate (invalid_client)`;
+  if (/AADSTS700016|unauthorized_client/.test(text)) return `sign-in refused: unknown application (client) id`;
+  if (/AADSTS90002/.test(text)) return `sign-in refused: unknown tenant`;
+  return `sign-in failed: ${firstLine(text)}`;
+}
+
+function describeGraphError(err: unknown): string {
+  if (err instanceof GraphError) {
+    const code = err.code ?? "";
+    return `HTTP ${err.statusCode}${code ? ` ${code}` : ""}: ${firstLine(err.message)}`;
+  }
+  return firstLine(describeError(err));
+}
+
+function firstLine(text: string): string {
+  const line = text.split("\n")[0] ?? text;
+  return line.length > 300 ? `${line.slice(0, 300)}…` : line;
+}
