@@ -304,7 +304,7 @@ log: { level: loud }
       '/homeserver/url: not a valid http or https URL (got "ftp://127.0.0.1")',
       "/homeserver/concurrency: must be at least 1",
       '/homeserver/maxRetries: expected a number, got "lots"',
-      '/idp/kind: unknown kind "carrier-pigeon"; kinds are: static, ldap',
+      '/idp/kind: unknown kind "carrier-pigeon"; kinds are: static, ldap, azure',
       "/users/template: unknown placeholder {name}; use {uid}, {domain} or {attr:<name>}",
       "/mapping/rooms/0/groups: must have at least 1 entry",
       "/sync/maxRemovals/count: must be at least 0",
