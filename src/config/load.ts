@@ -303,7 +303,7 @@ function describeIssue(issue: z.core.$ZodIssue, raw: unknown): { path: Path; mes
       if (issue.values.length === 1) return [{ path, message: `must be ${JSON.stringify(issue.values[0])}${got()}` }];
       return [{ path, message: `must be one of: ${issue.values.map(String).join(", ")}${got()}` }];
     case "invalid_format":
-      if (issue.format === "url") return [{ path, message: `not a valid http or https URL${got()}` }];
+      if (issue.format === "url") return [{ path, message: `not a valid ${path[0] === "idp" ? "https" : "http or https"} URL${got()}` }];
       return [{ path, message: `not a valid ${issue.format}${got()}` }];
     case "too_small":
       return [{ path, message: boundMessage("at least", "more than", issue.origin, issue.minimum, issue.inclusive) }];

@@ -11,7 +11,7 @@ describe("examples/", () => {
   const files = readdirSync(examples).filter((f) => /^config.*\.ya?ml$/.test(f));
 
   it("has sample configs", () => {
-    expect(files.length).toBeGreaterThanOrEqual(2);
+    expect(files.length).toBeGreaterThanOrEqual(3);
   });
 
   it.each(files)("%s is a valid config", (file) => {
@@ -22,7 +22,7 @@ describe("examples/", () => {
       writeFileSync(secret, "sample-secret\n");
       const r = loadConfig({
         path: join(examples, file),
-        env: { MGS_HOMESERVER_ACCESS_TOKEN_FILE: secret, MGS_LDAP_BIND_PASSWORD_FILE: secret },
+        env: { MGS_HOMESERVER_ACCESS_TOKEN_FILE: secret, MGS_LDAP_BIND_PASSWORD_FILE: secret, MGS_AZURE_CLIENT_SECRET_FILE: secret },
         cwd: dir,
       });
       expect(r.ok ? [] : r.errors.map(formatConfigError)).toEqual([]);
