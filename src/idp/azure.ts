@@ -174,7 +174,8 @@ export class AzureIdentityProvider implements IdentityProvider {
         for (const item of await this.all(stats, "members", path, true)) {
           const u = decodeUser(item);
           if (u === "other") othersIgnored++;
-          else if (u === undefined) throw new ReadError(`a member of ${name} is not a valid user object`);
+          else if (u === "unknown") throw new ReadError(`a member has an unknown type ${describeType(item)}; not guessing what it is`);
+          else if (u === undefined) throw new ReadError("a member is not a valid user object (no id)");
           else {
             const ref = seenUser(u);
             if (ref !== undefined) members.push(ref);
@@ -184,7 +185,7 @@ export class AzureIdentityProvider implements IdentityProvider {
           const ownersPath = `/groups/${encodeURIComponent(id)}/owners?$select=${selectUsers}&$top=999`;
           for (const item of await this.all(stats, "owners", ownersPath, false)) {
             const u = decodeUser(item);
-            if (u === "other" || u === undefined) continue; // service principals own groups too
+            if (u === "other" || u === "unknown" || u === undefined) continue; // service principals own groups too
             const ref = seenUser(u);
             if (ref !== undefined) owners.push(ref);
           }
@@ -312,14 +313,28 @@ function decodePage(body: unknown, page: number): Page {
   return { value: b.value as unknown[], next };
 }
 
-/** A user object, "other" for a member of another type, undefined when malformed. */
-function decodeUser(item: unknown): GraphUser | "other" | undefined {
+/** Directory object types that can be members or owners and are not users: ignored. */
+const OTHER_TYPES = new Set([
+  "#microsoft.graph.group",
+  "#microsoft.graph.device",
+  "#microsoft.graph.servicePrincipal",
+  "#microsoft.graph.orgContact",
+  "#microsoft.graph.application",
+]);
+
+/** A user object; "other" for a known non-user type; "unknown" for a type we do not know; undefined when malformed. */
+function decodeUser(item: unknown): GraphUser | "other" | "unknown" | undefined {
   if (item === null || typeof item !== "object") return undefined;
   const u = item as Record<string, unknown>;
   const type = u["@odata.type"];
-  if (type !== undefined && type !== USER_TYPE) return "other";
+  if (type !== undefined && type !== USER_TYPE) return typeof type === "string" && OTHER_TYPES.has(type) ? "other" : "unknown";
   if (typeof u["id"] !== "string" || !GUID.test(u["id"])) return undefined;
   return u as GraphUser;
+}
+
+function describeType(item: unknown): string {
+  const type = (item as Record<string, unknown>)["@odata.type"];
+  return typeof type === "string" ? JSON.stringify(type.slice(0, 80)) : "(not a string)";
 }
 
 function safeUrl(text: string): URL | undefined {
