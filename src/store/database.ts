@@ -78,7 +78,24 @@ export interface ManagedRoomsTable {
   updated_at: Timestamp;
 }
 
+export interface HandledEventsTable {
+  event_id: string;
+  room_id: string;
+  handled_at: Timestamp;
+}
+
+export interface CommandAllowTable {
+  scope: string;
+  entry: string;
+  kind: string;
+  source: string;
+  added_by: string;
+  added_at: Timestamp;
+}
+
 export interface Database {
+  handled_events: HandledEventsTable;
+  command_allow: CommandAllowTable;
   sync_runs: SyncRunsTable;
   run_actions: RunActionsTable;
   held_removals: HeldRemovalsTable;

@@ -12,6 +12,7 @@
 import type { Kysely, Selectable, Transaction } from "kysely";
 import type {
   ActionOutcome,
+  AllowEntry,
   ActionRecord,
   ExternalRecord,
   HeldRecord,
@@ -324,6 +325,74 @@ function toManagedRoomRecord(row: Selectable<ManagedRoomsTable>): ManagedRoomRec
 
 // --- the store ---------------------------------------------------------------------------
 
+// --- handled command events ---------------------------------------------------------------
+
+export async function markHandled(db: Db, eventId: string, roomId: string, at: Date): Promise<boolean> {
+  const result = await db
+    .insertInto("handled_events")
+    .values({ event_id: eventId, room_id: roomId, handled_at: at })
+    .onConflict((oc) => oc.column("event_id").doNothing())
+    .executeTakeFirst();
+  return (result.numInsertedOrUpdatedRows ?? 0n) > 0n;
+}
+
+export async function pruneHandled(db: Db, before: Date): Promise<number> {
+  const result = await db.deleteFrom("handled_events").where("handled_at", "<", before).executeTakeFirst();
+  return Number(result.numDeletedRows);
+}
+
+// --- allow lists -------------------------------------------------------------------------
+
+export async function listAllowed(db: Db, scope: string): Promise<AllowEntry[]> {
+  const rows = await db.selectFrom("command_allow").selectAll().where("scope", "=", scope).orderBy("entry").execute();
+  return rows.map((r) => ({
+    scope: r.scope,
+    entry: r.entry,
+    kind: r.kind as AllowEntry["kind"],
+    source: r.source as AllowEntry["source"],
+    addedBy: r.added_by,
+    addedAt: r.added_at,
+  }));
+}
+
+export async function addAllowed(db: Db, e: AllowEntry): Promise<void> {
+  await db
+    .insertInto("command_allow")
+    .values({ scope: e.scope, entry: e.entry, kind: e.kind, source: e.source, added_by: e.addedBy, added_at: e.addedAt })
+    .onConflict((oc) =>
+      oc.columns(["scope", "entry"]).doUpdateSet((eb) => ({
+        kind: eb.ref("excluded.kind"),
+        source: eb.ref("excluded.source"),
+        added_by: eb.ref("excluded.added_by"),
+        added_at: eb.ref("excluded.added_at"),
+      })),
+    )
+    .execute();
+}
+
+export async function removeAllowed(db: Db, scope: string, entry: string): Promise<boolean> {
+  const result = await db.deleteFrom("command_allow").where("scope", "=", scope).where("entry", "=", entry).executeTakeFirst();
+  return result.numDeletedRows > 0n;
+}
+
+export async function seedAllowed(
+  db: Kysely<Database>,
+  scope: string,
+  entries: readonly Omit<AllowEntry, "scope" | "source">[],
+  now: Date,
+): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    await trx.deleteFrom("command_allow").where("scope", "=", scope).where("source", "=", "config").execute();
+    for (const e of entries) {
+      await trx
+        .insertInto("command_allow")
+        .values({ scope, entry: e.entry, kind: e.kind, source: "config", added_by: e.addedBy, added_at: now })
+        .onConflict((oc) => oc.columns(["scope", "entry"]).doNothing())
+        .execute();
+    }
+  });
+}
+
 export type OpenStoreOptions = OpenDatabaseOptions;
 
 /**
@@ -356,6 +425,12 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     upsertManagedRoom: (input) => upsertManagedRoom(db, input),
     setManaged: (room, roomId, managed, now) => setManaged(db, room, roomId, managed, now),
     listManagedRooms: () => listManagedRooms(db),
+    markHandled: (eventId, roomId, at) => markHandled(db, eventId, roomId, at),
+    pruneHandled: (before) => pruneHandled(db, before),
+    listAllowed: (scope) => listAllowed(db, scope),
+    addAllowed: (entry) => addAllowed(db, entry),
+    removeAllowed: (scope, entry) => removeAllowed(db, scope, entry),
+    seedAllowed: (scope, entries, now) => seedAllowed(db, scope, entries, now),
     close: () => opened.close(),
   };
 }

@@ -64,6 +64,18 @@ export interface ManagedRoomRecord {
   readonly updatedAt: Date;
 }
 
+/** An allow-list entry: a user id, or a regular expression over whole user ids. */
+export interface AllowEntry {
+  /** Which list: "commands" (the management room) or "tokens" (registration tokens). */
+  readonly scope: string;
+  readonly entry: string;
+  readonly kind: "user" | "regex" | "room";
+  /** "config": seeded from the config at start (and replaced then); "command": added in the room. */
+  readonly source: "config" | "command";
+  readonly addedBy: string;
+  readonly addedAt: Date;
+}
+
 export interface Store {
   readonly engine: "pglite" | "postgres";
 
@@ -92,6 +104,21 @@ export interface Store {
   upsertManagedRoom(input: { room: string; roomId: string | null; lastRunId: number | null; lastOutcome: string | null; lastSummary: unknown; now: Date }): Promise<void>;
   setManaged(room: string, roomId: string | null, managed: boolean, now: Date): Promise<void>;
   listManagedRooms(): Promise<ManagedRoomRecord[]>;
+
+  /**
+   * Records that a command event was handled. True the first time for an event id, false
+   * afterwards (atomically): a restart or a second replica never runs it again.
+   */
+  markHandled(eventId: string, roomId: string, at: Date): Promise<boolean>;
+  /** Drops handled-event records older than `before` (they can no longer be replayed). */
+  pruneHandled(before: Date): Promise<number>;
+
+  listAllowed(scope: string): Promise<AllowEntry[]>;
+  /** Insert or update (same scope and entry). */
+  addAllowed(entry: AllowEntry): Promise<void>;
+  removeAllowed(scope: string, entry: string): Promise<boolean>;
+  /** Makes the config-sourced entries of a scope exactly `entries`; command-sourced ones stay. */
+  seedAllowed(scope: string, entries: readonly Omit<AllowEntry, "scope" | "source">[], now: Date): Promise<void>;
 
   close(): Promise<void>;
 }

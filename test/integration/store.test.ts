@@ -13,6 +13,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { describeDatabaseUrl, openDatabase } from "../../src/store/database.ts";
 import { openStore, type OpenStoreOptions } from "../../src/store/kysely-store.ts";
+import { migrations } from "../../migrations/index.ts";
 import { migrateToLatest } from "../../src/store/migrate.ts";
 import type { ActionRecord, Store } from "../../src/store/store.ts";
 
@@ -450,7 +451,7 @@ describe.skipIf(skipPostgres)("migrations on postgres", () => {
 
   test("an empty schema gets every migration, once", async () => {
     await withFreshSchema(async (opened) => {
-      expect(await migrateToLatest(opened.db)).toEqual({ ok: true, value: { applied: ["2026-11-25T00-initial"] } });
+      expect(await migrateToLatest(opened.db)).toEqual({ ok: true, value: { applied: Object.keys(migrations) } });
       expect(await migrateToLatest(opened.db)).toEqual({ ok: true, value: { applied: [] } });
     });
   });
@@ -469,3 +470,43 @@ describe.skipIf(skipPostgres)("migrations on postgres", () => {
     });
   });
 });
+
+for (const { engine, skip } of engines) {
+  describe.skipIf(skip)(`serve-mode tables on ${engine}`, () => {
+    let fx: Fixture;
+    let store: Store;
+    beforeAll(async () => {
+      fx = await fixture(engine);
+      store = await openStore(fx.options);
+    });
+    afterAll(async () => {
+      await store.close();
+      await fx.cleanup();
+    });
+
+    test("an event is handled once, and old records are pruned", async () => {
+      expect(await store.markHandled("$a", "!r:x", t("10:00:00"))).toBe(true);
+      expect(await store.markHandled("$a", "!r:x", t("10:00:01"))).toBe(false);
+      expect(await store.markHandled("$b", "!r:x", t("11:00:00"))).toBe(true);
+      expect(await store.pruneHandled(t("10:30:00"))).toBe(1);
+      // Pruned: it could be marked again (it is too old to be replayed by then).
+      expect(await store.markHandled("$a", "!r:x", t("12:00:00"))).toBe(true);
+      expect(await store.markHandled("$b", "!r:x", t("12:00:00"))).toBe(false);
+    });
+
+    test("allow lists: add, update, remove, and seeding from the config keeps command entries", async () => {
+      await store.addAllowed({ scope: "commands", entry: "@op:x", kind: "user", source: "command", addedBy: "@admin:x", addedAt: t("10:00:00") });
+      await store.seedAllowed("commands", [{ entry: "@cfg:x", kind: "user", addedBy: "config" }, { entry: "@.*-admin:x", kind: "regex", addedBy: "config" }], t("10:01:00"));
+      expect((await store.listAllowed("commands")).map((e) => [e.entry, e.kind, e.source])).toEqual([
+        ["@.*-admin:x", "regex", "config"],
+        ["@cfg:x", "user", "config"],
+        ["@op:x", "user", "command"],
+      ]);
+      await store.seedAllowed("commands", [{ entry: "@cfg2:x", kind: "user", addedBy: "config" }], t("10:02:00"));
+      expect((await store.listAllowed("commands")).map((e) => e.entry)).toEqual(["@cfg2:x", "@op:x"]);
+      expect(await store.removeAllowed("commands", "@op:x")).toBe(true);
+      expect(await store.removeAllowed("commands", "@op:x")).toBe(false);
+      expect(await store.listAllowed("tokens")).toEqual([]);
+    });
+  });
+}
