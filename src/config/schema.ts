@@ -8,6 +8,7 @@
  * every secret present as a string.
  */
 import { FilterParser } from "ldapts";
+import { validateDetailed } from "node-cron";
 import { z } from "zod";
 import { parseRoomAlias, parseRoomId, parseUserId } from "../matrix/ids.ts";
 
@@ -419,6 +420,48 @@ const syncSchema = z.strictObject({
   maxDepth: z.number().int().min(1).max(100).default(10),
 });
 
+const cronExpression = checked(nonEmpty, (s) => {
+  const v = validateDetailed(s);
+  return v.valid ? undefined : `not a valid cron expression: ${v.errors.map((e) => `${e.field}: ${e.message}`).join("; ")}`;
+});
+
+const timezone = checked(nonEmpty, (s) => {
+  try {
+    new Intl.DateTimeFormat("en", { timeZone: s });
+    return undefined;
+  } catch {
+    return `"${s}" is not a known time zone (e.g. UTC, Europe/Berlin)`;
+  }
+});
+
+/** An allow-list entry: a user id, or a regular expression over whole user ids. */
+const allowEntry = checked(nonEmpty, (s) =>
+  parseUserId(s) !== undefined ? undefined : regexProblem(() => anchoredUserPattern(s)),
+);
+
+/** `matrix-group-sync serve`: the schedule and the management room. */
+const serveSchema = z.strictObject({
+  /** The room operators command the bot from: a room id or alias. The bot joins it at start. */
+  managementRoom: roomRef,
+  /** What starts a command. */
+  commandPrefix: nonEmpty.default("!"),
+  /** When to sync (cron, 5 or 6 fields; 6 = with seconds). Default: every 30 minutes. */
+  schedule: cronExpression.default("*/30 * * * *"),
+  /** Time zone of the schedule. */
+  timezone: timezone.default("UTC"),
+  /** Also run once right after start. */
+  runAtStart: z.boolean().default(false),
+  /**
+   * Who may command, besides being in the management room: user ids or regular
+   * expressions over whole user ids. Empty: everyone in the management room.
+   */
+  allow: z.array(allowEntry).default(() => []),
+  /** `!unmanage`: after handing the room to the new admin, lower the bot's own level and leave. */
+  unmanage: z.strictObject({ demoteSelf: z.boolean().default(true), leave: z.boolean().default(true) }).prefault({}),
+  /** On SIGTERM/SIGINT: how long the current action may take before the process exits anyway. */
+  shutdownTimeoutMs: z.number().int().min(0).max(600_000).default(30_000),
+});
+
 const logSchema = z.strictObject({
   level: z.enum(["trace", "debug", "info", "warn", "error"]).default("info"),
   /** json: one object a line; pretty: for a person at a terminal. */
@@ -447,6 +490,8 @@ export const configFileSchema = z.strictObject({
   mapping: mappingSchema.prefault({}),
   /** What a sync run may do. */
   sync: syncSchema.prefault({}),
+  /** Serve mode; required by `matrix-group-sync serve` only. */
+  serve: serveSchema.exactOptional(),
   log: logSchema.prefault({}),
 });
 
@@ -598,3 +643,4 @@ export type RoomMappingConfig = MappingConfig["rooms"][number];
 export type ConventionConfig = MappingConfig["convention"];
 export type SyncConfig = Config["sync"];
 export type LogConfig = Config["log"];
+export type ServeConfig = NonNullable<Config["serve"]>;

@@ -378,7 +378,7 @@ export async function removeAllowed(db: Db, scope: string, entry: string): Promi
 export async function seedAllowed(
   db: Kysely<Database>,
   scope: string,
-  entries: readonly Omit<AllowEntry, "scope" | "source">[],
+  entries: readonly Omit<AllowEntry, "scope" | "source" | "addedAt">[],
   now: Date,
 ): Promise<void> {
   await db.transaction().execute(async (trx) => {

@@ -118,7 +118,7 @@ export interface Store {
   addAllowed(entry: AllowEntry): Promise<void>;
   removeAllowed(scope: string, entry: string): Promise<boolean>;
   /** Makes the config-sourced entries of a scope exactly `entries`; command-sourced ones stay. */
-  seedAllowed(scope: string, entries: readonly Omit<AllowEntry, "scope" | "source">[], now: Date): Promise<void>;
+  seedAllowed(scope: string, entries: readonly Omit<AllowEntry, "scope" | "source" | "addedAt">[], now: Date): Promise<void>;
 
   close(): Promise<void>;
 }
