@@ -24,6 +24,10 @@ import { GROUPS_DN, PEOPLE_DN, slapdAvailable, startSlapd } from "../test/ldap/s
 import { LdapIdentityProvider } from "../src/idp/ldap.ts";
 import { resolveGroups } from "../src/idp/resolve.ts";
 import { normalizeDn } from "../src/idp/dn.ts";
+import { AzureIdentityProvider } from "../src/idp/azure.ts";
+import { GraphServer, generateUsers, guid } from "../test/graph/graph-server.ts";
+import { ensureTestCa } from "../test/graph/test-ca.ts";
+import { spawnSync } from "node:child_process";
 
 const ROOMS = Number(process.env["BENCH_ROOMS"] ?? 1000);
 const USERS_A = Number(process.env["BENCH_USERS_A"] ?? 1000);
@@ -255,8 +259,75 @@ async function benchLdap(): Promise<void> {
   }
 }
 
+async function benchGraph(): Promise<void> {
+  const GROUPS = 50;
+  const BIG = Number(process.env["BENCH_GRAPH_BIG"] ?? 50_000);
+  console.log(`(d) Microsoft Graph: ${GROUPS} mapped groups found by prefix, one of ${BIG.toLocaleString("en")} members (https stand-in, real @azure/identity)`);
+  const graph = await GraphServer.start();
+  try {
+    const client = guid(1, 9);
+    graph.addApp({ clientId: client, secret: "bench-secret", roles: ["GroupMember.Read.All", "User.Read.All", "Group.Read.All"] });
+    graph.addUsers(generateUsers(BIG));
+    const sizes: number[] = [BIG];
+    graph.addGroup({ id: guid(0, 1), displayName: "MTRX #big:example.org", members: Array.from({ length: BIG }, (_, i) => guid(i, 0xa)) });
+    for (let g = 1; g < GROUPS; g++) {
+      const size = 50 + ((g * 397) % 1950); // 50 … 1,999 members
+      sizes.push(size);
+      graph.addGroup({
+        id: guid(g, 1),
+        displayName: `MTRX #room${g}:example.org`,
+        members: Array.from({ length: size }, (_, i) => guid((g * 1000 + i) % BIG, 0xa)),
+      });
+    }
+    const expectedMemberPages = sizes.reduce((n, m) => n + Math.ceil(m / 999), 0);
+    const idp = new AzureIdentityProvider({
+      settings: {
+        tenantId: graph.tenantId,
+        clientId: client,
+        clientSecret: "bench-secret",
+        authorityHost: graph.authorityHost,
+        graphBaseUrl: graph.graphBaseUrl,
+        readOwners: false,
+        guests: "skip",
+        extraAttributes: [],
+        pageSize: 999,
+        maxRetries: 5,
+        timeoutMs: 60_000,
+      },
+      userAttributes: ["uid"],
+      log: silentLogger,
+    });
+    graph.resetCounts();
+    const t0 = performance.now();
+    const snap = await idp.snapshot({ isMapped: () => true, explicitGroups: [], conventionPrefix: "MTRX " });
+    const ms = performance.now() - t0;
+    if (!snap.ok) throw new Error(snap.error.message);
+    const st = idp.lastStats;
+    const memberships = [...snap.value.groups.values()].reduce((n, g) => n + g.members.length, 0);
+    console.log(`    read ${snap.value.groups.size} groups, ${memberships.toLocaleString("en")} memberships, ${snap.value.users.size.toLocaleString("en")} users`);
+    console.log(
+      `    Graph requests ${st.requests} = discovery pages ${st.discoveryRequests} + member pages ${st.memberRequests} (Σ⌈members/999⌉ = ${expectedMemberPages}); plus ${graph.tokenRequests()} token request(s)`,
+    );
+    console.log(`    wall time ${(ms / 1000).toFixed(2)} s (stand-in in the same process, sign-in included)`);
+  } finally {
+    await graph.close();
+  }
+}
+
+// The Graph stand-in serves https with a test CA, which Node trusts only through
+// NODE_EXTRA_CA_CERTS, read at process start: re-run this file with it set.
+const ca = ensureTestCa().caFile;
+if (process.env["NODE_EXTRA_CA_CERTS"] !== ca) {
+  const child = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    stdio: "inherit",
+    env: { ...process.env, NODE_EXTRA_CA_CERTS: ca },
+  });
+  process.exit(child.status ?? 1);
+}
+
 console.log(`matrix-group-sync benchmark — node ${process.version}, ${new Date().toISOString()}`);
 const only = process.env["BENCH_ONLY"];
 if (!only || only.includes("a")) benchPlanner();
 if (!only || only.includes("c")) await benchLdap();
+if (!only || only.includes("d")) await benchGraph();
 if (!only || only.includes("b")) await benchNoOpRun();

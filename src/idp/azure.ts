@@ -166,6 +166,8 @@ export class AzureIdentityProvider implements IdentityProvider {
     };
     const selectUsers = this.select.join(",");
     for (const [id, name] of discovered) {
+      // Discovery by prefix is case-insensitive on the server: read only what the mapping uses.
+      if (hint !== undefined && !hint.isMapped({ id, name })) continue;
       const members: MemberRef[] = [];
       const owners: MemberRef[] = [];
       let incompleteReason: string | undefined;
@@ -176,7 +178,13 @@ export class AzureIdentityProvider implements IdentityProvider {
           if (u === "other") othersIgnored++;
           else if (u === "unknown") throw new ReadError(`a member has an unknown type ${describeType(item)}; not guessing what it is`);
           else if (u === undefined) throw new ReadError("a member is not a valid user object (no id)");
-          else {
+          else if (typeof u.userPrincipalName !== "string" || u.userPrincipalName === "") {
+            // Without User.Read.All, Graph returns members with only their id: reading that as
+            // "no usable users" would empty every room.
+            throw new ReadError(
+              `member ${u.id} came back without userPrincipalName; does the app have the User.Read.All permission?`,
+            );
+          } else {
             const ref = seenUser(u);
             if (ref !== undefined) members.push(ref);
           }
@@ -355,23 +363,27 @@ function retryAfterMs(err: unknown): number | undefined {
   return Number.isFinite(date) ? Math.max(0, date - Date.now()) : undefined;
 }
 
+const SIGN_IN_FAILURE = /AuthenticationError|AuthenticationRequiredError|CredentialUnavailableError|AADSTS\d+|invalid_client|unauthorized_client|invalid_tenant/;
+
+/** The credential was refused (the Graph client wraps that in a GraphError with status -1), or Graph said 401/403. */
 function isAuthFailure(err: unknown): boolean {
-  if (err instanceof GraphError) return err.statusCode === 401 || err.statusCode === 403;
-  const name = (err as { name?: unknown }).name;
-  return typeof name === "string" && /AuthenticationError|AuthenticationRequiredError|CredentialUnavailableError/.test(name);
+  if (err instanceof GraphError && (err.statusCode === 401 || err.statusCode === 403)) return true;
+  const e = err as { name?: unknown; code?: unknown; message?: unknown };
+  return [e.name, e.code, e.message].some((v) => typeof v === "string" && SIGN_IN_FAILURE.test(v));
 }
 
 function authMessage(err: unknown): string {
-  if (err instanceof GraphError) {
+  if (err instanceof GraphError && (err.statusCode === 401 || err.statusCode === 403)) {
     if (err.statusCode === 403) {
       return `${describeGraphError(err)} — the app needs the application permissions GroupMember.Read.All and User.Read.All (and Group.Read.All for discovery)`;
     }
     return `Graph refused the access token: ${describeGraphError(err)}`;
   }
-  const text = describeError(err);
-  if (/invalid_client|AADSTS7000215|AADSTS7000222/.test(text)) return `sign-in refused: invalid client secret or certificate (invalid_client)`;
+  const e = err as { code?: unknown };
+  const text = `${typeof e.code === "string" ? e.code : ""} ${describeError(err)}`;
+  if (/invalid_client|AADSTS7000215|AADSTS7000222|AADSTS700027/.test(text)) return `sign-in refused: invalid client secret or certificate (invalid_client)`;
   if (/AADSTS700016|unauthorized_client/.test(text)) return `sign-in refused: unknown application (client) id`;
-  if (/AADSTS90002/.test(text)) return `sign-in refused: unknown tenant`;
+  if (/AADSTS90002|invalid_tenant/.test(text)) return `sign-in refused: unknown tenant`;
   return `sign-in failed: ${firstLine(text)}`;
 }
 
