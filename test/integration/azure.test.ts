@@ -140,6 +140,17 @@ describe("the Azure provider against the Graph stand-in", () => {
     expect(graph.tokenRequests()).toBe(1);
   });
 
+  it("discovers the direct member groups of a root group (the seed's azure_root_group_id)", async () => {
+    const root = guid(9, 1);
+    graph.addGroup({ id: root, displayName: "Matrix rooms", members: [G.leads, G.other, U.alice] });
+    const p = provider({ rootGroupId: root, readOwners: false });
+    const snap = await snapshotOf(p, { isMapped: (g) => g.name === "Eng Leads", explicitGroups: [] });
+    expect([...snap.groups.keys()]).toEqual([G.leads]);
+    expect(uidsOf(snap, G.leads)).toEqual(["dave"]);
+    // One discovery page for the root's member groups, one member page for the one mapped group.
+    expect(p.lastStats).toMatchObject({ discoveryRequests: 1, memberRequests: 1 });
+  });
+
   it("maps guests by the documented rule when asked", async () => {
     const snap = await snapshotOf(provider({ guests: "map" }));
     expect(uidsOf(snap, G.eng)).toEqual(["alice", "bob", "carol (disabled)", "dave", "zoe_partner.example"]);
