@@ -12,6 +12,7 @@ import { describeError } from "./result.ts";
 import { serverNameOf } from "./matrix/ids.ts";
 import { directoryText, listDirectory, readDirectory } from "./reconcile/directory.ts";
 import { runSync } from "./reconcile/run.ts";
+import { ServeError, startServe, type ServeHandle } from "./service/serve.ts";
 import { toJson, toText } from "./reconcile/report.ts";
 
 export const EXIT_OK = 0;
@@ -30,6 +31,7 @@ export interface CliIo {
 const USAGE = `Usage: matrix-group-sync <command> [options]
 
 Commands:
+  serve           Run as a service: sync on the schedule, take commands in the management room
   sync            Sync every managed room with the directory (or only --room ROOM)
   idp             List the rooms and members the directory defines, with roles and group paths
   check-config    Validate the config and print it with secrets redacted
@@ -80,7 +82,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     io.err(`--json and --room go with sync and idp only\n\n${USAGE}`);
     return EXIT_USAGE;
   }
-  if (!["sync", "idp", "check-config", "migrate"].includes(command)) {
+  if (!["serve", "sync", "idp", "check-config", "migrate"].includes(command)) {
     io.err(`unknown command: ${command}\n\n${USAGE}`);
     return EXIT_USAGE;
   }
@@ -97,6 +99,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     io.out(JSON.stringify(redactConfig(config), null, 2));
     return EXIT_OK;
   }
+
+  if (command === "serve") return serveUntilSignal(config, io);
 
   const app = await openApp(config, { interactive: io.interactive, json: parsed.values.json });
   if (!app.ok) {
@@ -143,6 +147,30 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   }
 }
 
+/** `serve`: runs until SIGTERM or SIGINT, then stops cleanly and exits 0. */
+async function serveUntilSignal(config: Config, io: CliIo): Promise<number> {
+  let handle: ServeHandle;
+  try {
+    handle = await startServe(config);
+  } catch (err) {
+    io.err(err instanceof ServeError ? err.message : `cannot start: ${describeError(err)}`);
+    return EXIT_FAILURES;
+  }
+  io.err(`matrix-group-sync is serving (management room ${handle.managementRoomId}); stop with SIGTERM or Ctrl-C.`);
+  await new Promise<void>((resolve) => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      io.err(`${signal}: stopping (the action under way finishes first)`);
+      process.off("SIGTERM", onSignal);
+      process.off("SIGINT", onSignal);
+      resolve();
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+  });
+  await handle.stop();
+  return EXIT_OK;
+}
+
 // Run when executed directly (through bin/matrix-group-sync.js or `tsx src/main.ts`).
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   await main();
@@ -157,4 +185,6 @@ export async function main(): Promise<void> {
     interactive: process.stderr.isTTY,
   });
   process.exitCode = code;
+  // The service's HTTP keep-alive sockets could hold the process open after a clean stop.
+  if (process.argv.slice(2).includes("serve")) process.exit(code);
 }

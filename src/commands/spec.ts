@@ -151,13 +151,14 @@ export class CommandTable<Ctx, R> {
    * The nearest command name to what was typed (`["snyc"]` → `sync`), by edit distance
    * (adjacent transpositions count once), only when it is close: at most one edit for names
    * up to five characters, two for longer ones. Each name is compared with as many typed
-   * words as it has.
+   * words as it has; with `moreWordsThan`, only names of more words than that are considered
+   * (`token lsit` where a `token` command exists → `token list`).
    */
-  suggest(words: readonly string[]): { name: string; typed: string } | undefined {
+  suggest(words: readonly string[], moreWordsThan = 0): { name: string; typed: string } | undefined {
     let best: { name: string; typed: string; distance: number } | undefined;
     for (const name of this.names()) {
       const count = name.split(" ").length;
-      if (words.length < count) continue;
+      if (words.length < count || count <= moreWordsThan) continue;
       const typed = words.slice(0, count).join(" ");
       if (typed.length > 64) continue;
       const limit = name.length <= 5 ? 1 : 2;

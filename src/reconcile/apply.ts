@@ -14,9 +14,17 @@ export interface ActionResult {
   readonly error?: string;
 }
 
-export async function applyRoomPlan(ports: ApplyPorts, plan: RoomPlan): Promise<ActionResult[]> {
+/**
+ * `signal`: when aborted (the service is shutting down), the action under way finishes and
+ * the rest are returned as "planned" (not applied); the next run picks them up.
+ */
+export async function applyRoomPlan(ports: ApplyPorts, plan: RoomPlan, signal?: AbortSignal): Promise<ActionResult[]> {
   const results: ActionResult[] = [];
   for (const action of plan.actions) {
+    if (signal?.aborted) {
+      results.push({ action, outcome: "planned" });
+      continue;
+    }
     const r = await applyAction(ports, plan, action);
     results.push(r.ok ? { action, outcome: "applied" } : { action, outcome: "failed", error: r.error.message });
   }

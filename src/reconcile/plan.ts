@@ -349,3 +349,28 @@ export function plan(
 ): RoomPlan[] {
   return rooms.map((r) => planRoom(r.desired, r.observed, r.memory ?? EMPTY_MEMORY, policy));
 }
+
+/**
+ * One level change asked for by an operator command (`!invite-admin`, `!unmanage`), under the
+ * same rules as a sync: never above the bot's own level (clamped), never for a user at or
+ * above it (unless it is the bot lowering itself), never for a v12 creator, and the rest of
+ * the content preserved. `level` undefined removes the user's entry.
+ */
+export function planLevelChange(
+  observed: ObservedRoom,
+  bot: UserId,
+  user: UserId,
+  level: number | undefined,
+): { ok: true; content: PowerLevelsContent; change: PowerLevelChange } | { ok: false; reason: string } {
+  const levels = new Levels(observed);
+  const botLevel = levels.of(bot);
+  if (levels.creators.has(user)) return { ok: false, reason: `${user} is a creator of this room (unlimited power); levels do not apply` };
+  const need = levels.required("power_levels");
+  if (botLevel < need) return { ok: false, reason: `our level ${fmt(botLevel)} is below ${need}, needed to change power levels` };
+  const current = levels.of(user);
+  if (user !== bot && current >= botLevel) return { ok: false, reason: `${user} has level ${fmt(current)} ≥ ours (${fmt(botLevel)})` };
+  const target = level === undefined ? levels.usersDefault : Math.min(level, botLevel);
+  const change: PowerLevelChange = { user, from: current, to: target, removeEntry: level === undefined || target === levels.usersDefault };
+  const notes: string[] = [];
+  return { ok: true, content: newPowerLevels(observed, levels, [change], notes), change };
+}

@@ -30,7 +30,7 @@ export interface RunReport {
   trigger: string;
   startedAt: string;
   finishedAt: string;
-  outcome: "ok" | "failed";
+  outcome: "ok" | "failed" | "interrupted";
   rooms: RoomReport[];
   /** Run-wide failures (the directory could not be read, the homeserver is unreachable...). */
   errors: string[];

@@ -55,6 +55,11 @@ export interface SyncOptions {
   readonly trigger: RunTrigger;
   /** Only these rooms (as configured, or their room ids). */
   readonly rooms?: readonly string[];
+  /**
+   * Shutdown: when aborted, the action under way finishes, no further room or action is
+   * started, and the run is recorded as interrupted.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export async function runSync(deps: SyncDeps, settings: SyncSettings, opts: SyncOptions): Promise<RunReport> {
@@ -71,11 +76,16 @@ export async function runSync(deps: SyncDeps, settings: SyncSettings, opts: Sync
     await finish("failed", String(err));
     throw err;
   }
-  const report = await finish(errors.length > 0 || rooms.some(failedRoom) ? "failed" : "ok", errors[0] ?? null);
+  const interrupted = opts.signal?.aborted === true;
+  if (interrupted) errors.push("interrupted: the service is shutting down; the next run continues");
+  const report = await finish(
+    interrupted ? "interrupted" : errors.length > 0 || rooms.some(failedRoom) ? "failed" : "ok",
+    errors[0] ?? null,
+  );
   log.info("sync run finished", { runId, dryRun: opts.dryRun, outcome: report.outcome, ...report.counts });
   return report;
 
-  async function finish(outcome: "ok" | "failed", error: string | null): Promise<RunReport> {
+  async function finish(outcome: RunReport["outcome"], error: string | null): Promise<RunReport> {
     const finishedAt = clock.now();
     const report: RunReport = {
       dryRun: opts.dryRun,
@@ -151,12 +161,13 @@ async function syncRooms(
 
   let done = 0;
   const reports = await mapConcurrent(desired, settings.concurrency, async (room) => {
+    if (opts.signal?.aborted) return undefined;
     const report = await syncRoom(room);
     deps.progress?.(++done, desired.length);
     return report;
   });
   const selected = reports.filter((r): r is RoomReport => r !== undefined);
-  if (wanted) {
+  if (wanted && opts.signal?.aborted !== true) {
     for (const r of wanted) {
       if (!selected.some((x) => x.room === r || x.roomId === r)) errors.push(`${r}: not a managed room`);
     }
@@ -190,7 +201,7 @@ async function syncRooms(
       released: released.get(roomId) ?? [],
     };
     const plan = planRoom(room, observed.value, memory, policy);
-    const results: ActionResult[] = opts.dryRun ? simulateRoomPlan(plan) : await applyRoomPlan(gateway, plan);
+    const results: ActionResult[] = opts.dryRun ? simulateRoomPlan(plan) : await applyRoomPlan(gateway, plan, opts.signal);
 
     report.actions = reportActions(results);
     report.held = reportHeld(plan.held);

@@ -1,0 +1,37 @@
+/** Every management-room command, in one table: parsing, permissions and help come from it. */
+import type { Command } from "./context.ts";
+import { idpCommand, joinedCommand, managedCommand } from "./directory-commands.ts";
+import { helpFor, helpText } from "./help.ts";
+import { inviteAdminCommand, inviteMemberCommand, kickMemberCommand, manageCommand, unmanageCommand } from "./room-commands.ts";
+import { CommandTable, defineCommand } from "./spec.ts";
+import { releaseCommand, statusCommand, syncCommand } from "./sync-commands.ts";
+import type { CommandContext } from "./context.ts";
+import type { Part } from "./render.ts";
+
+const helpCommand: Command = defineCommand({
+  name: "help",
+  summary: "List the commands, or explain one",
+  params: [{ name: "command", kind: "string", description: "a command name, e.g. sync", optional: true, variadic: true }],
+  permission: "operator",
+  run(ctx, args) {
+    const words = (args.values["command"] as string[] | undefined) ?? [];
+    return Promise.resolve([words.length > 0 ? helpFor(ctx.table, words.join(" "), ctx.prefix) : helpText(ctx.table, ctx.prefix)]);
+  },
+});
+
+export function commandTable(): CommandTable<CommandContext, Part[]> {
+  return new CommandTable<CommandContext, Part[]>([
+    helpCommand,
+    idpCommand,
+    joinedCommand,
+    managedCommand,
+    syncCommand,
+    statusCommand,
+    releaseCommand,
+    unmanageCommand,
+    manageCommand,
+    inviteMemberCommand,
+    inviteAdminCommand,
+    kickMemberCommand,
+  ]);
+}

@@ -1,0 +1,103 @@
+/**
+ * What commands and the schedule share while `serve` runs: the wired app, the bot's
+ * identity, the one-run-at-a-time runner, and lookups of managed rooms and of what the
+ * directory says.
+ */
+import type { MatrixClient } from "matrix-bot-sdk";
+import { settingsFrom, type App } from "../app.ts";
+import type { Config } from "../config/schema.ts";
+import type { RoomRef } from "../commands/spec.ts";
+import { serverNameOf, type RoomId, type UserId } from "../matrix/ids.ts";
+import { readDirectory, type DirectoryState } from "../reconcile/directory.ts";
+import type { RunReport } from "../reconcile/report.ts";
+import { runSync } from "../reconcile/run.ts";
+import { fail, ok, type Result } from "../result.ts";
+import type { RunTrigger } from "../store/store.ts";
+import { SerialRunner, type RunRequest } from "./runner.ts";
+
+export interface ManagedRoom {
+  /** As configured (alias or id). */
+  readonly room: string;
+  readonly roomId: RoomId;
+}
+
+export class Service {
+  readonly runner = new SerialRunner<RunReport>();
+  readonly startedAt: Date;
+
+  constructor(
+    readonly config: Config,
+    readonly app: App,
+    readonly bot: UserId,
+    /** The bot's own client, for what the sync gateway does not do (joined rooms, leaving, replies). */
+    readonly client: MatrixClient,
+    /** Aborted at shutdown: a run in progress stops after its current action. */
+    readonly shutdown: AbortSignal,
+  ) {
+    this.startedAt = app.clock.now();
+  }
+
+  get serverName(): string {
+    return serverNameOf(this.bot);
+  }
+
+  /** A sync run, never two at once (see SerialRunner). */
+  requestSync(trigger: RunTrigger, opts: { dryRun: boolean; rooms?: readonly string[] }): RunRequest<RunReport> {
+    return this.runner.request(() =>
+      runSync(this.app, settingsFrom(this.config), {
+        dryRun: opts.dryRun,
+        trigger,
+        signal: this.shutdown,
+        ...(opts.rooms && opts.rooms.length > 0 ? { rooms: opts.rooms } : {}),
+      }),
+    );
+  }
+
+  async directory(): Promise<Result<DirectoryState>> {
+    return readDirectory(this.app.idp, settingsFrom(this.config), this.config.users.domain ?? this.serverName);
+  }
+
+  /**
+   * The managed room a command names: by the alias or id it is configured with, or by the
+   * room id its alias resolves to. Anything else is an error naming the argument.
+   */
+  async managedRoom(ref: RoomRef, state?: DirectoryState): Promise<Result<ManagedRoom>> {
+    const given = ref.kind === "id" ? ref.roomId : ref.alias;
+    let rooms: string[];
+    if (state !== undefined) rooms = state.desired.map((d) => d.room);
+    else {
+      const dir = await this.directory();
+      if (!dir.ok) return dir;
+      rooms = dir.value.desired.map((d) => d.room);
+    }
+    const resolved = await this.app.gateway.resolveRoom(given);
+    if (!resolved.ok) return fail(`${given}: ${resolved.error.message}`);
+    if (rooms.includes(given)) return ok({ room: given, roomId: resolved.value });
+    // Configured by alias, named by id (or the other way round): compare resolved ids.
+    const known = new Map((await this.app.store.listManagedRooms()).map((r) => [r.room, r.roomId]));
+    for (const room of rooms) {
+      let id = known.get(room) ?? (room.startsWith("!") ? room : undefined);
+      if (id === undefined || id === null) {
+        const r = await this.app.gateway.resolveRoom(room);
+        id = r.ok ? r.value : undefined;
+      }
+      if (id === resolved.value) return ok({ room, roomId: resolved.value });
+    }
+    return fail(`${given} is not a room this service manages (see !managed)`);
+  }
+
+  /** Whether `user` may command: everyone in the management room when the allow list is empty. */
+  async mayCommand(user: UserId): Promise<boolean> {
+    const entries = await this.app.store.listAllowed("commands");
+    if (entries.length === 0) return true;
+    return entries.some((e) => (e.kind === "user" ? e.entry === user : safeRegex(e.entry)?.test(user) === true));
+  }
+}
+
+function safeRegex(source: string): RegExp | undefined {
+  try {
+    return new RegExp(`^(?:${source})$`);
+  } catch {
+    return undefined;
+  }
+}
