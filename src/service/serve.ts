@@ -146,7 +146,19 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
       void job.finally(() => inFlight.delete(job));
     });
 
-    await client.start();
+    // Only the management room matters to the sync loop: a filter keeps it small however many
+    // rooms the bot manages (room state with lazy-loaded members, no presence or receipts).
+    await client.start({
+      room: {
+        rooms: [roomId],
+        timeline: { limit: 20, types: ["m.room.message"] },
+        state: { lazy_load_members: true, types: [] },
+        ephemeral: { types: [] },
+        account_data: { types: [] },
+      },
+      presence: { types: [] },
+      account_data: { types: [] },
+    });
     log.info("serving", { bot, managementRoom: roomId, schedule: serveConfig.schedule, timezone: serveConfig.timezone });
 
     setLogger({

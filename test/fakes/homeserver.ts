@@ -10,8 +10,21 @@
  * - A user whose membership is not `join` cannot read `/state`, `/state/{type}/{key}` or `/members`
  *   (Synapse would give a departed user the state at the moment they left).
  * - No federation: remote users can be invited (as on Synapse) but nothing is sent anywhere.
- * - `/sync` is minimal: `{next_batch, rooms:{join:{}, invite:{}, leave:{}}}`. Every stored event gets
- *   a stream position (`this.stream`) so that a later version can compute deltas.
+ * - `/sync` (v2) follows the spec and Synapse's sync handler: `since` tokens (`s<stream>`), long-poll
+ *   `timeout` (woken by any event the user can see; ended at once by `close()`), filters (inline JSON or
+ *   uploaded with `POST /user/{id}/filter`; timeline/state/account_data `limit`, `types`, `not_types`
+ *   with `*` wildcards, `senders`, `not_senders`, `rooms`, `not_rooms`, `contains_url`,
+ *   `lazy_load_members`, `include_leave`, `event_fields`), `full_state`, `set_presence` (validated,
+ *   otherwise ignored). History visibility is "shared" (a joined user sees the whole history).
+ *   Not modelled: presence, typing, receipts as ephemeral events, to-device messages, device lists,
+ *   unread counts, room summaries (all served as empty structures), `/messages` pagination.
+ * - Every stored event (membership, state, power levels, messages, reactions) is recorded in its room's
+ *   timeline with a stream position. Memberships given at room creation (the shared base map) are
+ *   not timeline events: they are state from before the first sync, served in `state` sections.
+ * - Event size: Synapse measures the canonical JSON of the whole signed PDU (limit 65,536 bytes); here
+ *   the PDU is approximated (hashes, signatures, three auth events and one prev event of realistic
+ *   length: about 610 bytes besides the content for a message), so the boundary is close to, not
+ *   exactly at, Synapse's.
  *
  * Scale: memberships given at room creation are kept in a shared, read-only base map (rooms created
  * from the same Map/object share it); each room keeps only its own changes in a small overlay map.
@@ -40,6 +53,11 @@ export type EndpointKind =
   | "send"
   | "sync"
   | "versions"
+  | "filter"
+  | "account_data"
+  | "profile"
+  | "event"
+  | "receipt"
   | "other";
 
 const ENDPOINT_KINDS: readonly EndpointKind[] = [
@@ -60,6 +78,11 @@ const ENDPOINT_KINDS: readonly EndpointKind[] = [
   "send",
   "sync",
   "versions",
+  "filter",
+  "account_data",
+  "profile",
+  "event",
+  "receipt",
   "other",
 ];
 
@@ -84,6 +107,34 @@ export interface FakeRoomOptions {
   members?: Readonly<Record<string, Membership>> | ReadonlyMap<string, Membership>;
   /** Addition to the brief: the room's join rule (m.room.join_rules), default "invite". */
   joinRule?: JoinRule;
+  /**
+   * Adds an m.room.encryption state event (`{algorithm: "m.megolm.v1.aes-sha2"}`). Messages sent into
+   * the room with the `sendMessage` helper then arrive as `m.room.encrypted` events, as they would
+   * from a real client: a bot without end-to-end encryption cannot read them.
+   */
+  encrypted?: boolean;
+  /** Adds an m.room.name state event. */
+  name?: string;
+}
+
+/** A non-state timeline event, as the `messages()` and `waitForMessage()` helpers return it. */
+export interface FakeMessage {
+  readonly eventId: string;
+  readonly sender: string;
+  readonly type: string;
+  readonly content: Record<string, unknown>;
+}
+
+/** One request, as `requestLog()` returns it. `user` is set once the access token was accepted. */
+export interface RequestLogEntry {
+  readonly method: string;
+  readonly path: string;
+  /** The raw query string including `?`, or "". */
+  readonly query: string;
+  readonly kind: EndpointKind;
+  readonly user: string | null;
+  /** null while the request is still pending (a long-poll). */
+  readonly status: number | null;
 }
 
 export interface AppliedChange {
@@ -236,6 +287,61 @@ interface BaseMembers {
   readonly map: ReadonlyMap<string, Membership>;
   /** JSON-quoted user ids in iteration order, built on first serve. */
   quoted?: string[];
+  /** Position of each user in `map` (their event id is `$<tag>_m<index>`), built on first need. */
+  index?: Map<string, number>;
+}
+
+/** What a state event replaced (for `unsigned.prev_content` / `replaces_state`). */
+type PrevState =
+  | { readonly eventId: string; readonly sender: string; readonly content: JsonObject }
+  | { readonly baseMembership: Membership };
+
+/** A stored event: everything that happens in a room is one, in stream order. */
+interface TimelineEvent {
+  readonly stream: number;
+  readonly eventId: string;
+  readonly type: string;
+  readonly sender: string;
+  readonly content: JsonObject;
+  readonly ts: number;
+  /** Present for state events. */
+  readonly stateKey?: string;
+  readonly prev?: PrevState;
+  /** The access token and transaction id of a `PUT /send` (echoed as `unsigned.transaction_id`). */
+  readonly txn?: { readonly token: string; readonly id: string };
+}
+
+/** A membership from the creation-time base map (no timeline event of its own). */
+interface BaseMemberEntry {
+  readonly base: true;
+  readonly user: string;
+  readonly membership: Membership;
+}
+
+type StateEntry = TimelineEvent | BaseMemberEntry;
+
+const isBaseEntry = (e: StateEntry): e is BaseMemberEntry => "base" in e;
+
+/** How events are serialised for one client request. */
+interface EventFormat {
+  /** The requester's access token (`unsigned.transaction_id` goes to the sender's own token only). */
+  readonly token: string;
+  readonly nowMs: number;
+  /** Filter `event_fields`. */
+  readonly fields: readonly string[] | undefined;
+  readonly withRoomId: boolean;
+}
+
+/** Index of the first event with a stream position above `pos` (timelines are in stream order). */
+function firstAfter(timeline: readonly TimelineEvent[], pos: number): number {
+  let lo = 0;
+  let hi = timeline.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (timeline[mid]!.stream <= pos) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 const EMPTY_BASE: BaseMembers = { map: new Map() };
@@ -257,6 +363,12 @@ interface Room {
   readonly state: Map<string, StateRecord>;
   readonly sent: SentEvent[];
   eventSeq: number;
+  /** Stream position of the m.room.create event; the base memberships count from here. */
+  readonly createdStream: number;
+  /** Every event since creation (base memberships excepted), in stream order. */
+  readonly timeline: TimelineEvent[];
+  /** Read receipts: user → receipt type → event id. */
+  readonly receipts: Map<string, Map<string, string>>;
 }
 
 const stateKeyOf = (type: string, stateKey: string): string => `${type}\u0000${stateKey}`;
@@ -413,6 +525,241 @@ function validateInitialPowerLevels(room: Room, content: JsonObject): void {
   }
 }
 
+/** Synapse `relation_from_event`: `m.relates_to` with a string `rel_type` and `event_id`. */
+function relationOf(content: JsonObject): { relType: string; parent: string; key: string | undefined } | undefined {
+  const rel = content["m.relates_to"];
+  if (!isObject(rel) || typeof rel.rel_type !== "string" || typeof rel.event_id !== "string") return undefined;
+  return { relType: rel.rel_type, parent: rel.event_id, key: typeof rel.key === "string" ? rel.key : undefined };
+}
+
+function toFakeMessage(ev: TimelineEvent): FakeMessage {
+  return { eventId: ev.eventId, sender: ev.sender, type: ev.type, content: structuredClone(ev.content) };
+}
+
+/** One line per event for error messages: `$id @sender type "body"`. */
+function describeMessage(m: FakeMessage): string {
+  const body = typeof m.content.body === "string" ? ` ${JSON.stringify(m.content.body.length > 120 ? `${m.content.body.slice(0, 120)}…` : m.content.body)}` : "";
+  return `${m.eventId} ${m.sender} ${m.type}${body}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sync filters (Synapse `synapse/api/filtering.py`: USER_FILTER_SCHEMA, FilterCollection, Filter).
+
+interface EventFilter {
+  readonly limit: number;
+  readonly types: readonly string[] | undefined;
+  readonly notTypes: readonly string[];
+  readonly senders: readonly string[] | undefined;
+  readonly notSenders: readonly string[];
+  readonly rooms: readonly string[] | undefined;
+  readonly notRooms: readonly string[];
+  readonly containsUrl: boolean | undefined;
+  readonly lazyLoadMembers: boolean;
+}
+
+interface SyncFilter {
+  /** `room.rooms` / `room.not_rooms`: which rooms appear at all. */
+  readonly rooms: readonly string[] | undefined;
+  readonly notRooms: readonly string[];
+  readonly includeLeave: boolean;
+  readonly timeline: EventFilter;
+  readonly state: EventFilter;
+  readonly roomAccountData: EventFilter;
+  readonly accountData: EventFilter;
+  /** `event_fields`: dotted paths to keep in timeline and state events. */
+  readonly eventFields: readonly string[] | undefined;
+  readonly federationFormat: boolean;
+}
+
+/** Synapse's `filter_timeline_limit` default: a larger `room.timeline.limit` is lowered to it. */
+const FILTER_TIMELINE_LIMIT = 100;
+const DEFAULT_TIMELINE_LIMIT = 10;
+
+/** Python's repr of a JSON value, as jsonschema's messages show it. */
+function pyRepr(v: unknown): string {
+  if (typeof v === "string") return `'${v}'`;
+  if (v === true) return "True";
+  if (v === false) return "False";
+  if (v === null || v === undefined) return "None";
+  return JSON.stringify(v);
+}
+
+/** Synapse `check_valid_filter`: a jsonschema ValidationError becomes 400 M_UNKNOWN. */
+const filterError = (message: string): MatrixHttpError => new MatrixHttpError(400, "M_UNKNOWN", message);
+
+function checkSchemaType(v: unknown, type: "number" | "boolean" | "string" | "array" | "object"): void {
+  const ok =
+    type === "number"
+      ? typeof v === "number"
+      : type === "boolean"
+        ? typeof v === "boolean"
+        : type === "string"
+          ? typeof v === "string"
+          : type === "array"
+            ? Array.isArray(v)
+            : isObject(v);
+  if (!ok) throw filterError(`${pyRepr(v)} is not of type '${type}'`);
+}
+
+function checkStringArray(v: unknown, format?: "matrix_user_id" | "matrix_room_id"): void {
+  checkSchemaType(v, "array");
+  for (const item of v as unknown[]) {
+    checkSchemaType(item, "string");
+    const s = item as string;
+    if (format === "matrix_user_id" && !isValidUserId(s)) throw filterError(`${pyRepr(s)} is not a '${format}'`);
+    if (format === "matrix_room_id" && !isRoomIdShape(s)) throw filterError(`${pyRepr(s)} is not a '${format}'`);
+  }
+}
+
+function validateEventFilter(v: unknown, roomEvents: boolean): void {
+  checkSchemaType(v, "object");
+  const o = v as JsonObject;
+  if ("limit" in o) checkSchemaType(o.limit, "number");
+  for (const key of ["senders", "not_senders"]) if (key in o) checkStringArray(o[key], "matrix_user_id");
+  for (const key of ["types", "not_types"]) if (key in o) checkStringArray(o[key]);
+  if (!roomEvents) return;
+  for (const key of ["rooms", "not_rooms"]) if (key in o) checkStringArray(o[key], "matrix_room_id");
+  for (const key of ["contains_url", "lazy_load_members", "include_redundant_members", "unread_thread_notifications"]) {
+    if (key in o) checkSchemaType(o[key], "boolean");
+  }
+}
+
+function validateFilter(filter: JsonObject): void {
+  for (const key of ["presence", "account_data"]) if (key in filter) validateEventFilter(filter[key], false);
+  if ("room" in filter) {
+    checkSchemaType(filter.room, "object");
+    const room = filter.room as JsonObject;
+    for (const key of ["rooms", "not_rooms"]) if (key in room) checkStringArray(room[key], "matrix_room_id");
+    for (const key of ["ephemeral", "state", "timeline", "account_data"]) if (key in room) validateEventFilter(room[key], true);
+    if ("include_leave" in room) checkSchemaType(room.include_leave, "boolean");
+  }
+  if ("event_format" in filter) {
+    checkSchemaType(filter.event_format, "string");
+    if (filter.event_format !== "client" && filter.event_format !== "federation") {
+      throw filterError(`${pyRepr(filter.event_format)} is not one of ['client', 'federation']`);
+    }
+  }
+  if ("event_fields" in filter) checkStringArray(filter.event_fields);
+}
+
+/** Synapse `set_timeline_upper_limit` (applied to a valid filter). */
+function capTimelineLimit(filter: JsonObject): void {
+  const timeline = isObject(filter.room) && isObject(filter.room.timeline) ? filter.room.timeline : undefined;
+  if (timeline && typeof timeline.limit === "number") timeline.limit = Math.min(timeline.limit, FILTER_TIMELINE_LIMIT);
+}
+
+function stringList(o: JsonObject, key: string): string[] | undefined {
+  const v = o[key];
+  return Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : undefined;
+}
+
+function parseEventFilter(v: unknown): EventFilter {
+  const o = isObject(v) ? v : {};
+  return {
+    limit: typeof o.limit === "number" ? Math.max(0, Math.floor(o.limit)) : DEFAULT_TIMELINE_LIMIT,
+    types: stringList(o, "types"),
+    notTypes: stringList(o, "not_types") ?? [],
+    senders: stringList(o, "senders"),
+    notSenders: stringList(o, "not_senders") ?? [],
+    rooms: stringList(o, "rooms"),
+    notRooms: stringList(o, "not_rooms") ?? [],
+    containsUrl: typeof o.contains_url === "boolean" ? o.contains_url : undefined,
+    lazyLoadMembers: o.lazy_load_members === true,
+  };
+}
+
+function parseFilter(filter: JsonObject): SyncFilter {
+  const room = isObject(filter.room) ? filter.room : {};
+  return {
+    rooms: stringList(room, "rooms"),
+    notRooms: stringList(room, "not_rooms") ?? [],
+    includeLeave: room.include_leave === true,
+    timeline: parseEventFilter(room.timeline),
+    state: parseEventFilter(room.state),
+    roomAccountData: parseEventFilter(room.account_data),
+    accountData: parseEventFilter(filter.account_data),
+    eventFields: stringList(filter, "event_fields"),
+    federationFormat: filter.event_format === "federation",
+  };
+}
+
+const DEFAULT_FILTER: SyncFilter = parseFilter({});
+
+function matchesWildcard(actual: string, pattern: string): boolean {
+  return pattern.endsWith("*") ? actual.startsWith(pattern.slice(0, -1)) : actual === pattern;
+}
+
+/** Synapse `Filter._check`: a disallowed value rejects, then an allow list must match. */
+function eventMatches(f: EventFilter, roomId: string | undefined, type: string, sender: string | undefined, content: unknown): boolean {
+  const passes = (allowed: readonly string[] | undefined, disallowed: readonly string[], match: (v: string) => boolean): boolean =>
+    !disallowed.some(match) && (allowed === undefined || allowed.some(match));
+  if (!passes(f.rooms, f.notRooms, (v) => v === roomId)) return false;
+  if (!passes(f.senders, f.notSenders, (v) => v === sender)) return false;
+  if (!passes(f.types, f.notTypes, (v) => matchesWildcard(type, v))) return false;
+  if (f.containsUrl !== undefined) {
+    const hasUrl = isObject(content) && typeof content.url === "string";
+    if (hasUrl !== f.containsUrl) return false;
+  }
+  return true;
+}
+
+function roomAllowed(f: SyncFilter, roomId: string): boolean {
+  return !f.notRooms.includes(roomId) && (f.rooms === undefined || f.rooms.includes(roomId));
+}
+
+/** Synapse `only_fields`: keep the dotted paths (`\.` escapes a dot) that exist. */
+function onlyFields(event: JsonObject, fields: readonly string[]): JsonObject {
+  if (fields.length === 0) return event;
+  const out: JsonObject = {};
+  for (const field of fields) {
+    const path: string[] = [];
+    let current = "";
+    for (let i = 0; i < field.length; i++) {
+      const c = field[i]!;
+      if (c === "\\" && (field[i + 1] === "." || field[i + 1] === "\\")) {
+        current += field[i + 1]!;
+        i++;
+      } else if (c === ".") {
+        path.push(current);
+        current = "";
+      } else {
+        current += c;
+      }
+    }
+    path.push(current);
+    let src: unknown = event;
+    let dst = out;
+    for (let i = 0; i < path.length; i++) {
+      const key = path[i]!;
+      if (!isObject(src) || !Object.hasOwn(src, key)) break;
+      if (i === path.length - 1) {
+        dst[key] = src[key];
+      } else {
+        if (!isObject(src[key])) break;
+        if (!isObject(dst[key])) dst[key] = {};
+        dst = dst[key] as JsonObject;
+        src = src[key];
+      }
+    }
+  }
+  return out;
+}
+
+/** Prejoin state sent with an invite or knock (Synapse's default `room_prejoin_state`). */
+const PREJOIN_STATE_TYPES: ReadonlySet<string> = new Set([
+  "m.room.join_rules",
+  "m.room.canonical_alias",
+  "m.room.avatar",
+  "m.room.encryption",
+  "m.room.name",
+  "m.room.create",
+  "m.room.topic",
+]);
+
+const MAX_PDU_SIZE = 65_536;
+/** Longest timer Node accepts; a longer /sync timeout waits this long. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 // ---------------------------------------------------------------------------------------------
 // Routing.
 
@@ -433,6 +780,36 @@ interface RequestContext {
   /** Set when the route needs auth. */
   user: string;
   token: string;
+  /** Aborted when the client goes away before the answer (a long-poll then stops waiting). */
+  readonly signal: AbortSignal;
+}
+
+/** A pending long-poll `/sync`. */
+interface SyncWaiter {
+  readonly user: string;
+  /** Answers now if there is something to deliver; returns true when it answered. */
+  readonly check: () => boolean;
+  /** Answers with whatever there is (timeout, close, client gone). */
+  readonly finish: () => void;
+}
+
+interface MessageWaiter {
+  readonly roomId: string;
+  readonly consider: (m: FakeMessage) => void;
+  readonly fail: (err: Error) => void;
+}
+
+interface SyncRequest {
+  readonly user: string;
+  readonly token: string;
+  readonly since: number | undefined;
+  readonly fullState: boolean;
+  readonly filter: SyncFilter;
+}
+
+interface AccountDataRecord {
+  readonly content: JsonObject;
+  readonly stream: number;
 }
 
 /** A JSON reply; `raw` is an already-serialised JSON body. */
@@ -482,8 +859,26 @@ export class FakeHomeserver {
   private total = 0;
   private rateRules: RateLimitRule[] = [];
   private failRules: FailRule[] = [];
-  /** Stream position: incremented for every stored event (ready for an incremental /sync). */
+  /** Stream position: incremented for every stored event and account data change. */
   private stream = 0;
+  /** Every stored event by id. */
+  private readonly eventIndex = new Map<string, { readonly room: Room; readonly ev: TimelineEvent }>();
+  /** Event ids that are the target of a relation (Synapse `event_is_target_of_relation`). */
+  private readonly relationTargets = new Set<string>();
+  /** `parent\0type\0key\0sender` of every annotation (Synapse `has_user_annotated_event`). */
+  private readonly annotations = new Set<string>();
+  /** Uploaded filters per user; the filter id is the index (Synapse counts from 0). */
+  private readonly filters = new Map<string, { json: JsonObject; canonical: string }[]>();
+  private readonly accountData = new Map<string, Map<string, AccountDataRecord>>();
+  /** user → room → type → record. */
+  private readonly roomAccountData = new Map<string, Map<string, Map<string, AccountDataRecord>>>();
+  private readonly profiles = new Map<string, { displayname?: string; avatar_url?: string }>();
+  private readonly syncWaiters = new Set<SyncWaiter>();
+  private readonly messageWaiters = new Set<MessageWaiter>();
+  private readonly idleListeners = new Set<{ readonly user: string; readonly resolve: () => void; readonly fail: (err: Error) => void }>();
+  private wakeScheduled = false;
+  private closed = false;
+  private log: { method: string; path: string; query: string; kind: EndpointKind; user: string | null; status: number | null }[] = [];
 
   private constructor(server: Server, serverName: string) {
     this.server = server;
@@ -515,7 +910,20 @@ export class FakeHomeserver {
     return hs;
   }
 
+  /**
+   * Stops the server. Pending long-poll `/sync` requests are answered at once (with whatever they
+   * have, usually nothing) and every connection is then closed; pending `waitForMessage` and
+   * `waitForSyncIdle` calls are rejected. Does not wait for clients.
+   */
   async close(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      for (const w of [...this.syncWaiters]) w.finish();
+      for (const w of [...this.messageWaiters]) w.fail(new Error("FakeHomeserver closed"));
+      for (const l of [...this.idleListeners]) l.fail(new Error("FakeHomeserver closed"));
+      // Let the answers reach the sockets before they are closed.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
@@ -530,6 +938,8 @@ export class FakeHomeserver {
     const token = accessToken ?? `syt_${randomBytes(18).toString("base64url")}`;
     if (this.tokens.has(token)) throw new Error("registerUser: access token already in use");
     this.tokens.set(token, { userId, deviceId: randomLetters(10).toUpperCase() });
+    // Synapse gives a new account its localpart as display name.
+    if (!this.profiles.has(userId)) this.profiles.set(userId, { displayname: userId.slice(1, userId.indexOf(":")) });
     return token;
   }
 
@@ -562,6 +972,9 @@ export class FakeHomeserver {
       state: new Map(),
       sent: [],
       eventSeq: 0,
+      createdStream: this.stream + 1,
+      timeline: [],
+      receipts: new Map(),
     };
 
     const createContent: JsonObject = { room_version: version };
@@ -592,6 +1005,8 @@ export class FakeHomeserver {
       this.putState(room, "m.room.power_levels", "", content, opts.creator);
     }
     this.putState(room, "m.room.join_rules", "", { join_rule: opts.joinRule ?? "invite" }, opts.creator);
+    if (opts.name !== undefined) this.putState(room, "m.room.name", "", { name: opts.name }, opts.creator);
+    if (opts.encrypted === true) this.putState(room, "m.room.encryption", "", { algorithm: "m.megolm.v1.aes-sha2" }, opts.creator);
     if (opts.alias !== undefined) {
       this.putState(room, "m.room.canonical_alias", "", { alias: opts.alias }, opts.creator);
       this.aliases.set(opts.alias, id);
@@ -631,6 +1046,186 @@ export class FakeHomeserver {
     return this.mustRoom(roomId).sent.map((e) => ({ type: e.type, sender: e.sender, content: structuredClone(e.content) }));
   }
 
+  /**
+   * Test helper: `senderUserId` sends a message into the room, as their client would (`m.text`
+   * unless `msgtype` says otherwise; `formattedBody` adds `org.matrix.custom.html`). In an encrypted
+   * room the event is an `m.room.encrypted` one with opaque content, as from a real client. The
+   * event goes through the same checks as `PUT /send` (joined, send level, size) — a failing check
+   * throws — lands in the timeline and wakes long-polls. Not listed by `sentEvents()`, which
+   * keeps to events sent over HTTP. Returns the event id.
+   */
+  sendMessage(roomId: string, senderUserId: string, body: string, opts: { formattedBody?: string; msgtype?: string } = {}): string {
+    const room = this.mustRoom(roomId);
+    if (room.state.has(stateKeyOf("m.room.encryption", ""))) {
+      const b64 = (n: number): string => randomBytes(n).toString("base64").replace(/=+$/, "");
+      return this.sendEvent(roomId, senderUserId, "m.room.encrypted", {
+        algorithm: "m.megolm.v1.aes-sha2",
+        ciphertext: b64(Math.max(48, body.length + 32)),
+        device_id: "FAKEDEVICE",
+        sender_key: b64(32),
+        session_id: b64(32),
+      });
+    }
+    const content: Record<string, unknown> = { msgtype: opts.msgtype ?? "m.text", body };
+    if (opts.formattedBody !== undefined) {
+      content.format = "org.matrix.custom.html";
+      content.formatted_body = opts.formattedBody;
+    }
+    return this.sendEvent(roomId, senderUserId, "m.room.message", content);
+  }
+
+  /** Test helper: an `m.reaction` (annotation `key` on `targetEventId`) from `senderUserId`. */
+  sendReaction(roomId: string, senderUserId: string, targetEventId: string, key: string): string {
+    return this.sendEvent(roomId, senderUserId, "m.reaction", { "m.relates_to": { rel_type: "m.annotation", event_id: targetEventId, key } });
+  }
+
+  /** Test helper: any non-state event from `senderUserId`, with the checks of `PUT /send`. */
+  sendEvent(roomId: string, senderUserId: string, type: string, content: Record<string, unknown>): string {
+    const room = this.mustRoom(roomId);
+    if (!isValidUserId(senderUserId)) throw new Error(`sendEvent: invalid user id ${senderUserId}`);
+    try {
+      return this.newEvent(room, senderUserId, type, structuredClone(content)).eventId;
+    } catch (err) {
+      if (err instanceof MatrixHttpError) {
+        throw new Error(`sendEvent: ${senderUserId} cannot send ${type} to ${roomId}: ${err.status} ${err.errcode} ${err.message}`, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Non-state events of the room (messages, notices, reactions, encrypted events …), oldest first,
+   * whoever sent them and however (HTTP or helper). `since`: only those after that event id.
+   */
+  messages(roomId: string, opts: { sender?: string; since?: string; type?: string } = {}): FakeMessage[] {
+    const room = this.mustRoom(roomId);
+    let start = 0;
+    if (opts.since !== undefined) {
+      const at = room.timeline.findIndex((e) => e.eventId === opts.since);
+      if (at < 0) throw new Error(`messages: no event ${opts.since} in ${roomId}`);
+      start = at + 1;
+    }
+    const out: FakeMessage[] = [];
+    for (let i = start; i < room.timeline.length; i++) {
+      const ev = room.timeline[i]!;
+      if (ev.stateKey !== undefined) continue;
+      if (opts.sender !== undefined && ev.sender !== opts.sender) continue;
+      if (opts.type !== undefined && ev.type !== opts.type) continue;
+      out.push(toFakeMessage(ev));
+    }
+    return out;
+  }
+
+  /**
+   * Resolves with the first non-state event sent to the room from now on (or, with `since`, after
+   * that event — race-free when the event may already be there) for which `predicate` is true.
+   * Rejects after `timeoutMs` with the list of what was sent meanwhile, or when the server closes.
+   */
+  waitForMessage(roomId: string, predicate: (m: FakeMessage) => boolean, timeoutMs = 5000, opts: { since?: string } = {}): Promise<FakeMessage> {
+    const room = this.mustRoom(roomId);
+    if (this.closed) return Promise.reject(new Error("FakeHomeserver closed"));
+    let startIndex = room.timeline.length;
+    if (opts.since !== undefined) {
+      for (const m of this.messages(roomId, { since: opts.since })) if (predicate(m)) return Promise.resolve(m);
+      startIndex = room.timeline.findIndex((e) => e.eventId === opts.since) + 1;
+    }
+    return new Promise<FakeMessage>((resolve, reject) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.messageWaiters.delete(waiter);
+      };
+      const waiter: MessageWaiter = {
+        roomId,
+        consider: (m) => {
+          let hit: boolean;
+          try {
+            hit = predicate(m);
+          } catch (err) {
+            done();
+            reject(err instanceof Error ? err : new Error(String(err)));
+            return;
+          }
+          if (hit) {
+            done();
+            resolve(m);
+          }
+        },
+        fail: (err) => {
+          done();
+          reject(err);
+        },
+      };
+      const timer = setTimeout(() => {
+        done();
+        const messageLike = (e: TimelineEvent): boolean => e.stateKey === undefined;
+        const meanwhile = room.timeline.slice(startIndex).filter(messageLike).map(toFakeMessage);
+        const before = room.timeline.slice(0, startIndex).filter(messageLike).slice(-5).map(toFakeMessage);
+        const list = (ms: FakeMessage[]): string => ms.map((m) => `\n  ${describeMessage(m)}`).join("");
+        const detail =
+          meanwhile.length > 0
+            ? `Sent meanwhile (${meanwhile.length}):${list(meanwhile)}`
+            : before.length > 0
+              ? `Nothing was sent meanwhile; the last events before the wait:${list(before)}`
+              : "Nothing was sent meanwhile, and the room has no messages at all.";
+        reject(new Error(`waitForMessage: no matching event in ${roomId} within ${timeoutMs} ms. ${detail}`));
+      }, timeoutMs);
+      this.messageWaiters.add(waiter);
+    });
+  }
+
+  /** Rooms the user is joined to (ids). */
+  joinedRooms(userId: string): string[] {
+    const out: string[] = [];
+    for (const room of this.rooms.values()) if (membershipOf(room, userId) === "join") out.push(room.id);
+    return out;
+  }
+
+  /** Read receipts (m.read, m.read.private) per user: user → receipt type → event id (copies). */
+  readReceipts(roomId: string): Record<string, Record<string, string>> {
+    const out: Record<string, Record<string, string>> = {};
+    for (const [user, receipts] of this.mustRoom(roomId).receipts) out[user] = Object.fromEntries(receipts);
+    return out;
+  }
+
+  /** Pending long-poll `/sync` requests (of one user, or all). */
+  pendingLongPolls(userId?: string): number {
+    let n = 0;
+    for (const w of this.syncWaiters) if (userId === undefined || w.user === userId) n++;
+    return n;
+  }
+
+  /**
+   * Resolves once the user's client has caught up: one of its long-poll `/sync` requests is pending
+   * with nothing left to deliver. A client processes a sync answer before it asks again, so this
+   * means every event so far was handed to it (matrix-bot-sdk: emitted and awaited).
+   */
+  waitForSyncIdle(userId: string, timeoutMs = 10_000): Promise<void> {
+    if (this.closed) return Promise.reject(new Error("FakeHomeserver closed"));
+    this.flushWakes();
+    for (const w of this.syncWaiters) if (w.user === userId) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.idleListeners.delete(listener);
+        const syncs = this.log.filter((e) => e.kind === "sync" && e.user === userId).length;
+        reject(new Error(`waitForSyncIdle: ${userId} has no long-poll /sync pending after ${timeoutMs} ms (${syncs} /sync requests by that user so far)`));
+      }, timeoutMs);
+      const listener = {
+        user: userId,
+        resolve: (): void => {
+          clearTimeout(timer);
+          this.idleListeners.delete(listener);
+          resolve();
+        },
+        fail: (err: Error): void => {
+          clearTimeout(timer);
+          this.idleListeners.delete(listener);
+          reject(err);
+        },
+      };
+      this.idleListeners.add(listener);
+    });
+  }
+
   rateLimit(opts: { count: number; retryAfterMs: number; endpoints?: EndpointKind[]; header?: boolean; body?: boolean }): void {
     this.rateRules.push({
       remaining: opts.count,
@@ -653,9 +1248,16 @@ export class FakeHomeserver {
     return this.total;
   }
 
+  /** Resets `requestCounts()`, `totalRequests()` and `requestLog()`. */
   resetCounts(): void {
     this.counts = FakeHomeserver.zeroCounts();
     this.total = 0;
+    this.log = [];
+  }
+
+  /** Every request since start (or the last `resetCounts()`), oldest first (copies). */
+  requestLog(): RequestLogEntry[] {
+    return this.log.map((e) => ({ ...e }));
   }
 
   appliedChanges(): ReadonlyArray<AppliedChange> {
@@ -723,23 +1325,63 @@ export class FakeHomeserver {
   }
 
   private putState(room: Room, type: string, stateKey: string, content: JsonObject, sender: string, eventId?: string): StateRecord {
-    const record: StateRecord = {
-      type,
-      stateKey,
-      content,
-      sender,
-      eventId: eventId ?? this.nextEventId(room),
-      ts: Date.now(),
-      stream: ++this.stream,
-    };
-    room.state.set(stateKeyOf(type, stateKey), record);
+    const key = stateKeyOf(type, stateKey);
+    const old = room.state.get(key);
+    const prev: PrevState | undefined = old ? { eventId: old.eventId, sender: old.sender, content: old.content } : undefined;
+    const ev = this.appendEvent(room, { type, sender, content, stateKey, ...(prev ? { prev } : {}), ...(eventId !== undefined ? { eventId } : {}) });
+    const record: StateRecord = { type, stateKey, content, sender, eventId: ev.eventId, ts: ev.ts, stream: ev.stream };
+    room.state.set(key, record);
     return record;
   }
 
   private putMember(room: Room, user: string, membership: Membership, sender: string, content: JsonObject): MemberRecord {
-    const record: MemberRecord = { membership, sender, content, eventId: this.nextEventId(room), ts: Date.now(), stream: ++this.stream };
+    const old = room.delta.get(user);
+    const baseMembership = old ? undefined : room.base.map.get(user);
+    const prev: PrevState | undefined = old
+      ? { eventId: old.eventId, sender: old.sender, content: old.content }
+      : baseMembership !== undefined
+        ? { baseMembership }
+        : undefined;
+    const ev = this.appendEvent(room, { type: "m.room.member", sender, content, stateKey: user, ...(prev ? { prev } : {}) });
+    const record: MemberRecord = { membership, sender, content, eventId: ev.eventId, ts: ev.ts, stream: ev.stream };
     room.delta.set(user, record);
     return record;
+  }
+
+  /**
+   * Stores an event in the room's timeline (the single place where events are born), records its
+   * relation, and wakes whoever waits for it: long-poll `/sync`s and `waitForMessage` calls.
+   */
+  private appendEvent(
+    room: Room,
+    e: { type: string; sender: string; content: JsonObject; stateKey?: string; prev?: PrevState; txn?: TimelineEvent["txn"]; eventId?: string },
+  ): TimelineEvent {
+    const ev: TimelineEvent = {
+      stream: ++this.stream,
+      eventId: e.eventId ?? this.nextEventId(room),
+      type: e.type,
+      sender: e.sender,
+      content: e.content,
+      ts: Date.now(),
+      ...(e.stateKey !== undefined ? { stateKey: e.stateKey } : {}),
+      ...(e.prev ? { prev: e.prev } : {}),
+      ...(e.txn ? { txn: e.txn } : {}),
+    };
+    room.timeline.push(ev);
+    this.eventIndex.set(ev.eventId, { room, ev });
+    const relation = relationOf(ev.content);
+    if (relation) {
+      this.relationTargets.add(relation.parent);
+      if (relation.relType === "m.annotation" && relation.key !== undefined) {
+        this.annotations.add(`${relation.parent}\u0000${ev.type}\u0000${relation.key}\u0000${ev.sender}`);
+      }
+    }
+    if (ev.stateKey === undefined && this.messageWaiters.size > 0) {
+      const message = toFakeMessage(ev);
+      for (const w of [...this.messageWaiters]) if (w.roomId === room.id) w.consider(message);
+    }
+    this.wake();
+    return ev;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -834,6 +1476,11 @@ export class FakeHomeserver {
     }
     const kind: EndpointKind = matched?.route.kind ?? "other";
     this.counts[kind]++;
+    const entry: (typeof this.log)[number] = { method, path: url.pathname, query: url.search, kind, user: null, status: null };
+    this.log.push(entry);
+    res.on("finish", () => {
+      entry.status = res.statusCode;
+    });
 
     // Injected faults come first: the request is not processed at all.
     const fail = this.failRules.find((r) => r.remaining > 0 && r.endpoint === kind);
@@ -857,14 +1504,32 @@ export class FakeHomeserver {
       res.end();
       return;
     }
+    const gone = new AbortController();
+    res.on("close", () => {
+      if (!res.writableFinished) gone.abort();
+    });
+    const alive = (): boolean => !gone.signal.aborted && !res.destroyed && !res.writableEnded;
     try {
       if (error) throw error;
       if (!matched) throw new MatrixHttpError(404, "M_UNRECOGNIZED", "Unrecognized request");
-      const ctx: RequestContext = { method, path: url.pathname, params: matched.params, query: url.searchParams, rawBody, user: "", token: "" };
-      if (matched.route.auth) this.authenticate(req, url.searchParams, ctx);
+      const ctx: RequestContext = {
+        method,
+        path: url.pathname,
+        params: matched.params,
+        query: url.searchParams,
+        rawBody,
+        user: "",
+        token: "",
+        signal: gone.signal,
+      };
+      if (matched.route.auth) {
+        this.authenticate(req, url.searchParams, ctx);
+        entry.user = ctx.user;
+      }
       const reply = await matched.route.handler(ctx);
-      FakeHomeserver.send(res, reply.status, reply.body, {}, reply.raw);
+      if (alive()) FakeHomeserver.send(res, reply.status, reply.body, {}, reply.raw);
     } catch (err) {
+      if (!alive()) return;
       if (err instanceof MatrixHttpError) {
         FakeHomeserver.send(res, err.status, { errcode: err.errcode, error: err.message, ...err.extra });
         return;
@@ -926,13 +1591,56 @@ export class FakeHomeserver {
       return this.pick(method, { GET: { kind: "directory", auth: false, handler: (ctx) => this.directory(ctx) } }, [c!]);
     }
     if (n === 1 && a === "joined_rooms") {
-      return this.pick(method, { GET: { kind: "joined_rooms", auth: true, handler: (ctx) => this.joinedRooms(ctx) } }, []);
+      return this.pick(method, { GET: { kind: "joined_rooms", auth: true, handler: (ctx) => this.joinedRoomsEndpoint(ctx) } }, []);
     }
     if (n === 1 && a === "sync") {
       return this.pick(method, { GET: { kind: "sync", auth: true, handler: (ctx) => this.sync(ctx) } }, []);
     }
     if (n === 2 && a === "join") {
       return this.pick(method, { POST: { kind: "join", auth: true, handler: (ctx) => this.joinByIdOrAlias(ctx) } }, [b!]);
+    }
+    if (a === "user" && n >= 3) {
+      const userId = b!;
+      if (n === 3 && c === "filter") {
+        return this.pick(method, { POST: { kind: "filter", auth: true, handler: (ctx) => this.createFilter(ctx) } }, [userId]);
+      }
+      if (n === 4 && c === "filter") {
+        return this.pick(method, { GET: { kind: "filter", auth: true, handler: (ctx) => this.getFilter(ctx) } }, [userId, d!]);
+      }
+      if (n === 4 && c === "account_data") {
+        const params = [userId, "", d!];
+        return this.pick(
+          method,
+          {
+            GET: { kind: "account_data", auth: true, handler: (ctx) => this.getAccountData(ctx) },
+            PUT: { kind: "account_data", auth: true, handler: (ctx) => this.putAccountData(ctx) },
+          },
+          params,
+        );
+      }
+      if (n === 6 && c === "rooms" && segs[4] === "account_data") {
+        const params = [userId, d!, segs[5]!];
+        return this.pick(
+          method,
+          {
+            GET: { kind: "account_data", auth: true, handler: (ctx) => this.getAccountData(ctx) },
+            PUT: { kind: "account_data", auth: true, handler: (ctx) => this.putAccountData(ctx) },
+          },
+          params,
+        );
+      }
+      return undefined;
+    }
+    if (a === "profile" && (n === 2 || n === 3)) {
+      const params = n === 3 ? [b!, c!] : [b!];
+      return this.pick(
+        method,
+        {
+          GET: { kind: "profile", auth: false, handler: (ctx) => this.getProfile(ctx) },
+          ...(n === 3 ? { PUT: { kind: "profile", auth: true, handler: (ctx: RequestContext) => this.putProfileField(ctx) } } : {}),
+        },
+        params,
+      );
     }
     if (a !== "rooms" || n < 3) return undefined;
     const roomId = b!;
@@ -967,6 +1675,12 @@ export class FakeHomeserver {
         },
         params,
       );
+    }
+    if (c === "event" && n === 4) {
+      return this.pick(method, { GET: { kind: "event", auth: true, handler: (ctx) => this.getEvent(ctx) } }, [roomId, d!]);
+    }
+    if (c === "receipt" && n === 5) {
+      return this.pick(method, { POST: { kind: "receipt", auth: true, handler: (ctx) => this.postReceipt(ctx) } }, [roomId, d!, e!]);
     }
     if (c === "send" && n === 5) {
       return this.pick(method, { PUT: { kind: "send", auth: true, handler: (ctx) => this.sendEndpoint(ctx) } }, [roomId, d!, e!]);
@@ -1038,14 +1752,10 @@ export class FakeHomeserver {
     return ok({ room_id: roomId, servers: [this.serverName] });
   }
 
-  private joinedRooms(ctx: RequestContext): Reply {
+  private joinedRoomsEndpoint(ctx: RequestContext): Reply {
     const joined: string[] = [];
     for (const room of this.rooms.values()) if (membershipOf(room, ctx.user) === "join") joined.push(room.id);
     return ok({ joined_rooms: joined });
-  }
-
-  private sync(_ctx: RequestContext): Reply {
-    return ok({ next_batch: `s${this.stream}`, rooms: { join: {}, invite: {}, leave: {} } });
   }
 
   /** Synapse `check_user_in_room_or_world_readable` (no world-readable rooms here; departed users refused). */
@@ -1272,6 +1982,7 @@ export class FakeHomeserver {
     const prev = room.state.get(stateKeyOf(type, stateKey));
     if (prev && prev.sender === ctx.user && canonicalJson(prev.content) === canonicalJson(content)) return ok({ event_id: prev.eventId });
     if (type === "m.room.create") throw forbidden("Changing the room create event is forbidden");
+    this.checkSizeLimits(room, ctx.user, type, content, stateKey);
 
     // Event auth.
     if (membershipOf(room, ctx.user) !== "join") throw forbidden(`User ${ctx.user} not in room ${roomId}`);
@@ -1296,6 +2007,560 @@ export class FakeHomeserver {
     return ok({ event_id: record.eventId });
   }
 
+  // -------------------------------------------------------------------------------------------
+  // /sync (Synapse `SyncRestServlet` + `SyncHandler`).
+
+  private async sync(ctx: RequestContext): Promise<Reply> {
+    const q = ctx.query;
+    if (q.has("from")) throw new MatrixHttpError(400, "M_UNKNOWN", "'from' is not a valid query parameter. Did you mean 'since'?");
+    const timeout = FakeHomeserver.intParam(q, "timeout", 0);
+    const sinceRaw = q.get("since");
+    const presence = q.get("set_presence");
+    if (presence !== null && presence !== "online" && presence !== "offline" && presence !== "unavailable") {
+      throw new MatrixHttpError(400, "M_INVALID_PARAM", "Query parameter 'set_presence' must be one of ['online', 'offline', 'unavailable']");
+    }
+    const fullState = FakeHomeserver.boolParam(q, "full_state", false);
+    const filter = this.resolveFilter(ctx.user, q.get("filter"));
+    const since = sinceRaw === null ? undefined : this.parseStreamToken(sinceRaw);
+    const request: SyncRequest = { user: ctx.user, token: ctx.token, since, fullState, filter };
+    const first = this.buildSync(request);
+    // Synapse answers at once without `since`, with full_state, with timeout 0, or when there is news.
+    if (timeout === 0 || since === undefined || fullState || !first.empty || this.closed || ctx.signal.aborted) return ok(first.body);
+    return await new Promise<Reply>((resolve) => {
+      let answered = false;
+      const answer = (body: JsonObject): void => {
+        if (answered) return;
+        answered = true;
+        clearTimeout(timer);
+        ctx.signal.removeEventListener("abort", onGone);
+        this.syncWaiters.delete(waiter);
+        resolve(ok(body));
+      };
+      const waiter: SyncWaiter = {
+        user: ctx.user,
+        check: () => {
+          const result = this.buildSync(request);
+          if (result.empty) return false;
+          answer(result.body);
+          return true;
+        },
+        finish: () => answer(this.buildSync(request).body),
+      };
+      const onGone = (): void => waiter.finish();
+      const timer = setTimeout(() => waiter.finish(), Math.min(timeout, MAX_TIMER_MS));
+      ctx.signal.addEventListener("abort", onGone);
+      this.syncWaiters.add(waiter);
+      for (const l of [...this.idleListeners]) if (l.user === ctx.user) l.resolve();
+    });
+  }
+
+  /** Schedules a re-check of the pending long-polls (once per event-loop turn). */
+  private wake(): void {
+    if (this.syncWaiters.size === 0 || this.wakeScheduled || this.closed) return;
+    this.wakeScheduled = true;
+    setImmediate(() => this.flushWakes());
+  }
+
+  /** Answers every pending long-poll that now has something to deliver. */
+  private flushWakes(): void {
+    this.wakeScheduled = false;
+    for (const w of [...this.syncWaiters]) w.check();
+  }
+
+  private static intParam(q: URLSearchParams, name: string, fallback: number): number {
+    const raw = q.get(name);
+    if (raw === null) return fallback;
+    if (!/^\s*[+-]?\d+\s*$/.test(raw)) throw new MatrixHttpError(400, "M_INVALID_PARAM", `Query parameter ${name} must be an integer`);
+    const value = Number.parseInt(raw, 10);
+    if (value < 0) throw new MatrixHttpError(400, "M_INVALID_PARAM", `Query parameter ${name} must be a positive integer.`);
+    return value;
+  }
+
+  private static boolParam(q: URLSearchParams, name: string, fallback: boolean): boolean {
+    const raw = q.get(name);
+    if (raw === null) return fallback;
+    if (raw === "true") return true;
+    if (raw === "false") return false;
+    throw new MatrixHttpError(400, "M_INVALID_PARAM", `Boolean query parameter '${name}' must be one of ['true', 'false']`);
+  }
+
+  /** `s<stream>`; a position beyond the current one counts as now. */
+  private parseStreamToken(raw: string): number {
+    const m = /^s(\d{1,15})$/.exec(raw);
+    if (!m) throw new MatrixHttpError(400, "M_INVALID_PARAM", "Invalid stream token");
+    return Math.min(Number(m[1]), this.stream);
+  }
+
+  /** The `filter` query parameter: inline JSON (starts with `{`) or an uploaded filter's id. */
+  private resolveFilter(user: string, raw: string | null): SyncFilter {
+    if (raw === null) return DEFAULT_FILTER;
+    if (raw.startsWith("{")) {
+      let value: unknown;
+      try {
+        value = JSON.parse(raw);
+      } catch {
+        throw new MatrixHttpError(400, "M_NOT_JSON", "Invalid filter JSON");
+      }
+      if (!isObject(value)) throw new MatrixHttpError(400, "M_NOT_JSON", "Invalid filter JSON");
+      validateFilter(value);
+      capTimelineLimit(value);
+      return parseFilter(value);
+    }
+    if (!/^\s*[+-]?\d+\s*$/.test(raw)) throw new MatrixHttpError(400, "M_INVALID_PARAM", "Invalid filter ID");
+    const stored = this.filters.get(user)?.[Number.parseInt(raw, 10)];
+    if (!stored) throw new MatrixHttpError(400, "M_INVALID_PARAM", "No such filter");
+    return parseFilter(stored.json);
+  }
+
+  /** One sync answer; `empty` when there is nothing new (Synapse's `SyncResult.__bool__`). */
+  private buildSync(r: SyncRequest): { body: JsonObject; empty: boolean } {
+    const now = this.stream;
+    const since = r.since === undefined ? undefined : Math.min(r.since, now);
+    const f = r.filter;
+    const fmt: EventFormat = { token: r.token, nowMs: Date.now(), fields: f.eventFields, withRoomId: f.federationFormat };
+    const join: Record<string, JsonObject> = {};
+    const invite: Record<string, JsonObject> = {};
+    const leave: Record<string, JsonObject> = {};
+    const knock: Record<string, JsonObject> = {};
+    for (const room of this.rooms.values()) {
+      const current = membershipOf(room, r.user);
+      if (current === undefined || !roomAllowed(f, room.id)) continue;
+      const memberStream = room.delta.get(r.user)?.stream ?? room.createdStream;
+      if (current === "join") {
+        // Fast path for a quiet room (long-polls re-check every room on every event).
+        if (since !== undefined && !r.fullState && (room.timeline.at(-1)?.stream ?? 0) <= since && memberStream <= since) {
+          const roomData = this.roomAccountData.get(r.user)?.get(room.id);
+          if (!roomData || [...roomData.values()].every((rec) => rec.stream <= since)) continue;
+        }
+        // A room joined (or re-joined) since the token gets its full state and a limited timeline.
+        const newlyJoined = since === undefined || this.membershipAt(room, r.user, since) !== "join" || this.leftSince(room, r.user, since);
+        const section = this.roomSection(room, r, fmt, {
+          upTo: now,
+          from: newlyJoined ? undefined : since,
+          previous: newlyJoined || r.fullState ? undefined : since,
+          limited: newlyJoined && since !== undefined,
+          always: newlyJoined || r.fullState,
+          joined: true,
+        });
+        if (section) join[room.id] = section;
+      } else if (current === "invite" || current === "knock") {
+        if (since !== undefined && memberStream <= since) continue;
+        const own = this.memberEntry(room, r.user);
+        const events = this.strippedState(room);
+        if (own) events.push(this.clientEvent(room, own, { ...fmt, fields: undefined }));
+        if (current === "invite") invite[room.id] = { invite_state: { events } };
+        else knock[room.id] = { knock_state: { events } };
+      } else {
+        // leave or ban: shown once, after it happened (on an initial sync only with include_leave).
+        if (since === undefined ? !f.includeLeave : memberStream <= since) continue;
+        if (since === undefined || this.membershipAt(room, r.user, since) === "join") {
+          const section = this.roomSection(room, r, fmt, {
+            upTo: memberStream,
+            from: since,
+            previous: r.fullState ? undefined : since,
+            limited: false,
+            always: true,
+            joined: false,
+          });
+          if (section) leave[room.id] = section;
+        } else {
+          // Not joined before (an invite withdrawn or refused): only the membership event itself.
+          const own = this.memberEntry(room, r.user);
+          leave[room.id] = {
+            timeline: { events: own ? [this.clientEvent(room, own, fmt)] : [], limited: false, prev_batch: `s${memberStream - 1}` },
+            state: { events: [] },
+            account_data: { events: [] },
+          };
+        }
+      }
+    }
+    const accountSince = since === undefined || r.fullState ? undefined : since;
+    const accountData = FakeHomeserver.accountDataEvents(this.accountData.get(r.user), accountSince, f.accountData, undefined);
+    const rooms: JsonObject = { join, invite, leave };
+    if (Object.keys(knock).length > 0) rooms.knock = knock;
+    const empty = accountData.length === 0 && [join, invite, leave, knock].every((m) => Object.keys(m).length === 0);
+    return {
+      empty,
+      body: {
+        next_batch: `s${now}`,
+        rooms,
+        account_data: { events: accountData },
+        presence: { events: [] },
+        to_device: { events: [] },
+        device_lists: { changed: [], left: [] },
+        device_one_time_keys_count: {},
+        "org.matrix.msc2732.device_unused_fallback_key_types": [],
+        device_unused_fallback_key_types: [],
+      },
+    };
+  }
+
+  /**
+   * A joined or left room's section: the timeline events in (`from`, `upTo`] that pass the filter
+   * (the last `limit` of them), and the state as Synapse computes it — state at the start of the
+   * timeline and at its end, minus what the client had at `previous`, minus what is in the timeline.
+   * Undefined when there is nothing to say and `always` is false.
+   */
+  private roomSection(
+    room: Room,
+    r: SyncRequest,
+    fmt: EventFormat,
+    o: { upTo: number; from: number | undefined; previous: number | undefined; limited: boolean; always: boolean; joined: boolean },
+  ): JsonObject | undefined {
+    const f = r.filter;
+    const tl = room.timeline;
+    const hi = firstAfter(tl, o.upTo);
+    const matching: TimelineEvent[] = [];
+    for (let i = o.from === undefined ? 0 : firstAfter(tl, o.from); i < hi; i++) {
+      const ev = tl[i]!;
+      if (eventMatches(f.timeline, room.id, ev.type, ev.sender, ev.content)) matching.push(ev);
+    }
+    let events = matching;
+    let limited = o.limited;
+    if (matching.length > f.timeline.limit) {
+      events = matching.slice(matching.length - f.timeline.limit);
+      limited = true;
+    }
+    const blocksAll = f.timeline.types?.length === 0 || f.timeline.notTypes.includes("*") || f.timeline.senders?.length === 0 || f.timeline.notSenders.includes("*");
+    if (blocksAll) limited = false;
+    const startPos = events.length > 0 ? events[0]!.stream - 1 : o.upTo;
+    const inTimeline = new Set(events.map((e) => e.eventId));
+    const lazy = f.state.lazyLoadMembers ? new Set([r.user, ...events.map((e) => e.sender)]) : undefined;
+    const state = this.stateDelta(room, startPos, o.upTo, o.previous, inTimeline, f.state, lazy);
+    const accountData = FakeHomeserver.accountDataEvents(this.roomAccountData.get(r.user)?.get(room.id), o.previous, f.roomAccountData, room.id);
+    if (!o.always && events.length === 0 && state.length === 0 && accountData.length === 0) return undefined;
+    const section: JsonObject = {
+      timeline: { events: events.map((ev) => this.clientEvent(room, ev, fmt)), limited, prev_batch: `s${startPos}` },
+      state: { events: state.map((e) => this.clientEvent(room, e, fmt)) },
+      account_data: { events: accountData },
+    };
+    if (o.joined) {
+      section.ephemeral = { events: [] };
+      section.unread_notifications = { highlight_count: 0, notification_count: 0 };
+      section.summary = {};
+    }
+    return section;
+  }
+
+  /** Synapse `_calculate_state`: (state at timeline start ∪ state at end) − state at `previous` − timeline. */
+  private stateDelta(
+    room: Room,
+    startPos: number,
+    endPos: number,
+    previous: number | undefined,
+    exclude: ReadonlySet<string>,
+    filter: EventFilter,
+    lazy: ReadonlySet<string> | undefined,
+  ): StateEntry[] {
+    const baseAt = (pos: number): boolean => pos >= room.createdStream;
+    const startOv = this.overlayAt(room, startPos);
+    const endOv = this.overlayAt(room, endPos);
+    const prevOv = previous === undefined ? undefined : this.overlayAt(room, previous);
+    const prevBase = previous !== undefined && baseAt(previous);
+    const memberPrefix = stateKeyOf("m.room.member", "");
+    const entryAt = (ov: ReadonlyMap<string, TimelineEvent>, withBase: boolean, key: string): StateEntry | undefined => {
+      const ev = ov.get(key);
+      if (ev) return ev;
+      if (!withBase || !key.startsWith(memberPrefix)) return undefined;
+      const user = key.slice(memberPrefix.length);
+      const membership = room.base.map.get(user);
+      return membership === undefined ? undefined : { base: true, user, membership };
+    };
+    const same = (a: StateEntry, b: StateEntry): boolean =>
+      isBaseEntry(a) ? isBaseEntry(b) && a.user === b.user : !isBaseEntry(b) && a.eventId === b.eventId;
+    const out = new Map<string, StateEntry>();
+    const consider = (key: string, entry: StateEntry | undefined): void => {
+      if (!entry) return;
+      if (!isBaseEntry(entry) && exclude.has(entry.eventId)) return;
+      if (prevOv) {
+        const before = entryAt(prevOv, prevBase, key);
+        if (before && same(before, entry)) return;
+      }
+      const type = isBaseEntry(entry) ? "m.room.member" : entry.type;
+      const stateKey = isBaseEntry(entry) ? entry.user : (entry.stateKey ?? "");
+      if (lazy && type === "m.room.member" && !lazy.has(stateKey)) return;
+      const sender = isBaseEntry(entry) ? baseSender(room, entry.user, entry.membership) : entry.sender;
+      const content = isBaseEntry(entry) ? { membership: entry.membership } : entry.content;
+      if (!eventMatches(filter, room.id, type, sender, content)) return;
+      out.set(isBaseEntry(entry) ? `base\u0000${entry.user}` : entry.eventId, entry);
+    };
+    const keys = new Set([...startOv.keys(), ...endOv.keys()]);
+    for (const key of keys) {
+      consider(key, entryAt(startOv, baseAt(startPos), key));
+      consider(key, entryAt(endOv, baseAt(endPos), key));
+    }
+    // Creation-time memberships nobody changed: the client has them if it saw the room at `previous`.
+    if ((baseAt(startPos) || baseAt(endPos)) && !prevBase) {
+      const users: Iterable<string> = lazy ? [...lazy].filter((u) => room.base.map.has(u)) : room.base.map.keys();
+      for (const user of users) {
+        const key = stateKeyOf("m.room.member", user);
+        if (!keys.has(key)) consider(key, { base: true, user, membership: room.base.map.get(user)! });
+      }
+    }
+    return [...out.values()];
+  }
+
+  /** The latest timeline state event per key at stream position `pos` (base memberships aside). */
+  private overlayAt(room: Room, pos: number): Map<string, TimelineEvent> {
+    const ov = new Map<string, TimelineEvent>();
+    for (const ev of room.timeline) {
+      if (ev.stream > pos) break;
+      if (ev.stateKey !== undefined) ov.set(stateKeyOf(ev.type, ev.stateKey), ev);
+    }
+    return ov;
+  }
+
+  /** A user's membership at stream position `pos`. */
+  private membershipAt(room: Room, user: string, pos: number): Membership | undefined {
+    const tl = room.timeline;
+    for (let i = firstAfter(tl, pos) - 1; i >= 0; i--) {
+      const ev = tl[i]!;
+      if (ev.type === "m.room.member" && ev.stateKey === user) return ev.content.membership as Membership;
+    }
+    return pos >= room.createdStream ? room.base.map.get(user) : undefined;
+  }
+
+  /** True when the user's membership was something other than join at some point after `pos`. */
+  private leftSince(room: Room, user: string, pos: number): boolean {
+    const tl = room.timeline;
+    for (let i = firstAfter(tl, pos); i < tl.length; i++) {
+      const ev = tl[i]!;
+      if (ev.type === "m.room.member" && ev.stateKey === user && ev.content.membership !== "join") return true;
+    }
+    return false;
+  }
+
+  /** The user's current m.room.member event (a timeline event or a creation-time membership). */
+  private memberEntry(room: Room, user: string): StateEntry | undefined {
+    const d = room.delta.get(user);
+    if (d) return this.eventIndex.get(d.eventId)?.ev;
+    const membership = room.base.map.get(user);
+    return membership === undefined ? undefined : { base: true, user, membership };
+  }
+
+  /** Stripped prejoin state for invite_state / knock_state. */
+  private strippedState(room: Room): JsonObject[] {
+    const out: JsonObject[] = [];
+    for (const s of room.state.values()) {
+      if (PREJOIN_STATE_TYPES.has(s.type)) out.push({ type: s.type, state_key: s.stateKey, content: s.content, sender: s.sender });
+    }
+    return out;
+  }
+
+  private static accountDataEvents(
+    map: ReadonlyMap<string, AccountDataRecord> | undefined,
+    since: number | undefined,
+    filter: EventFilter,
+    roomId: string | undefined,
+  ): JsonObject[] {
+    const out: JsonObject[] = [];
+    for (const [type, rec] of map ?? []) {
+      if (since !== undefined && rec.stream <= since) continue;
+      if (!eventMatches(filter, roomId, type, undefined, rec.content)) continue;
+      out.push({ type, content: rec.content });
+    }
+    return out;
+  }
+
+  private baseEventId(room: Room, user: string): string {
+    const base = room.base;
+    if (!base.index) {
+      const index = new Map<string, number>();
+      let i = 0;
+      for (const u of base.map.keys()) index.set(u, i++);
+      base.index = index;
+    }
+    return `$${room.tag}_m${(base.index.get(user) ?? 0).toString(36)}`;
+  }
+
+  /** Client format (Synapse `format_event_for_client_v2_without_room_id`). */
+  private clientEvent(room: Room, entry: StateEntry, fmt: EventFormat): JsonObject {
+    let event: JsonObject;
+    if (isBaseEntry(entry)) {
+      event = {
+        type: "m.room.member",
+        state_key: entry.user,
+        content: { membership: entry.membership },
+        sender: baseSender(room, entry.user, entry.membership),
+        event_id: this.baseEventId(room, entry.user),
+        origin_server_ts: room.createdTs,
+        unsigned: { age: Math.max(0, fmt.nowMs - room.createdTs) },
+      };
+    } else {
+      const unsigned: JsonObject = { age: Math.max(0, fmt.nowMs - entry.ts) };
+      if (entry.txn && entry.txn.token === fmt.token) unsigned.transaction_id = entry.txn.id;
+      const prev = entry.prev;
+      if (entry.stateKey !== undefined && prev) {
+        if ("baseMembership" in prev) {
+          unsigned.prev_content = { membership: prev.baseMembership };
+          unsigned.prev_sender = baseSender(room, entry.stateKey, prev.baseMembership);
+          unsigned.replaces_state = this.baseEventId(room, entry.stateKey);
+        } else {
+          unsigned.prev_content = prev.content;
+          unsigned.prev_sender = prev.sender;
+          unsigned.replaces_state = prev.eventId;
+        }
+      }
+      event = { type: entry.type, content: entry.content, sender: entry.sender, event_id: entry.eventId, origin_server_ts: entry.ts, unsigned };
+      if (entry.stateKey !== undefined) event.state_key = entry.stateKey;
+    }
+    if (fmt.withRoomId) event.room_id = room.id;
+    return fmt.fields ? onlyFields(event, fmt.fields) : event;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Filters, account data, profiles, events, receipts.
+
+  /** Synapse's filter servlets: the path's user must be the requester, and local. */
+  private checkFilterOwner(ctx: RequestContext, userId: string, verb: "create" | "get"): void {
+    if (!isValidUserId(userId)) throw new MatrixHttpError(400, "M_INVALID_PARAM", "Invalid user id");
+    if (userId !== ctx.user) throw forbidden(`Cannot ${verb} filters for other users`);
+    if (userId.slice(userId.indexOf(":") + 1) !== this.serverName) throw forbidden(`Can only ${verb} filters for local users`);
+  }
+
+  private createFilter(ctx: RequestContext): Reply {
+    this.checkFilterOwner(ctx, ctx.params[0]!, "create");
+    const content = FakeHomeserver.jsonObject(ctx.rawBody);
+    validateFilter(content);
+    capTimelineLimit(content);
+    const canonical = canonicalJson(content);
+    let list = this.filters.get(ctx.user);
+    if (!list) this.filters.set(ctx.user, (list = []));
+    // Synapse returns the existing id for an identical filter.
+    let id = list.findIndex((f) => f.canonical === canonical);
+    if (id < 0) {
+      id = list.length;
+      list.push({ json: content, canonical });
+    }
+    return ok({ filter_id: String(id) });
+  }
+
+  private getFilter(ctx: RequestContext): Reply {
+    const [userId, filterId] = ctx.params as [string, string];
+    this.checkFilterOwner(ctx, userId, "get");
+    if (!/^\s*[+-]?\d+\s*$/.test(filterId)) throw new MatrixHttpError(400, "M_UNKNOWN", "Invalid filter_id");
+    const stored = this.filters.get(userId)?.[Number.parseInt(filterId, 10)];
+    if (!stored) throw new MatrixHttpError(404, "M_NOT_FOUND", "No such filter");
+    return ok(stored.json);
+  }
+
+  /** Params `[userId, roomId ("" for global), type]`. */
+  private accountDataTarget(ctx: RequestContext, verb: "get" | "add"): { userId: string; roomId: string; type: string } {
+    const [userId, roomId, type] = ctx.params as [string, string, string];
+    if (userId !== ctx.user) throw forbidden(`Cannot ${verb} account data for other users.`);
+    if (roomId !== "" && !isRoomIdShape(roomId)) throw new MatrixHttpError(400, "M_INVALID_PARAM", `${roomId} is not a valid room ID`);
+    return { userId, roomId, type };
+  }
+
+  private getAccountData(ctx: RequestContext): Reply {
+    const { userId, roomId, type } = this.accountDataTarget(ctx, "get");
+    const rec = roomId === "" ? this.accountData.get(userId)?.get(type) : this.roomAccountData.get(userId)?.get(roomId)?.get(type);
+    if (!rec) throw new MatrixHttpError(404, "M_NOT_FOUND", roomId === "" ? "Account data not found" : "Room account data not found");
+    return ok(rec.content);
+  }
+
+  private putAccountData(ctx: RequestContext): Reply {
+    const { userId, roomId, type } = this.accountDataTarget(ctx, "add");
+    if (type === "m.fully_read") {
+      throw new MatrixHttpError(405, "M_BAD_JSON", "Cannot set m.fully_read through this API. Use /rooms/!roomId:server.name/read_markers");
+    }
+    if (type === "m.push_rules") throw new MatrixHttpError(405, "M_BAD_JSON", "Cannot set m.push_rules through this API. Use /pushrules");
+    const content = FakeHomeserver.jsonObject(ctx.rawBody);
+    this.setAccountData(userId, roomId === "" ? undefined : roomId, type, content);
+    return ok({});
+  }
+
+  private setAccountData(userId: string, roomId: string | undefined, type: string, content: JsonObject): void {
+    const rec: AccountDataRecord = { content, stream: ++this.stream };
+    if (roomId === undefined) {
+      let map = this.accountData.get(userId);
+      if (!map) this.accountData.set(userId, (map = new Map<string, AccountDataRecord>()));
+      map.delete(type); // re-insert: iteration order follows the latest change
+      map.set(type, rec);
+    } else {
+      let rooms = this.roomAccountData.get(userId);
+      if (!rooms) this.roomAccountData.set(userId, (rooms = new Map<string, Map<string, AccountDataRecord>>()));
+      let map = rooms.get(roomId);
+      if (!map) rooms.set(roomId, (map = new Map<string, AccountDataRecord>()));
+      map.delete(type);
+      map.set(type, rec);
+    }
+    this.wake();
+  }
+
+  /** Params `[userId]` (whole profile) or `[userId, field]`. No auth needed (Synapse's default). */
+  private getProfile(ctx: RequestContext): Reply {
+    const [userId, field] = ctx.params as [string, string | undefined];
+    if (!isValidUserId(userId)) throw new MatrixHttpError(400, "M_INVALID_PARAM", "Invalid user id");
+    if (field === "") throw new MatrixHttpError(400, "M_INVALID_PARAM", "Field name too short");
+    const profile = this.profiles.get(userId);
+    if (!profile) throw new MatrixHttpError(404, "M_NOT_FOUND", "Profile was not found");
+    if (field === undefined) return ok({ ...profile });
+    if (field === "displayname" || field === "avatar_url") return ok({ [field]: profile[field] ?? null });
+    throw new MatrixHttpError(404, "M_NOT_FOUND", "The requested profile key does not exist.");
+  }
+
+  /** PUT displayname / avatar_url; the change goes out to the user's joined rooms as member events. */
+  private putProfileField(ctx: RequestContext): Reply {
+    const [userId, field] = ctx.params as [string, string];
+    if (!isValidUserId(userId)) throw new MatrixHttpError(400, "M_INVALID_PARAM", "Invalid user id");
+    if (field !== "displayname" && field !== "avatar_url") throw new MatrixHttpError(404, "M_UNRECOGNIZED", "Unrecognized request");
+    const content = FakeHomeserver.jsonObject(ctx.rawBody);
+    if (!(field in content)) throw new MatrixHttpError(400, "M_MISSING_PARAM", `Missing key '${field}'`);
+    const value = content[field];
+    if (value === null) throw new MatrixHttpError(400, "M_INVALID_PARAM", `'${field}' can not be \`null\`.`);
+    if (typeof value !== "string") throw new MatrixHttpError(400, "M_INVALID_PARAM", `'${field}' must be a string`);
+    if (userId.slice(userId.indexOf(":") + 1) !== this.serverName) throw new MatrixHttpError(400, "M_UNKNOWN", "User is not hosted on this homeserver");
+    if (userId !== ctx.user) throw new MatrixHttpError(400, "M_FORBIDDEN", `Cannot set another user's ${field}`);
+    if (field === "displayname" && value.length > 256) throw new MatrixHttpError(400, "M_BAD_JSON", "Displayname is too long (max 256)");
+    const profile = { ...this.profiles.get(userId) };
+    if (value === "") delete profile[field];
+    else profile[field] = value;
+    this.profiles.set(userId, profile);
+    for (const room of this.rooms.values()) {
+      if (membershipOf(room, userId) !== "join") continue;
+      const memberContent: JsonObject = { ...(room.delta.get(userId)?.content ?? {}), membership: "join" };
+      if (value === "") delete memberContent[field];
+      else memberContent[field] = value;
+      this.putMember(room, userId, "join", userId, memberContent);
+    }
+    return ok({});
+  }
+
+  private getEvent(ctx: RequestContext): Reply {
+    const [roomId, eventId] = ctx.params as [string, string];
+    const room = this.roomForReader(ctx, roomId);
+    const found = this.eventIndex.get(eventId);
+    if (!found || found.room !== room) throw new MatrixHttpError(404, "M_NOT_FOUND", "Event not found.");
+    return ok(this.clientEvent(room, found.ev, { token: ctx.token, nowMs: Date.now(), fields: undefined, withRoomId: true }));
+  }
+
+  private postReceipt(ctx: RequestContext): Reply {
+    const [roomId, receiptType, eventId] = ctx.params as [string, string, string];
+    if (!isRoomIdShape(roomId) || !eventId.startsWith("$")) throw new MatrixHttpError(400, "M_UNKNOWN", "A valid room ID and event ID must be specified");
+    if (receiptType !== "m.read" && receiptType !== "m.read.private" && receiptType !== "m.fully_read") {
+      throw new MatrixHttpError(400, "M_UNKNOWN", "Receipt type must be m.read, m.read.private, m.fully_read");
+    }
+    const body = FakeHomeserver.jsonObject(ctx.rawBody);
+    if ("thread_id" in body) {
+      if (typeof body.thread_id !== "string" || body.thread_id === "") {
+        throw new MatrixHttpError(400, "M_INVALID_PARAM", "thread_id field must be a non-empty string");
+      }
+      if (receiptType === "m.fully_read") throw new MatrixHttpError(400, "M_INVALID_PARAM", "thread_id is not compatible with m.fully_read receipts.");
+    }
+    const room = this.rooms.get(roomId);
+    if (room) {
+      if (receiptType === "m.fully_read") {
+        this.setAccountData(ctx.user, roomId, "m.fully_read", { event_id: eventId });
+      } else {
+        let mine = room.receipts.get(ctx.user);
+        if (!mine) room.receipts.set(ctx.user, (mine = new Map<string, string>()));
+        mine.set(receiptType, eventId);
+      }
+    }
+    return ok({});
+  }
+
   private sendEndpoint(ctx: RequestContext): Reply {
     const [roomId, type, txnId] = ctx.params as [string, string, string | undefined];
     // Transactions are idempotent per access token and request path.
@@ -1308,22 +2573,81 @@ export class FakeHomeserver {
     const room = this.rooms.get(roomId);
     if (!room) throw new MatrixHttpError(404, "M_NOT_FOUND", `Could not find room_version for ${roomId}`);
     if (room.versionNumber >= 6) assertCanonicalJson(ctx.rawBody, content);
+    const ev = this.newEvent(room, ctx.user, type, content, txnId === undefined ? undefined : { token: ctx.token, id: txnId });
+    room.sent.push({ type, sender: ctx.user, content });
+    const reply = ok({ event_id: ev.eventId });
+    if (txnKey !== undefined) this.txns.set(txnKey, reply);
+    return reply;
+  }
+
+  /**
+   * A new non-state event, checked in Synapse's order — content validation and relations (400),
+   * size limits (413), then event auth: membership and send level (403) — and stored.
+   */
+  private newEvent(room: Room, sender: string, type: string, content: JsonObject, txn?: TimelineEvent["txn"]): TimelineEvent {
     if (type === "m.room.message") {
       for (const key of ["body", "msgtype"]) {
         if (!(key in content)) throw new MatrixHttpError(400, "M_UNKNOWN", `'${key}' not in content`);
         if (typeof content[key] !== "string") throw new MatrixHttpError(400, "M_UNKNOWN", `'${key}' not a string type`);
       }
     }
-    if (membershipOf(room, ctx.user) !== "join") throw forbidden(`User ${ctx.user} not in room ${roomId}`);
+    this.validateRelation(room, sender, type, content);
+    this.checkSizeLimits(room, sender, type, content, undefined);
+    if (membershipOf(room, sender) !== "join") throw forbidden(`User ${sender} not in room ${room.id}`);
     const needed = sendLevel(room, type, false);
-    const have = userLevel(room, ctx.user);
+    const have = userLevel(room, sender);
     if (have < needed) {
       throw forbidden(`You don't have permission to post that to the room. user_level (${have}) < send_level (${needed})`);
     }
-    room.sent.push({ type, sender: ctx.user, content });
-    this.stream++;
-    const reply = ok({ event_id: this.nextEventId(room) });
-    if (txnKey !== undefined) this.txns.set(txnKey, reply);
-    return reply;
+    return this.appendEvent(room, { type, sender, content, ...(txn ? { txn } : {}) });
+  }
+
+  /** Synapse `_validate_event_relation`. */
+  private validateRelation(room: Room, sender: string, type: string, content: JsonObject): void {
+    const relation = relationOf(content);
+    if (!relation) return;
+    const parent = this.eventIndex.get(relation.parent);
+    if (parent) {
+      if (parent.room !== room) throw new MatrixHttpError(400, "M_UNKNOWN", "Relations must be in the same room");
+    } else if (!this.relationTargets.has(relation.parent)) {
+      throw new MatrixHttpError(400, "M_UNKNOWN", "Can't send relation to unknown event");
+    }
+    if (relation.relType === "m.annotation") {
+      if (relation.key === undefined) throw new MatrixHttpError(400, "M_UNKNOWN", "Missing aggregation key");
+      if (relation.key.length > 500) throw new MatrixHttpError(400, "M_UNKNOWN", "Aggregation key is too long");
+      if (this.annotations.has(`${relation.parent}\u0000${type}\u0000${relation.key}\u0000${sender}`)) {
+        throw new MatrixHttpError(400, "M_DUPLICATE_ANNOTATION", "Can't send same reaction twice");
+      }
+    }
+  }
+
+  /**
+   * Synapse `_check_size_limits` (EventSizeError: 413 M_TOO_LARGE "<field> too large"). The event is
+   * measured as the canonical JSON of a PDU with hashes, signatures and auth/prev events of the
+   * usual length.
+   */
+  private checkSizeLimits(room: Room, sender: string, type: string, content: JsonObject, stateKey: string | undefined): void {
+    const tooBig = (field: string): MatrixHttpError => new MatrixHttpError(413, "M_TOO_LARGE", `${field} too large`);
+    if (sender.length > 255) throw tooBig("user_id");
+    if (room.id.length > 255) throw tooBig("room_id");
+    if (stateKey !== undefined && stateKey.length > 255) throw tooBig("state_key");
+    if (type.length > 255) throw tooBig("type");
+    const eventId = (c: string): string => `$${c.repeat(43)}`;
+    const now = Date.now();
+    const pdu: JsonObject = {
+      auth_events: [eventId("a"), eventId("b"), eventId("c")],
+      content,
+      depth: 100,
+      hashes: { sha256: "h".repeat(43) },
+      origin_server_ts: now,
+      prev_events: [eventId("p")],
+      room_id: room.id,
+      sender,
+      signatures: { [this.serverName]: { "ed25519:a_AAAA": "s".repeat(86) } },
+      type,
+      unsigned: { age_ts: now },
+    };
+    if (stateKey !== undefined) pdu.state_key = stateKey;
+    if (Buffer.byteLength(canonicalJson(pdu), "utf8") > MAX_PDU_SIZE) throw tooBig("event");
   }
 }

@@ -1,0 +1,257 @@
+/**
+ * `serve` end to end: the real service (matrix-bot-sdk sync loop, node-cron, the store)
+ * against the test homeserver. Commands are typed as another user; the tests read the
+ * bot's replies and the rooms' end state.
+ */
+import { spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../src/config/load.ts";
+import type { Config } from "../../src/config/schema.ts";
+import { ServeError, startServe, type ServeHandle } from "../../src/service/serve.ts";
+import { openStore } from "../../src/store/kysely-store.ts";
+import { FakeHomeserver } from "../fakes/homeserver.ts";
+
+const BOT = "@mgs-bot:example.org";
+const OP = "@op:example.org";
+const u = (n: string): string => `@${n}:example.org`;
+
+let dir: string;
+let hs: FakeHomeserver;
+let token: string;
+let mgmt: string;
+let eng: string;
+let handle: ServeHandle | undefined;
+
+const directory = `
+users: [alice, bob, carol, dave]
+groups:
+  - { id: engineers, members: [alice, bob, "group:leads"] }
+  - { id: leads, members: [carol] }
+`;
+
+function configText(extra: { schedule?: string; allow?: string[]; runAtStart?: boolean; dataDir?: string } = {}): string {
+  return `homeserver: { url: ${hs.url}, accessToken: ${token}, maxRetries: 10 }
+dataDir: ${extra.dataDir ?? "./data"}
+idp: { kind: static, static: { file: directory.yaml } }
+mapping:
+  rooms:
+    - room: "#eng:example.org"
+      groups: [ { group: engineers }, { group: leads, role: moderator } ]
+sync: { maxRemovals: { count: 3 } }
+serve:
+  managementRoom: "#mgmt:example.org"
+  schedule: "${extra.schedule ?? "0 0 1 1 *"}"
+  allow: ${JSON.stringify(extra.allow ?? [OP])}
+  runAtStart: ${extra.runAtStart ?? false}
+  shutdownTimeoutMs: 10000
+log: { level: error }
+`;
+}
+
+async function config(extra: Parameters<typeof configText>[0] = {}): Promise<Config> {
+  const path = join(dir, "config.yaml");
+  await writeFile(path, configText(extra));
+  const r = loadConfig({ path, env: {}, cwd: dir });
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.config;
+}
+
+/** Sends a command as `sender` and returns the bot's final reply to it (plain body). */
+async function command(body: string, sender = OP, timeoutMs = 20_000): Promise<string> {
+  const eventId = hs.sendMessage(mgmt, sender, body);
+  const reply = await hs.waitForMessage(
+    mgmt,
+    (m) =>
+      m.sender === BOT &&
+      m.type === "m.room.message" &&
+      (m.content["m.relates_to"] as { "m.in_reply_to"?: { event_id?: string } } | undefined)?.["m.in_reply_to"]?.event_id === eventId &&
+      !String(m.content["body"]).startsWith("A run is in progress; this one is queued"),
+    timeoutMs,
+  );
+  return String(reply.content["body"]);
+}
+
+function repliesTo(eventId: string): string[] {
+  return hs
+    .messages(mgmt, { sender: BOT })
+    .filter((m) => (m.content["m.relates_to"] as { "m.in_reply_to"?: { event_id?: string } } | undefined)?.["m.in_reply_to"]?.event_id === eventId)
+    .map((m) => String(m.content["body"]));
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "mgs-serve-"));
+  await writeFile(join(dir, "directory.yaml"), directory);
+  hs = await FakeHomeserver.start({ serverName: "example.org" });
+  token = hs.registerUser(BOT);
+  hs.registerUser(OP);
+  mgmt = hs.createRoom({ creator: OP, alias: "#mgmt:example.org", members: { [BOT]: "invite", "@intruder:example.org": "join" } });
+  eng = hs.createRoom({
+    creator: BOT,
+    alias: "#eng:example.org",
+    members: { [u("alice")]: "join", [u("carol")]: "join", [u("mallory")]: "join", [u("trent")]: "join", [u("victor")]: "join", [u("walter")]: "join" },
+  });
+  handle = await startServe(await config());
+});
+
+afterEach(() => undefined);
+
+afterAll(async () => {
+  await handle?.stop();
+  await hs.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("serve: the management room", () => {
+  it("answers !help from the command table, and explains one command", async () => {
+    const help = await command("!help");
+    for (const name of ["sync", "status", "idp", "joined", "managed", "release", "unmanage", "manage", "invite-member", "invite-admin", "kick-member"]) {
+      expect(help).toContain(`!${name}`);
+    }
+    expect(await command("!help release")).toContain("!release <room> [user…]");
+  });
+
+  it("!idp shows who the directory puts in each room, with roles and group paths", async () => {
+    const reply = await command("!idp");
+    expect(reply).toMatch(/#eng:example.org: 3 member\(s\)/);
+    expect(reply).toMatch(/@carol:example.org\s+\|\s+moderator\s+\|\s+50\s+\|\s+engineers > leads; leads/);
+  });
+
+  it("refuses people who are not on the allow list, with one short reply", async () => {
+    const reply = await command("!sync", "@intruder:example.org");
+    expect(reply).toBe("Sorry @intruder:example.org, you are not on the allow list for commands here.");
+  });
+
+  it("answers a typo with the nearest command and wrong arguments with the usage line", async () => {
+    expect(await command("!snyc")).toMatch(/Did you mean !sync\?/);
+    const usage = await command("!release");
+    expect(usage).toContain("Usage: !release <room> [user…]");
+    expect(await command("!release not-a-room")).toMatch(/room: .*not-a-room/);
+  });
+
+  it("!sync --dry reports and changes nothing; !sync applies, holding the mass removal; !release lets it through", async () => {
+    const dry = await command("!sync --dry");
+    expect(dry).toMatch(/^Dry run \(nothing changed\): 1 room\(s\), 1 invite\(s\), 0 kick\(s\), 1 level change\(s\), 4 held/);
+    expect(hs.members(eng)[u("bob")]).toBeUndefined();
+
+    const real = await command("!sync");
+    expect(real).toMatch(/^Sync done: 1 room\(s\), 1 invite\(s\), 0 kick\(s\), 1 level change\(s\), 4 held/);
+    expect(hs.members(eng)[u("bob")]).toBe("invite");
+    expect(hs.powerLevels(eng)!["users"]).toMatchObject({ [u("carol")]: 50 });
+    expect(hs.members(eng)[u("mallory")]).toBe("join");
+
+    const status = await command("!status");
+    expect(status).toMatch(/4 removal\(s\) held by the mass-removal guard/);
+
+    expect(await command("!release #eng:example.org @mallory:example.org")).toMatch(/Released 1 held removal/);
+    await command("!sync #eng:example.org");
+    expect(hs.members(eng)[u("mallory")]).toBe("leave");
+    expect(hs.members(eng)[u("trent")]).toBe("join");
+  });
+
+  it("!invite-member adds an external that syncs leave alone; !kick-member removes them; directory users are refused", async () => {
+    expect(await command("!invite-member #eng:example.org @bob:example.org")).toMatch(/Refused: @bob:example.org is managed by the directory/);
+    expect(await command("!invite-member https://matrix.to/#/%23eng:example.org @guest:partner.example")).toMatch(/invited @guest:partner.example/);
+    expect(hs.members(eng)["@guest:partner.example"]).toBe("invite");
+    await command("!invite-admin #eng:example.org @boss:partner.example");
+    expect(hs.powerLevels(eng)!["users"]).toMatchObject({ "@boss:partner.example": 100 });
+    expect(await command("!kick-member #eng:example.org @guest:partner.example")).toMatch(/removed from the room/);
+    expect(hs.members(eng)["@guest:partner.example"]).toBe("leave");
+    expect(await command("!kick-member #eng:example.org @alice:example.org")).toMatch(/Refused/);
+  });
+
+  it("!joined and !managed list the rooms", async () => {
+    expect(await command("!joined")).toContain(eng);
+    expect(await command("!managed")).toMatch(/#eng:example.org\s+\|\s+!/);
+  });
+
+  it("a run in progress is never overlapped: the next is queued, a third is skipped", async () => {
+    // Slow the next runs down: the room reads wait for Retry-After.
+    hs.rateLimit({ count: 2, retryAfterMs: 1_500, endpoints: ["state"] });
+    const first = hs.sendMessage(mgmt, OP, "!sync --dry");
+    await hs.waitForMessage(mgmt, (m) => m.type === "m.reaction" && m.sender === BOT, 10_000);
+    const second = hs.sendMessage(mgmt, OP, "!sync --dry");
+    const third = hs.sendMessage(mgmt, OP, "!sync --dry");
+    const isReply = (id: string) => (m: { sender: string; content: Record<string, unknown> }) =>
+      m.sender === BOT && (m.content["m.relates_to"] as { "m.in_reply_to"?: { event_id?: string } } | undefined)?.["m.in_reply_to"]?.event_id === id;
+    await hs.waitForMessage(mgmt, (m) => isReply(third)(m), 15_000);
+    await hs.waitForMessage(mgmt, (m) => isReply(second)(m) && String(m.content["body"]).startsWith("Dry run"), 20_000);
+    expect(repliesTo(first).some((b) => b.startsWith("Dry run"))).toBe(true);
+    expect(repliesTo(second)[0]).toMatch(/queued/);
+    expect(repliesTo(third)).toEqual(["A run is in progress and another is already queued: not starting a third. See !status."]);
+  });
+});
+
+describe("serve: restarts, schedule and shutdown", () => {
+  it("never replays a command after a restart, nor runs one sent while it was down", async () => {
+    const before = hs.sendMessage(mgmt, OP, "!invite-member #eng:example.org @early:partner.example");
+    await hs.waitForMessage(mgmt, (m) => m.sender === BOT && JSON.stringify(m.content).includes(before), 20_000);
+    await handle!.stop();
+    handle = undefined;
+    const whileDown = hs.sendMessage(mgmt, OP, "!invite-member #eng:example.org @late:partner.example");
+    handle = await startServe(await config());
+    // A command after the restart is answered, which proves the bot is listening again.
+    await command("!status");
+    expect(repliesTo(before)).toHaveLength(1);
+    expect(repliesTo(whileDown)).toEqual([]);
+    expect(hs.members(eng)["@late:partner.example"]).toBeUndefined();
+  });
+
+  it("runs on the schedule", async () => {
+    await handle!.stop();
+    handle = await startServe(await config({ schedule: "*/1 * * * * *" }));
+    const store = handle.service.app.store;
+    const deadline = Date.now() + 10_000;
+    let scheduled = 0;
+    while (Date.now() < deadline && scheduled === 0) {
+      await new Promise((r) => setTimeout(r, 200));
+      scheduled = (await store.listRuns(20)).filter((r) => r.trigger === "schedule").length;
+    }
+    expect(scheduled).toBeGreaterThan(0);
+    await handle.stop();
+    handle = await startServe(await config());
+  });
+
+  it("an encrypted management room is refused with a clear message", async () => {
+    hs.createRoom({ creator: OP, alias: "#secret:example.org", encrypted: true, members: { [BOT]: "invite" } });
+    const cfg = await config({ dataDir: "./data-encrypted" });
+    const withSecret = { ...cfg, serve: { ...cfg.serve!, managementRoom: "#secret:example.org" } };
+    await expect(startServe(withSecret)).rejects.toThrow(ServeError);
+    await expect(startServe(withSecret)).rejects.toThrow(/encrypted; matrix-group-sync cannot read encrypted messages/);
+  });
+
+  it("SIGTERM during a run: the process stops within a bounded time, exits 0, and the run is recorded", async () => {
+    await handle!.stop();
+    handle = undefined;
+    const childDir = join(dir, "child");
+    await writeFile(join(dir, "child.yaml"), configText({ runAtStart: true, dataDir: "./data-child" }));
+    // Make the start-up run slow: every room read waits 2 s first.
+    hs.rateLimit({ count: 3, retryAfterMs: 2_000, endpoints: ["state"] });
+    const bin = join(import.meta.dirname, "../../bin/matrix-group-sync.js");
+    const child = spawn(process.execPath, [bin, "serve", "--config", join(dir, "child.yaml")], { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    const serving = Date.now() + 30_000;
+    while (!stderr.includes("is serving") && Date.now() < serving) await new Promise((r) => setTimeout(r, 100));
+    expect(stderr).toContain("is serving");
+    await new Promise((r) => setTimeout(r, 500));
+    const t0 = Date.now();
+    child.kill("SIGTERM");
+    const code = await new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
+    expect(code, stderr).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    const store = await openStore({ dataDir: join(dir, "data-child") });
+    try {
+      const runs = await store.listRuns(5);
+      expect(runs[0]?.trigger).toBe("startup");
+      expect(["interrupted", "ok"]).toContain(runs[0]?.outcome);
+      expect(runs.every((r) => r.outcome !== "running")).toBe(true);
+    } finally {
+      await store.close();
+    }
+    void childDir;
+    handle = await startServe(await config());
+  });
+});
