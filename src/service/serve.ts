@@ -100,7 +100,9 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
       const parsed = parseCommandLine(table, ev.body, { prefix, ...(ev.formattedBody !== undefined ? { formattedBody: ev.formattedBody } : {}) });
       if (parsed.kind === "not-a-command") return;
       if (!(await app.store.markHandled(ev.eventId, roomId, app.clock.now()))) return; // already handled
-      if (!(await service.mayCommand(ev.sender))) {
+      // Permission comes from the table: "operator" commands (and unknown ones) need the allow list.
+      const openToRoom = parsed.kind !== "unknown" && parsed.command.permission === "anyone-in-room";
+      if (!openToRoom && !(await service.mayCommand(ev.sender))) {
         log.info("command refused", { sender: ev.sender });
         await send([paragraph(`Sorry ${ev.sender}, you are not on the allow list for commands here.`)], ev.eventId);
         return;

@@ -255,3 +255,27 @@ describe("serve: restarts, schedule and shutdown", () => {
     handle = await startServe(await config());
   });
 });
+
+describe("serve: handing a room back", () => {
+  it("!unmanage invites a new admin who is not there yet, then hands over; syncs leave the room alone until !manage", async () => {
+    expect(await command("!unmanage #eng:example.org @dave:example.org")).toMatch(/has not joined #eng:example.org yet; they are invited/);
+    expect(hs.members(eng)[u("dave")]).toBe("invite");
+    hs.setMembership(eng, u("dave"), "join");
+
+    const reply = await command("!unmanage #eng:example.org @dave:example.org");
+    expect(reply).toMatch(/#eng:example.org handed over/);
+    expect(reply).toMatch(/@dave:example.org: level 0 → 100/);
+    expect(reply).toMatch(/left the room/);
+    const pl = hs.powerLevels(eng)!["users"] as Record<string, number>;
+    expect(pl[u("dave")]).toBe(100);
+    expect(pl[BOT]).toBeUndefined();
+    expect(hs.members(eng)[BOT]).toBe("leave");
+
+    const dry = await command("!sync --dry");
+    expect(dry).toMatch(/unmanaged: handed back by an operator; not synced/);
+    expect(await command("!managed")).toMatch(/#eng:example.org\s+\|\s+!\S+\s+\|\s+handed back/);
+
+    expect(await command("!manage #eng:example.org")).toMatch(/#eng:example.org is managed again/);
+    expect(await command("!managed")).toMatch(/#eng:example.org\s+\|\s+!\S+\s+\|\s+managed/);
+  });
+});
