@@ -12,6 +12,12 @@ import { describeError } from "./result.ts";
 import { serverNameOf } from "./matrix/ids.ts";
 import { directoryText, listDirectory, readDirectory } from "./reconcile/directory.ts";
 import { runSync } from "./reconcile/run.ts";
+import { helpFor, helpText } from "./commands/help.ts";
+import { parseCommandLine } from "./commands/parse.ts";
+import type { Part } from "./commands/render.ts";
+import { CommandTable } from "./commands/spec.ts";
+import { tokenCommands, type TokenContext } from "./commands/token-commands.ts";
+import { createTokenService } from "./tokens/service.ts";
 import { ServeError, startServe, type ServeHandle } from "./service/serve.ts";
 import { toJson, toText } from "./reconcile/report.ts";
 
@@ -34,6 +40,8 @@ Commands:
   serve           Run as a service: sync on the schedule, take commands in the management room
   sync            Sync every managed room with the directory (or only --room ROOM)
   idp             List the rooms and members the directory defines, with roles and group paths
+  token ...       Registration tokens: list, show, create, update, delete, delete-all,
+                  unrevoke, allow, disallow, allowed (matrix-group-sync token help)
   check-config    Validate the config and print it with secrets redacted
   migrate         Create or upgrade the database tables
   help            Show this text
@@ -47,6 +55,7 @@ Options:
 Exit codes: 0 done, 1 the run had failures, 2 bad usage or config.`;
 
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  if (argv[0] === "token") return runTokenCli(argv.slice(1), io);
   let parsed;
   try {
     parsed = parseArgs({
@@ -142,6 +151,68 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     );
     io.out(parsed.values.json ? toJson(report) : toText(report));
     return report.outcome === "ok" ? EXIT_OK : EXIT_FAILURES;
+  } finally {
+    await app.value.close();
+  }
+}
+
+/**
+ * `matrix-group-sync token <words…> [--config FILE]`: the same token commands, words and
+ * checks as `!token …` in the management room, run as the operator ("cli").
+ */
+async function runTokenCli(args: readonly string[], io: CliIo): Promise<number> {
+  const words: string[] = [];
+  let configPath: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string;
+    if (a === "--config") {
+      configPath = args[++i];
+      if (configPath === undefined) {
+        io.err("--config needs a file");
+        return EXIT_USAGE;
+      }
+    } else if (a.startsWith("--config=")) configPath = a.slice("--config=".length);
+    else words.push(a);
+  }
+  const table = new CommandTable<TokenContext, Part[]>(tokenCommands);
+  if (words.length === 0 || words[0] === "help") {
+    io.out(words.length > 1 ? helpFor(table, `token ${words.slice(1).join(" ")}`, "").text : helpText(table, "").text);
+    return words.length === 0 ? EXIT_USAGE : EXIT_OK;
+  }
+  const line = `!token ${words.map((w) => (/[\s"'\\]/.test(w) || w === "" ? `"${w.replace(/["\\]/g, "\\$&")}"` : w)).join(" ")}`;
+  const parsedLine = parseCommandLine(table, line, { prefix: "!" });
+  if (parsedLine.kind === "unknown" || parsedLine.kind === "not-a-command") {
+    const hint = parsedLine.kind === "unknown" && parsedLine.suggestion !== undefined ? ` Did you mean "${parsedLine.suggestion}"?` : "";
+    io.err(`unknown token command: ${words.join(" ")}.${hint}\n\n${helpText(table, "").text}`);
+    return EXIT_USAGE;
+  }
+  if (parsedLine.kind === "usage-error") {
+    io.err(`${parsedLine.message}\nUsage: matrix-group-sync ${parsedLine.usage.slice(1)}`);
+    return EXIT_USAGE;
+  }
+  const loaded = loadConfig({ ...(configPath !== undefined ? { path: configPath } : {}), env: io.env, cwd: io.cwd });
+  if (!loaded.ok) {
+    io.err(`The config is not valid:\n${loaded.errors.map((e) => `  ${formatConfigError(e)}`).join("\n")}`);
+    return EXIT_USAGE;
+  }
+  const app = await openApp(loaded.config, { interactive: io.interactive, json: false });
+  if (!app.ok) {
+    io.err(app.error.message);
+    return EXIT_FAILURES;
+  }
+  try {
+    const tokens = createTokenService(loaded.config, app.value.store, app.value.clock, app.value.log);
+    if (!tokens.ok) {
+      io.err(tokens.error.message);
+      return EXIT_USAGE;
+    }
+    const reply = await parsedLine.command.run(
+      { actor: "cli", place: "cli", tokens: tokens.value, managementRoomId: undefined, isOperator: true },
+      parsedLine.args,
+    );
+    io.out(reply.map((p) => p.text).join("\n"));
+    const audit = await app.value.store.listTokenAudit(1);
+    return audit[0] !== undefined && audit[0].actor === "cli" && audit[0].result !== "ok" && !["deleted", "revoked", "not found"].includes(audit[0].result) ? EXIT_FAILURES : EXIT_OK;
   } finally {
     await app.value.close();
   }

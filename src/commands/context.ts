@@ -6,8 +6,9 @@ import type { UserId } from "../matrix/ids.ts";
 import type { Service } from "../service/service.ts";
 import type { Part } from "./render.ts";
 import type { CommandSpec, CommandTable } from "./spec.ts";
+import type { TokenContext } from "./token-commands.ts";
 
-export interface CommandContext {
+export interface CommandContext extends TokenContext {
   readonly sender: UserId;
   readonly eventId: string;
   readonly prefix: string;

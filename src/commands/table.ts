@@ -5,6 +5,7 @@ import { helpFor, helpText } from "./help.ts";
 import { inviteAdminCommand, inviteMemberCommand, kickMemberCommand, manageCommand, unmanageCommand } from "./room-commands.ts";
 import { CommandTable, defineCommand } from "./spec.ts";
 import { releaseCommand, statusCommand, syncCommand } from "./sync-commands.ts";
+import { tokenCommands } from "./token-commands.ts";
 import type { CommandContext } from "./context.ts";
 import type { Part } from "./render.ts";
 
@@ -33,5 +34,6 @@ export function commandTable(): CommandTable<CommandContext, Part[]> {
     inviteMemberCommand,
     inviteAdminCommand,
     kickMemberCommand,
+    ...tokenCommands,
   ]);
 }

@@ -248,12 +248,29 @@ function finish(file: ConfigFile, baseDir: string): Config {
     if (url === undefined) throw new Error("config: database.url unresolved after loading");
     resolvedDatabase = { ...db, url };
   }
+  const { tokens, ...others } = rest;
   return {
+    ...(tokens === undefined ? {} : { tokens: finishTokens(tokens) }),
     homeserver: { ...hs, accessToken },
     ...(resolvedDatabase === undefined ? {} : { database: resolvedDatabase }),
-    ...rest,
+    ...others,
     dataDir: resolve(baseDir, file.dataDir),
     idp: finishIdp(file.idp, baseDir),
+  };
+}
+
+function finishTokens(tokens: NonNullable<ConfigFile["tokens"]>): NonNullable<Config["tokens"]> {
+  const { synapse, mas, ...rest } = tokens;
+  let resolvedMas: NonNullable<Config["tokens"]>["mas"];
+  if (mas !== undefined) {
+    const { clientSecret, clientSecretFile: _file, ...m } = mas;
+    if (clientSecret === undefined) throw new Error("config: tokens.mas.clientSecret unresolved after loading");
+    resolvedMas = { ...m, clientSecret };
+  }
+  return {
+    ...rest,
+    ...(synapse?.accessToken !== undefined ? { synapse: { accessToken: synapse.accessToken } } : {}),
+    ...(resolvedMas !== undefined ? { mas: resolvedMas } : {}),
   };
 }
 

@@ -85,6 +85,26 @@ export const SECRET_FIELDS: readonly SecretField[] = [
     required: false,
     redact: "all",
   },
+  {
+    parent: ["tokens", "synapse"],
+    key: "accessToken",
+    fileKey: "accessTokenFile",
+    env: "MGS_SYNAPSE_ADMIN_TOKEN",
+    fileEnv: "MGS_SYNAPSE_ADMIN_TOKEN_FILE",
+    envCreatesParent: false,
+    required: false,
+    redact: "all",
+  },
+  {
+    parent: ["tokens", "mas"],
+    key: "clientSecret",
+    fileKey: "clientSecretFile",
+    env: "MGS_MAS_CLIENT_SECRET",
+    fileEnv: "MGS_MAS_CLIENT_SECRET_FILE",
+    envCreatesParent: false,
+    required: true,
+    redact: "all",
+  },
 ];
 
 /** Plain (non-secret) values the environment can override. `isPath`: resolved against the working directory. */
@@ -462,6 +482,39 @@ const serveSchema = z.strictObject({
   shutdownTimeoutMs: z.number().int().min(0).max(600_000).default(30_000),
 });
 
+const expiryText = checked(nonEmpty, (s) =>
+  /^(never|(\d+[smhdw])+|\d{4}-\d{2}-\d{2}.*)$/i.test(s) ? undefined : `"${s}" is not an expiry: use 7d, 12h, an ISO date, or never`,
+);
+
+/** Registration tokens (MSC3231): Synapse's admin API, or Matrix Authentication Service's. */
+const tokensSchema = z.strictObject({
+  backend: z.enum(["synapse", "mas"]).default("synapse"),
+  synapse: z
+    .strictObject({
+      /** A server admin's access token (secret); default: homeserver.accessToken. Env: MGS_SYNAPSE_ADMIN_TOKEN. */
+      accessToken: nonEmpty.exactOptional(),
+      accessTokenFile: nonEmpty.exactOptional(),
+    })
+    .exactOptional(),
+  mas: z
+    .strictObject({
+      /** The MAS issuer URL (its token endpoint is {url}/oauth2/token, the admin API {url}/api/admin/v1). */
+      url: z.url({ protocol: /^https?$/, normalize: false }),
+      /** A client listed in MAS's policy.data.admin_clients. */
+      clientId: nonEmpty,
+      /** Its secret. Env: MGS_MAS_CLIENT_SECRET. */
+      clientSecret: nonEmpty.exactOptional(),
+      clientSecretFile: nonEmpty.exactOptional(),
+    })
+    .exactOptional(),
+  /** What `token create` uses when uses or expiry are not given. */
+  defaults: z.strictObject({ uses: z.number().int().min(0).nullable().default(1), expiry: expiryText.default("7d") }).prefault({}),
+  /** Who may use token commands: user ids, regexes over user ids, or room ids (anyone in the room). Empty: the management room only. */
+  allow: z.array(nonEmpty).default(() => []),
+  /** A ready-to-share line for `token create`: {token}, {expiry}, {uses} are replaced. */
+  inviteTemplate: nonEmpty.exactOptional(),
+});
+
 const logSchema = z.strictObject({
   level: z.enum(["trace", "debug", "info", "warn", "error"]).default("info"),
   /** json: one object a line; pretty: for a person at a terminal. */
@@ -490,6 +543,8 @@ export const configFileSchema = z.strictObject({
   mapping: mappingSchema.prefault({}),
   /** What a sync run may do. */
   sync: syncSchema.prefault({}),
+  /** Registration tokens; required by the token commands only. */
+  tokens: tokensSchema.exactOptional(),
   /** Serve mode; required by `matrix-group-sync serve` only. */
   serve: serveSchema.exactOptional(),
   log: logSchema.prefault({}),
@@ -619,7 +674,14 @@ type ResolvedIdp =
   | (Omit<FileLdap, "ldap"> & { ldap: Omit<FileLdap["ldap"], "bindPasswordFile"> })
   | (Omit<FileAzure, "azure"> & { azure: Omit<FileAzure["azure"], "clientSecretFile"> });
 
-type ConfigShape = Omit<ConfigFile, "homeserver" | "database" | "idp"> & {
+type FileTokens = NonNullable<ConfigFile["tokens"]>;
+type ResolvedTokens = Omit<FileTokens, "synapse" | "mas"> & {
+  synapse?: { accessToken?: string };
+  mas?: Omit<NonNullable<FileTokens["mas"]>, "clientSecret" | "clientSecretFile"> & { clientSecret: string };
+};
+
+type ConfigShape = Omit<ConfigFile, "homeserver" | "database" | "idp" | "tokens"> & {
+  tokens?: ResolvedTokens;
   homeserver: Omit<FileHomeserver, "accessToken" | "accessTokenFile"> & { accessToken: string };
   database?: Omit<FileDatabase, "url" | "urlFile"> & { url: string };
   idp: ResolvedIdp;
@@ -644,3 +706,4 @@ export type ConventionConfig = MappingConfig["convention"];
 export type SyncConfig = Config["sync"];
 export type LogConfig = Config["log"];
 export type ServeConfig = NonNullable<Config["serve"]>;
+export type TokensConfig = NonNullable<Config["tokens"]>;

@@ -22,6 +22,7 @@ import { commandTable } from "../commands/table.ts";
 import type { Config } from "../config/schema.ts";
 import { parseUserId, type RoomId, type UserId } from "../matrix/ids.ts";
 import { describeError } from "../result.ts";
+import { createTokenService, TOKEN_SCOPE } from "../tokens/service.ts";
 import { Service } from "./service.ts";
 
 export interface ServeHandle {
@@ -77,6 +78,17 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
       );
     }
 
+    const tokens = createTokenService(config, app.store, app.clock, app.log);
+    const tokenService = tokens.ok ? tokens.value : undefined;
+    const tokenAllow = config.tokens?.allow ?? [];
+    await app.store.seedAllowed(
+      TOKEN_SCOPE,
+      tokenAllow.map((entry) => ({ entry, kind: parseUserId(entry) !== undefined ? "user" : entry.startsWith("!") ? "room" : "regex", addedBy: "config" })),
+      app.clock.now(),
+    );
+    // Rooms where anyone present may use token commands (and only those).
+    const tokenRooms = new Set(tokenAllow.filter((e) => e.startsWith("!") && parseUserId(e) === undefined));
+
     const abort = new AbortController();
     const service = new Service(config, app, bot, client, abort.signal);
     const table = commandTable();
@@ -86,46 +98,53 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     const inFlight = new Set<Promise<void>>();
     const mclient = client;
 
-    const send = async (parts: Part[], replyTo: string): Promise<void> => {
+    const send = async (parts: Part[], replyTo: string, inRoom: string = roomId): Promise<void> => {
       for (const content of splitMessage(parts)) {
-        await mclient.sendMessage(roomId, { ...content, "m.relates_to": { "m.in_reply_to": { event_id: replyTo } } });
+        await mclient.sendMessage(inRoom, { ...content, "m.relates_to": { "m.in_reply_to": { event_id: replyTo } } });
       }
     };
 
     const handle = async (eventRoom: string, event: unknown): Promise<void> => {
-      if (stopping || eventRoom !== roomId) return;
+      if (stopping || (eventRoom !== roomId && !tokenRooms.has(eventRoom))) return;
       const ev = decodeMessage(event);
       if (ev === undefined || ev.sender === bot) return;
       if (ev.ts < startedAtMs) return; // from before we started: never executed
       const parsed = parseCommandLine(table, ev.body, { prefix, ...(ev.formattedBody !== undefined ? { formattedBody: ev.formattedBody } : {}) });
       if (parsed.kind === "not-a-command") return;
-      if (!(await app.store.markHandled(ev.eventId, roomId, app.clock.now()))) return; // already handled
+      // Outside the management room only token commands are heard.
+      if (eventRoom !== roomId && (parsed.kind === "unknown" || !parsed.command.name.startsWith("token "))) return;
+      if (!(await app.store.markHandled(ev.eventId, eventRoom, app.clock.now()))) return; // already handled
       // Permission comes from the table: "operator" commands (and unknown ones) need the allow list.
       const openToRoom = parsed.kind !== "unknown" && parsed.command.permission === "anyone-in-room";
       if (!openToRoom && !(await service.mayCommand(ev.sender))) {
         log.info("command refused", { sender: ev.sender });
-        await send([paragraph(`Sorry ${ev.sender}, you are not on the allow list for commands here.`)], ev.eventId);
+        await send([paragraph(`Sorry ${ev.sender}, you are not on the allow list for commands here.`)], ev.eventId, eventRoom);
         return;
       }
       if (parsed.kind === "unknown") {
         const hint = parsed.suggestion !== undefined ? [" Did you mean ", code(`${prefix}${parsed.suggestion}`), "?"] : [];
-        await send([paragraph(`Unknown command ${prefix}${parsed.name}.`, ...hint, " Send ", code(`${prefix}help`), " for the list.")], ev.eventId);
+        await send([paragraph(`Unknown command ${prefix}${parsed.name}.`, ...hint, " Send ", code(`${prefix}help`), " for the list.")], ev.eventId, eventRoom);
         return;
       }
       if (parsed.kind === "usage-error") {
-        await send([paragraph(parsed.message), paragraph("Usage: ", code(parsed.usage))], ev.eventId);
+        await send([paragraph(parsed.message), paragraph("Usage: ", code(parsed.usage))], ev.eventId, eventRoom);
         return;
       }
       const ctx: CommandContext = {
+        actor: ev.sender,
+        place: eventRoom,
+        tokens: tokenService,
+        managementRoomId: roomId,
+        isOperator: openToRoom ? await service.mayCommand(ev.sender) : true,
         sender: ev.sender,
         eventId: ev.eventId,
         prefix,
         service,
         table,
         ack: async () => {
-          await mclient.sendEvent(roomId, "m.reaction", { "m.relates_to": { rel_type: "m.annotation", event_id: ev.eventId, key: "⏳" } });
+          await mclient.sendEvent(eventRoom, "m.reaction", { "m.relates_to": { rel_type: "m.annotation", event_id: ev.eventId, key: "⏳" } });
         },
-        say: (parts) => send(parts, ev.eventId),
+        say: (parts) => send(parts, ev.eventId, eventRoom),
       };
       log.info("command", { sender: ev.sender, command: parsed.command.name });
       let reply: Part[];
@@ -136,7 +155,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
         log.error("command failed", { errorId, command: parsed.command.name, error: describeError(err) });
         reply = [paragraph(`Something went wrong running ${prefix}${parsed.command.name} (error id ${errorId}); the details are in the log.`)];
       }
-      await send(reply, ev.eventId);
+      await send(reply, ev.eventId, eventRoom);
     };
 
     client.on("room.message", (eventRoom: string, event: unknown) => {
@@ -152,7 +171,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     // rooms the bot manages (room state with lazy-loaded members, no presence or receipts).
     await client.start({
       room: {
-        rooms: [roomId],
+        rooms: [roomId, ...tokenRooms],
         timeline: { limit: 20, types: ["m.room.message"] },
         state: { lazy_load_members: true, types: [] },
         ephemeral: { types: [] },

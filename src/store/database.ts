@@ -93,7 +93,19 @@ export interface CommandAllowTable {
   added_at: Timestamp;
 }
 
+export interface TokenAuditTable {
+  id: Generated<number>;
+  at: Timestamp;
+  actor: string;
+  place: string;
+  action: string;
+  token_ref: string | null;
+  result: string;
+  detail: Json;
+}
+
 export interface Database {
+  token_audit: TokenAuditTable;
   handled_events: HandledEventsTable;
   command_allow: CommandAllowTable;
   sync_runs: SyncRunsTable;

@@ -13,6 +13,7 @@ import type { Kysely, Selectable, Transaction } from "kysely";
 import type {
   ActionOutcome,
   AllowEntry,
+  TokenAuditRecord,
   ActionRecord,
   ExternalRecord,
   HeldRecord,
@@ -341,6 +342,20 @@ export async function pruneHandled(db: Db, before: Date): Promise<number> {
   return Number(result.numDeletedRows);
 }
 
+// --- token audit -------------------------------------------------------------------------
+
+export async function recordTokenAudit(db: Db, e: TokenAuditRecord): Promise<void> {
+  await db
+    .insertInto("token_audit")
+    .values({ at: e.at, actor: e.actor, place: e.place, action: e.action, token_ref: e.tokenRef, result: e.result, detail: toJson(e.detail) })
+    .execute();
+}
+
+export async function listTokenAudit(db: Db, limit: number): Promise<TokenAuditRecord[]> {
+  const rows = await db.selectFrom("token_audit").selectAll().orderBy("id", "desc").limit(limit).execute();
+  return rows.map((r) => ({ at: r.at, actor: r.actor, place: r.place, action: r.action, tokenRef: r.token_ref, result: r.result, detail: r.detail }));
+}
+
 // --- allow lists -------------------------------------------------------------------------
 
 export async function listAllowed(db: Db, scope: string): Promise<AllowEntry[]> {
@@ -427,6 +442,8 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     listManagedRooms: () => listManagedRooms(db),
     markHandled: (eventId, roomId, at) => markHandled(db, eventId, roomId, at),
     pruneHandled: (before) => pruneHandled(db, before),
+    recordTokenAudit: (entry) => recordTokenAudit(db, entry),
+    listTokenAudit: (limit) => listTokenAudit(db, limit),
     listAllowed: (scope) => listAllowed(db, scope),
     addAllowed: (entry) => addAllowed(db, entry),
     removeAllowed: (scope, entry) => removeAllowed(db, scope, entry),

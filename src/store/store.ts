@@ -76,6 +76,20 @@ export interface AllowEntry {
   readonly addedAt: Date;
 }
 
+/** One registration-token action. `tokenRef` never holds a full token string (see tokens/). */
+export interface TokenAuditRecord {
+  readonly at: Date;
+  /** A user id, or "cli". */
+  readonly actor: string;
+  /** The room id the command came from, or "cli". */
+  readonly place: string;
+  readonly action: string;
+  readonly tokenRef: string | null;
+  /** "ok", or the error. */
+  readonly result: string;
+  readonly detail: unknown;
+}
+
 export interface Store {
   readonly engine: "pglite" | "postgres";
 
@@ -112,6 +126,10 @@ export interface Store {
   markHandled(eventId: string, roomId: string, at: Date): Promise<boolean>;
   /** Drops handled-event records older than `before` (they can no longer be replayed). */
   pruneHandled(before: Date): Promise<number>;
+
+  recordTokenAudit(entry: TokenAuditRecord): Promise<void>;
+  /** Newest first. */
+  listTokenAudit(limit: number): Promise<TokenAuditRecord[]>;
 
   listAllowed(scope: string): Promise<AllowEntry[]>;
   /** Insert or update (same scope and entry). */

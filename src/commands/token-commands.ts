@@ -1,0 +1,293 @@
+/**
+ * `token …`: registration tokens, with the same words in the management room (`!token list`)
+ * and on the CLI (`matrix-group-sync token list`). Input is checked before any request; every
+ * action is audited; a created token's full string appears only in the reply.
+ */
+import { parseRoomId, parseUserId } from "../matrix/ids.ts";
+import type { TokenService } from "../tokens/service.ts";
+import { TOKEN_SCOPE } from "../tokens/service.ts";
+import { checkTokenRef, describeExpiry, describeUses, tokenStatus, type RegistrationToken } from "../tokens/types.ts";
+import { code, list, paragraph, table, type Part } from "./render.ts";
+import { defineCommand, type CommandSpec, type Duration } from "./spec.ts";
+
+export interface TokenContext {
+  /** A user id, or "cli". */
+  readonly actor: string;
+  /** The room the command came from, or "cli". */
+  readonly place: string;
+  /** Undefined when the config has no `tokens` section. */
+  readonly tokens: TokenService | undefined;
+  readonly managementRoomId: string | undefined;
+  /** Whether the actor passes the management room's command allow list. */
+  readonly isOperator: boolean;
+}
+
+export type TokenCommand = CommandSpec<TokenContext, Part[]>;
+
+const NOT_CONFIGURED = [paragraph("Registration tokens are not configured here: add a tokens section to the config.")];
+
+/** The service, when configured and the asker may use it; otherwise the answer to give. */
+async function gate(ctx: TokenContext): Promise<{ ok: true; tokens: TokenService } | { ok: false; reply: Part[] }> {
+  if (ctx.tokens === undefined) return { ok: false, reply: NOT_CONFIGURED };
+  if (!(await ctx.tokens.mayUse(ctx.actor, ctx.place, ctx.managementRoomId, ctx.isOperator))) {
+    return { ok: false, reply: [paragraph(`Sorry ${ctx.actor}, token commands are not allowed for you here.`)] };
+  }
+  return { ok: true, tokens: ctx.tokens };
+}
+
+function row(t: RegistrationToken, tokens: TokenService): string[] {
+  const now = tokens.clock.now();
+  const status = tokenStatus(t, now);
+  return [
+    t.token,
+    ...(tokens.backend.kind === "mas" ? [t.id] : []),
+    status.state === "valid" ? "valid" : status.reason,
+    describeUses(t),
+    describeExpiry(t.expiresAt, now),
+  ];
+}
+
+function headers(tokens: TokenService): string[] {
+  return ["token", ...(tokens.backend.kind === "mas" ? ["id"] : []), "status", "uses", "expires"];
+}
+
+function parseUses(raw: string | undefined, fallback: number | null): { ok: true; value: number | null } | { ok: false; error: string } {
+  if (raw === undefined) return { ok: true, value: fallback };
+  if (/^(unlimited|∞)$/i.test(raw)) return { ok: true, value: null };
+  if (!/^\d{1,9}$/.test(raw)) return { ok: false, error: `uses: "${raw}" is not a number of uses (0 or more, or "unlimited")` };
+  return { ok: true, value: Number(raw) };
+}
+
+const listCommand: TokenCommand = defineCommand({
+  name: "token list",
+  summary: "List registration tokens: valid (default), invalid or all",
+  params: [{ name: "which", kind: "string", description: "valid, invalid or all", optional: true }],
+  permission: "anyone-in-room",
+  async run(ctx, args) {
+    const g = await gate(ctx);
+    if (!g.ok) return g.reply;
+    const which = ((args.values["which"] as string | undefined) ?? "valid").toLowerCase();
+    if (which !== "valid" && which !== "invalid" && which !== "all") return [paragraph(`which: "${which}" is not valid, invalid or all`)];
+    const r = await g.tokens.backend.list(which);
+    await g.tokens.audit(ctx.actor, ctx.place, "list", null, r.ok ? "ok" : r.error.message, { which });
+    if (!r.ok) return [paragraph(r.error.message)];
+    if (r.value.length === 0) return [paragraph(`No ${which === "all" ? "" : `${which} `}registration tokens.`)];
+    return [paragraph(`${r.value.length} ${which === "all" ? "" : `${which} `}registration token(s):`), table(headers(g.tokens), r.value.map((t) => row(t, g.tokens)))];
+  },
+});
+
+const showCommand: TokenCommand = defineCommand({
+  name: "token show",
+  summary: "Show one token (by its string, or a MAS id)",
+  params: [{ name: "token", kind: "string", description: "the token string or MAS id" }],
+  permission: "anyone-in-room",
+  async run(ctx, args) {
+    const ref = args.values["token"] as string;
+    const checked = checkTokenRef(ref);
+    if (!checked.ok) return [paragraph(`token: ${checked.error}`)];
+    const g = await gate(ctx);
+    if (!g.ok) return g.reply;
+    const r = await g.tokens.backend.get(ref);
+    await g.tokens.audit(ctx.actor, ctx.place, "show", ref, r.ok ? (r.value ? "ok" : "not found") : r.error.message);
+    if (!r.ok) return [paragraph(r.error.message)];
+    if (r.value === undefined) return [paragraph(`There is no registration token ${ref}.`)];
+    return [table(headers(g.tokens), [row(r.value, g.tokens)])];
+  },
+});
+
+const createCommand: TokenCommand = defineCommand({
+  name: "token create",
+  summary: "Create a token: uses (default from config, or unlimited) and expiry (7d, 12h, a date, never)",
+  params: [
+    { name: "uses", kind: "string", description: 'how many registrations it allows, or "unlimited"', optional: true },
+    { name: "expiry", kind: "duration", description: "when it expires", optional: true },
+  ],
+  permission: "anyone-in-room",
+  async run(ctx, args) {
+    if (ctx.tokens === undefined) return NOT_CONFIGURED;
+    const uses = parseUses(args.values["uses"] as string | undefined, ctx.tokens.config.defaults.uses);
+    if (!uses.ok) return [paragraph(uses.error)];
+    const expiry = ctx.tokens.expiry(args.values["expiry"] as Duration | undefined);
+    if (!expiry.ok) return [paragraph(`expiry: ${expiry.error}`)];
+    const g = await gate(ctx);
+    if (!g.ok) return g.reply;
+    const r = await g.tokens.backend.create({ usesAllowed: uses.value, expiresAt: expiry.value });
+    await g.tokens.audit(ctx.actor, ctx.place, "create", r.ok ? r.value : null, r.ok ? "ok" : r.error.message, { uses: uses.value, expiresAt: expiry.value });
+    if (!r.ok) return [paragraph(r.error.message)];
+    const now = g.tokens.clock.now();
+    const expiryText = describeExpiry(r.value.expiresAt, now);
+    const usesText = r.value.usesAllowed === null ? "unlimited uses" : `${r.value.usesAllowed} use(s)`;
+    const parts = [paragraph("New registration token: ", code(r.value.token), ` — ${usesText}, expires ${expiryText}.`)];
+    const invite = g.tokens.inviteText(r.value, expiryText, usesText);
+    if (invite !== undefined) parts.push(paragraph(invite));
+    return parts;
+  },
+});
+
+const updateCommand: TokenCommand = defineCommand({
+  name: "token update",
+  summary: "Change a token's uses and/or expiry",
+  params: [
+    { name: "token", kind: "string", description: "the token string or MAS id" },
+    { name: "uses", kind: "string", description: 'uses allowed, or "unlimited"', optional: true },
+    { name: "expiry", kind: "duration", description: "new expiry (7d, a date, never)", optional: true },
+  ],
+  permission: "anyone-in-room",
+  async run(ctx, args) {
+    if (ctx.tokens === undefined) return NOT_CONFIGURED;
+    const ref = args.values["token"] as string;
+    const checked = checkTokenRef(ref);
+    if (!checked.ok) return [paragraph(`token: ${checked.error}`)];
+    const usesRaw = args.values["uses"] as string | undefined;
+    const expiryRaw = args.values["expiry"] as Duration | undefined;
+    if (usesRaw === undefined && expiryRaw === undefined) return [paragraph("Nothing to change: give uses and/or an expiry.")];
+    const uses = parseUses(usesRaw, null);
+    if (!uses.ok) return [paragraph(uses.error)];
+    const expiry = expiryRaw === undefined ? undefined : ctx.tokens.expiry(expiryRaw);
+    if (expiry !== undefined && !expiry.ok) return [paragraph(`expiry: ${expiry.error}`)];
+    const g = await gate(ctx);
+    if (!g.ok) return g.reply;
+    const r = await g.tokens.backend.update(ref, {
+      ...(usesRaw !== undefined ? { usesAllowed: uses.value } : {}),
+      ...(expiry !== undefined ? { expiresAt: expiry.value } : {}),
+    });
+    await g.tokens.audit(ctx.actor, ctx.place, "update", ref, r.ok ? "ok" : r.error.message);
+    if (!r.ok) return [paragraph(r.error.message)];
+    return [paragraph("Updated:"), table(headers(g.tokens), [row(r.value, g.tokens)])];
+  },
+});
+
+const deleteCommand: TokenCommand = defineCommand({
+  name: "token delete",
+  summary: "Delete tokens (MAS: revoke them)",
+  params: [{ name: "token", kind: "string", description: "token strings or MAS ids", variadic: true }],
+  permission: "anyone-in-room",
+  async run(ctx, args) {
+    const refs = args.values["token"] as string[];
+    const bad = refs.map((r) => [r, checkTokenRef(r)] as const).filter(([, c]) => !c.ok);
+    if (bad.length > 0) return [list(bad.map(([r, c]) => `${r}: ${c.ok ? "" : c.error}`))];
+    const g = await gate(ctx);
+    if (!g.ok) return g.reply;
+    const lines: string[] = [];
+    for (const ref of refs) {
+      const r = await g.tokens.backend.delete(ref);
+      await g.tokens.audit(ctx.actor, ctx.place, "delete", ref, r.ok ? r.value : r.error.message);
+      lines.push(`${ref}: ${r.ok ? r.value : r.error.message}`);
+    }
+    return [list(lines)];
+  },
+});
+
+const deleteAllCommand: TokenCommand = defineCommand({
+  name: "token delete-all",
+  summary: "Delete (MAS: revoke) every valid token; asks for --yes",
+  params: [],
+  flags: [{ name: "yes", description: "really do it" }],
+  permission: "anyone-in-room",
+  async run(ctx, args) {
+    const g = await gate(ctx);
+    if (!g.ok) return g.reply;
+    const r = await g.tokens.backend.list("valid");
+    if (!r.ok) return [paragraph(r.error.message)];
+    if (args.flags["yes"] !== true) {
+      return [paragraph(`This would delete ${r.value.length} valid token(s). Add --yes to do it.`)];
+    }
+    let done = 0;
+    const failures: string[] = [];
+    for (const t of r.value) {
+      const d = await g.tokens.backend.delete(g.tokens.backend.kind === "mas" ? t.id : t.token);
+      await g.tokens.audit(ctx.actor, ctx.place, "delete-all", t, d.ok ? d.value : d.error.message);
+      if (d.ok) done++;
+      else failures.push(`${t.token}: ${d.error.message}`);
+    }
+    return [paragraph(`${g.tokens.backend.kind === "mas" ? "Revoked" : "Deleted"} ${done} token(s).`), ...(failures.length > 0 ? [list(failures)] : [])];
+  },
+});
+
+const unrevokeCommand: TokenCommand = defineCommand({
+  name: "token unrevoke",
+  summary: "Make a revoked token usable again (MAS)",
+  params: [{ name: "token", kind: "string", description: "the token string or MAS id" }],
+  permission: "anyone-in-room",
+  async run(ctx, args) {
+    const ref = args.values["token"] as string;
+    const checked = checkTokenRef(ref);
+    if (!checked.ok) return [paragraph(`token: ${checked.error}`)];
+    const g = await gate(ctx);
+    if (!g.ok) return g.reply;
+    const r = await g.tokens.backend.unrevoke(ref);
+    await g.tokens.audit(ctx.actor, ctx.place, "unrevoke", ref, r.ok ? "ok" : r.error.message);
+    if (!r.ok) return [paragraph(r.error.message)];
+    return [paragraph("Unrevoked:"), table(headers(g.tokens), [row(r.value, g.tokens)])];
+  },
+});
+
+function allowKind(entry: string): "user" | "room" | "regex" | undefined {
+  if (parseUserId(entry) !== undefined) return "user";
+  if (entry.startsWith("!") && parseRoomId(entry) !== undefined) return "room";
+  try {
+    new RegExp(`^(?:${entry})$`);
+    return "regex";
+  } catch {
+    return undefined;
+  }
+}
+
+const allowCommand: TokenCommand = defineCommand({
+  name: "token allow",
+  summary: "Let a user, a regex of users, or everyone in a room (room id) use token commands",
+  params: [{ name: "entry", kind: "string", description: "@user:server, a regex, or !room:server" }],
+  permission: "anyone-in-room",
+  async run(ctx, args) {
+    const g = await gate(ctx);
+    if (!g.ok) return g.reply;
+    const entry = args.values["entry"] as string;
+    const kind = allowKind(entry);
+    if (kind === undefined) return [paragraph(`entry: "${entry}" is not a user id, a room id or a valid regular expression`)];
+    await g.tokens.store.addAllowed({ scope: TOKEN_SCOPE, entry, kind, source: "command", addedBy: ctx.actor, addedAt: g.tokens.clock.now() });
+    await g.tokens.audit(ctx.actor, ctx.place, "allow", null, "ok", { entry, kind });
+    return [paragraph(`Token commands are now allowed for ${kind} ${entry}.`)];
+  },
+});
+
+const disallowCommand: TokenCommand = defineCommand({
+  name: "token disallow",
+  summary: "Remove an entry from the token allow list",
+  params: [{ name: "entry", kind: "string", description: "as given to token allow" }],
+  permission: "anyone-in-room",
+  async run(ctx, args) {
+    const g = await gate(ctx);
+    if (!g.ok) return g.reply;
+    const entry = args.values["entry"] as string;
+    const removed = await g.tokens.store.removeAllowed(TOKEN_SCOPE, entry);
+    await g.tokens.audit(ctx.actor, ctx.place, "disallow", null, removed ? "ok" : "not listed", { entry });
+    return [paragraph(removed ? `Removed ${entry} from the token allow list.` : `${entry} was not on the token allow list.`)];
+  },
+});
+
+const allowedCommand: TokenCommand = defineCommand({
+  name: "token allowed",
+  summary: "Show the token allow list",
+  params: [],
+  permission: "anyone-in-room",
+  async run(ctx) {
+    const g = await gate(ctx);
+    if (!g.ok) return g.reply;
+    const entries = await g.tokens.store.listAllowed(TOKEN_SCOPE);
+    if (entries.length === 0) return [paragraph("The token allow list is empty: token commands work in the management room only.")];
+    return [table(["entry", "kind", "from", "added by"], entries.map((e) => [e.entry, e.kind, e.source, e.addedBy]))];
+  },
+});
+
+export const tokenCommands: readonly TokenCommand[] = [
+  listCommand,
+  showCommand,
+  createCommand,
+  updateCommand,
+  deleteCommand,
+  deleteAllCommand,
+  unrevokeCommand,
+  allowCommand,
+  disallowCommand,
+  allowedCommand,
+];

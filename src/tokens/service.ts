@@ -1,0 +1,102 @@
+/**
+ * Registration tokens as the commands see them: the configured backend, the audit trail,
+ * the token allow list, and the defaults. Shared by the management room and the CLI.
+ */
+import type { Clock } from "../clock.ts";
+import { decodeDuration } from "../commands/parse.ts";
+import type { Duration } from "../commands/spec.ts";
+import type { Config, TokensConfig } from "../config/schema.ts";
+import type { Logger } from "../log.ts";
+import { fail, ok, type Result } from "../result.ts";
+import type { Store } from "../store/store.ts";
+import { createMasTokenBackend } from "./mas.ts";
+import { createSynapseTokenBackend } from "./synapse.ts";
+import type { RegistrationToken, TokenBackend } from "./types.ts";
+
+export const TOKEN_SCOPE = "tokens";
+
+export class TokenService {
+  constructor(
+    readonly backend: TokenBackend,
+    readonly store: Store,
+    readonly clock: Clock,
+    readonly config: TokensConfig,
+    readonly log: Logger,
+  ) {}
+
+  /** Records a token action. Token strings are masked: only the room that asked sees one whole. */
+  async audit(actor: string, place: string, action: string, token: RegistrationToken | string | null, result: string, detail: unknown = null): Promise<void> {
+    const ref = token === null ? null : typeof token === "string" ? maskRef(token) : this.backend.kind === "mas" ? token.id : maskRef(token.token);
+    await this.store.recordTokenAudit({ at: this.clock.now(), actor, place, action, tokenRef: ref, result, detail });
+    this.log.info("token action", { actor, place, action, token: ref, result });
+  }
+
+  /**
+   * An empty list: operators in the management room (those the command allow list admits).
+   * Otherwise an entry names the user, a regex matching them, or the room they write in.
+   */
+  async mayUse(actor: string, place: string, managementRoomId: string | undefined, isOperator: boolean): Promise<boolean> {
+    if (place === "cli") return true;
+    const entries = await this.store.listAllowed(TOKEN_SCOPE);
+    if (entries.length === 0) return place === managementRoomId && isOperator;
+    return entries.some((e) => {
+      if (e.kind === "room") return e.entry === place;
+      if (e.kind === "user") return e.entry === actor;
+      try {
+        return new RegExp(`^(?:${e.entry})$`).test(actor);
+      } catch {
+        return false;
+      }
+    });
+  }
+
+  /** An expiry typed by a person (or the default), as an absolute time; never in the past. */
+  expiry(text: Duration | undefined): Result<Date | null, string> {
+    let d: Duration;
+    if (text !== undefined) d = text;
+    else {
+      const parsed = decodeDuration(this.config.defaults.expiry);
+      if (!parsed.ok) return { ok: false, error: `tokens.defaults.expiry: ${parsed.error}` };
+      d = parsed.value;
+    }
+    const now = this.clock.now();
+    switch (d.kind) {
+      case "never":
+        return { ok: true, value: null };
+      case "relative":
+        return { ok: true, value: new Date(now.getTime() + d.ms) };
+      case "absolute":
+        return d.at.getTime() <= now.getTime()
+          ? { ok: false, error: `the expiry ${d.at.toISOString()} is in the past` }
+          : { ok: true, value: d.at };
+    }
+  }
+
+  inviteText(token: RegistrationToken, expiry: string, uses: string): string | undefined {
+    const template = this.config.inviteTemplate;
+    if (template === undefined) return undefined;
+    return template.replaceAll("{token}", token.token).replaceAll("{expiry}", expiry).replaceAll("{uses}", uses);
+  }
+}
+
+/** "abc…(16)": enough to tell tokens apart in an audit, not enough to use one. */
+export function maskRef(token: string): string {
+  return token.length <= 4 ? `…(${token.length})` : `${token.slice(0, 3)}…(${token.length})`;
+}
+
+export function createTokenService(config: Config, store: Store, clock: Clock, log: Logger): Result<TokenService> {
+  const t = config.tokens;
+  if (t === undefined) return fail("registration tokens are not configured: add a `tokens` section to the config");
+  let backend: TokenBackend;
+  if (t.backend === "mas") {
+    if (t.mas === undefined) return fail("tokens.backend is mas, but there is no tokens.mas section (url, clientId, clientSecret)");
+    backend = createMasTokenBackend({ url: t.mas.url, clientId: t.mas.clientId, clientSecret: t.mas.clientSecret, timeoutMs: config.homeserver.requestTimeoutMs, clock });
+  } else {
+    backend = createSynapseTokenBackend({
+      homeserverUrl: config.homeserver.url,
+      accessToken: t.synapse?.accessToken ?? config.homeserver.accessToken,
+      timeoutMs: config.homeserver.requestTimeoutMs,
+    });
+  }
+  return ok(new TokenService(backend, store, clock, t, log.child("tokens")));
+}
