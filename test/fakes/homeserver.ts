@@ -26,13 +26,19 @@
  *   length: about 610 bytes besides the content for a message), so the boundary is close to, not
  *   exactly at, Synapse's.
  *
+ * Synapse admin API: only the registration-token endpoints (`/_synapse/admin/v1/registration_tokens`,
+ * from `synapse/rest/admin/registration_tokens.py` and the registration store), for server admins
+ * (`registerUser(..., { admin: true })`, `setAdmin`). Token expiry is judged by the server's clock
+ * (`clock` option of `start`, `setNow`), which governs only this API: event timestamps keep real time.
+ * `delegateAuthToMas(true)` unregisters these endpoints, as Synapse does when auth is delegated to MAS.
+ *
  * Scale: memberships given at room creation are kept in a shared, read-only base map (rooms created
  * from the same Map/object share it); each room keeps only its own changes in a small overlay map.
  * Member events are generated when served, and `/state` is serialised straight to a JSON string.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomInt } from "node:crypto";
 import type { Membership } from "../../src/reconcile/types.ts";
 
 export type EndpointKind =
@@ -58,6 +64,8 @@ export type EndpointKind =
   | "profile"
   | "event"
   | "receipt"
+  /** Synapse admin API: `/_synapse/admin/v1/registration_tokens[/…]`. */
+  | "admin_registration_tokens"
   | "other";
 
 const ENDPOINT_KINDS: readonly EndpointKind[] = [
@@ -83,6 +91,7 @@ const ENDPOINT_KINDS: readonly EndpointKind[] = [
   "profile",
   "event",
   "receipt",
+  "admin_registration_tokens",
   "other",
 ];
 
@@ -149,6 +158,18 @@ export interface SentEvent {
   readonly type: string;
   readonly sender: string;
   readonly content: Record<string, unknown>;
+}
+
+/**
+ * A registration token as Synapse's admin API serves it (`registrationTokens()` returns copies).
+ * `uses_allowed` null: unlimited; `expiry_time` (ms since the epoch) null: never expires.
+ */
+export interface RegistrationTokenInfo {
+  readonly token: string;
+  readonly uses_allowed: number | null;
+  readonly pending: number;
+  readonly completed: number;
+  readonly expiry_time: number | null;
 }
 
 type JsonObject = Record<string, unknown>;
@@ -258,6 +279,157 @@ function assertCanonicalJson(raw: string, value: unknown): void {
     }
   };
   walk(value);
+}
+
+/**
+ * The source text of each member value of a JSON object text (already parsed, so valid), by key; the
+ * last of duplicate keys wins, as in Python's `json` and `JSON.parse`. Lets a handler tell `5` (a
+ * Python int) from `5.0` or `5e0` (Python floats), which `JSON.parse` cannot.
+ */
+function memberSources(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const isWs = (c: string | undefined): boolean => c === " " || c === "\t" || c === "\n" || c === "\r";
+  let i = 0;
+  const skipWs = (): void => {
+    while (isWs(text[i])) i++;
+  };
+  const skipString = (): void => {
+    i++; // opening quote
+    while (i < text.length && text[i] !== '"') i += text[i] === "\\" ? 2 : 1;
+    i++; // closing quote
+  };
+  const skipValue = (): void => {
+    const c = text[i];
+    if (c === '"') {
+      skipString();
+      return;
+    }
+    if (c === "{" || c === "[") {
+      let depth = 0;
+      while (i < text.length) {
+        const d = text[i];
+        if (d === '"') {
+          skipString();
+          continue;
+        }
+        i++;
+        if (d === "{" || d === "[") depth++;
+        else if ((d === "}" || d === "]") && --depth === 0) return;
+      }
+      return;
+    }
+    while (i < text.length && !isWs(text[i]) && text[i] !== "," && text[i] !== "}") i++;
+  };
+  skipWs();
+  if (text[i] !== "{") return out;
+  i++;
+  skipWs();
+  while (i < text.length && text[i] === '"') {
+    const keyStart = i;
+    skipString();
+    const key = JSON.parse(text.slice(keyStart, i)) as string;
+    skipWs();
+    i++; // ':'
+    skipWs();
+    const valueStart = i;
+    skipValue();
+    out.set(key, text.slice(valueStart, i));
+    skipWs();
+    if (text[i] === ",") {
+      i++;
+      skipWs();
+    }
+  }
+  return out;
+}
+
+/** Python `type(v) is int` for a JSON value, given its source text (a float literal is not an int; nor is a boolean). */
+function isPyInt(v: unknown, source: string | undefined): v is number {
+  return typeof v === "number" && !/[.eE]/.test(source ?? "");
+}
+
+/** Python `urllib.parse.unquote` (Synapse unquotes path parameters with it): bad escapes stay, bad UTF-8 becomes U+FFFD. */
+function pyUnquote(s: string): string {
+  if (!s.includes("%")) return s;
+  return s.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) => Buffer.from(run.replace(/%/g, ""), "hex").toString("utf8"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Synapse admin API: registration tokens (synapse/rest/admin/registration_tokens.py).
+
+const REG_TOKENS_PATH = "/_synapse/admin/v1/registration_tokens";
+/** `string.ascii_letters + string.digits + "._~-"`: what Synapse accepts in, and generates for, a token. */
+const REG_TOKEN_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._~-";
+const REG_TOKEN_CHARS = /^[A-Za-z0-9._~-]*$/;
+/** Column types of `registration_tokens` on PostgreSQL: `uses_allowed INT`, `expiry_time BIGINT`. */
+const PG_INT4_MAX = 2_147_483_647n;
+const PG_INT8_MAX = 9_223_372_036_854_775_807n;
+
+interface RegistrationTokenRow {
+  token: string;
+  uses_allowed: number | null;
+  pending: number;
+  completed: number;
+  expiry_time: number | null;
+}
+
+/** A copy with Synapse's key order (token, uses_allowed, pending, completed, expiry_time). */
+function tokenInfo(t: RegistrationTokenRow): RegistrationTokenInfo {
+  return { token: t.token, uses_allowed: t.uses_allowed, pending: t.pending, completed: t.completed, expiry_time: t.expiry_time };
+}
+
+/**
+ * The admin list's `valid=true` condition (Synapse `get_registration_tokens`, SQL):
+ * `(uses_allowed > pending + completed OR uses_allowed IS NULL) AND (expiry_time > now OR expiry_time IS NULL)`.
+ * `valid=false` lists exactly the others (`uses_allowed <= pending + completed OR expiry_time <= now`).
+ */
+function isListedValid(t: RegistrationTokenRow, now: number): boolean {
+  return (t.uses_allowed === null || t.uses_allowed > t.pending + t.completed) && (t.expiry_time === null || t.expiry_time > now);
+}
+
+/**
+ * Whether a registration may start with the token (Synapse `registration_token_is_valid`). Not quite
+ * the list's condition: Python truthiness makes `uses_allowed: 0` unlimited here and lets a token be
+ * used at the very millisecond of its `expiry_time`.
+ */
+function registrationTokenUsable(t: RegistrationTokenRow, now: number): { ok: true } | { ok: false; why: string } {
+  if (t.expiry_time !== null && t.expiry_time !== 0 && t.expiry_time < now) return { ok: false, why: `expired at ${t.expiry_time} (now ${now})` };
+  if (t.uses_allowed !== null && t.uses_allowed !== 0 && t.pending + t.completed >= t.uses_allowed) {
+    return { ok: false, why: `used up (uses_allowed ${t.uses_allowed}, pending ${t.pending}, completed ${t.completed})` };
+  }
+  return { ok: true };
+}
+
+const invalidParam = (message: string): MatrixHttpError => new MatrixHttpError(400, "M_INVALID_PARAM", message);
+const internalError = (): MatrixHttpError => new MatrixHttpError(500, "M_UNKNOWN", "Internal server error");
+
+/** `uses_allowed` (when present): a non-negative Python int or null. */
+function parseUsesAllowed(v: unknown, source: string | undefined): number | null {
+  if (v === null) return null;
+  if (isPyInt(v, source) && v >= 0) return v;
+  throw invalidParam("uses_allowed must be a non-negative integer or null");
+}
+
+/** `expiry_time` (when present): a Python int not before `now`, or null. */
+function parseExpiryTime(v: unknown, source: string | undefined, now: number): number | null {
+  if (v === null) return null;
+  if (!isPyInt(v, source)) throw invalidParam("expiry_time must be an integer or null");
+  if (v < now) throw invalidParam("expiry_time must not be in the past");
+  return v;
+}
+
+/**
+ * PostgreSQL refuses values beyond the column types ("integer out of range" / "bigint out of range"),
+ * which Synapse answers with a 500. Checked on the exact literal, as the JSON number may be rounded.
+ */
+function assertFitsColumns(values: { uses_allowed?: number | null; expiry_time?: number | null }, sources: ReadonlyMap<string, string>): void {
+  const exceeds = (key: "uses_allowed" | "expiry_time", max: bigint): boolean => {
+    if (values[key] === undefined || values[key] === null) return false;
+    const source = sources.get(key);
+    if (source === undefined || !/^-?[0-9]+$/.test(source)) return false;
+    return BigInt(source) > max;
+  };
+  if (exceeds("uses_allowed", PG_INT4_MAX) || exceeds("expiry_time", PG_INT8_MAX)) throw internalError();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -763,7 +935,7 @@ const MAX_TIMER_MS = 2_147_483_647;
 // ---------------------------------------------------------------------------------------------
 // Routing.
 
-type Method = "GET" | "PUT" | "POST";
+type Method = "GET" | "PUT" | "POST" | "DELETE";
 
 interface Route {
   readonly kind: EndpointKind;
@@ -879,15 +1051,28 @@ export class FakeHomeserver {
   private wakeScheduled = false;
   private closed = false;
   private log: { method: string; path: string; query: string; kind: EndpointKind; user: string | null; status: number | null }[] = [];
+  /** Server admins (Synapse `users.admin`). */
+  private readonly admins = new Set<string>();
+  /** Registration tokens in creation order (Synapse lists them in table order, with no ORDER BY). */
+  private readonly regTokens = new Map<string, RegistrationTokenRow>();
+  /** When on, the registration-token admin endpoints are not registered (auth delegated to MAS). */
+  private masDelegated = false;
+  /** The server's clock (ms since the epoch), used by the registration-token API. */
+  private clock: () => number;
 
-  private constructor(server: Server, serverName: string) {
+  private constructor(server: Server, serverName: string, clock: () => number) {
     this.server = server;
     this.serverName = serverName;
+    this.clock = clock;
     const address = server.address() as AddressInfo;
     this.url = `http://127.0.0.1:${address.port}`;
   }
 
-  static async start(opts: { serverName?: string } = {}): Promise<FakeHomeserver> {
+  /**
+   * `clock`: the server's time in ms since the epoch (default `Date.now`); it governs the
+   * registration-token API only (see also `setNow`).
+   */
+  static async start(opts: { serverName?: string; clock?: () => number } = {}): Promise<FakeHomeserver> {
     const serverName = opts.serverName ?? "example.org";
     if (!SERVER_NAME.test(serverName)) throw new Error(`invalid server name ${serverName}`);
     const server = createServer();
@@ -899,7 +1084,7 @@ export class FakeHomeserver {
         resolve();
       });
     });
-    const hs = new FakeHomeserver(server, serverName);
+    const hs = new FakeHomeserver(server, serverName, opts.clock ?? Date.now);
     server.on("request", (req, res) => {
       hs.handle(req, res).catch((err: unknown) => {
         // Last resort: never leave a request hanging.
@@ -933,11 +1118,16 @@ export class FakeHomeserver {
   // -------------------------------------------------------------------------------------------
   // Test helpers.
 
-  registerUser(userId: string, accessToken?: string): string {
+  /**
+   * Gives `userId` an access token (a new device), returned. `opts.admin` sets (true) or clears
+   * (false) the user's server-admin flag, as `setAdmin` does; omitted, the flag is left as it is.
+   */
+  registerUser(userId: string, accessToken?: string, opts: { admin?: boolean } = {}): string {
     if (!isValidUserId(userId)) throw new Error(`registerUser: invalid user id ${userId}`);
     const token = accessToken ?? `syt_${randomBytes(18).toString("base64url")}`;
     if (this.tokens.has(token)) throw new Error("registerUser: access token already in use");
     this.tokens.set(token, { userId, deviceId: randomLetters(10).toUpperCase() });
+    if (opts.admin !== undefined) this.setAdmin(userId, opts.admin);
     // Synapse gives a new account its localpart as display name.
     if (!this.profiles.has(userId)) this.profiles.set(userId, { displayname: userId.slice(1, userId.indexOf(":")) });
     return token;
@@ -1264,6 +1454,57 @@ export class FakeHomeserver {
     return [...this.changes];
   }
 
+  /** Makes `userId` a server admin or not (Synapse `users.admin`); the user need not have a token yet. */
+  setAdmin(userId: string, admin: boolean): void {
+    if (!isValidUserId(userId)) throw new Error(`setAdmin: invalid user id ${userId}`);
+    if (admin) this.admins.add(userId);
+    else this.admins.delete(userId);
+  }
+
+  /** Stops the server's clock at `ms` (ms since the epoch) until the next call; see `start({ clock })`. */
+  setNow(ms: number): void {
+    if (!Number.isFinite(ms)) throw new Error(`setNow: not a time: ${ms}`);
+    this.clock = () => ms;
+  }
+
+  /** Every registration token (copies), in creation order. */
+  registrationTokens(): RegistrationTokenInfo[] {
+    return Array.from(this.regTokens.values(), tokenInfo);
+  }
+
+  /**
+   * Simulates a registration with the token, as Synapse's two-stage flow counts it: the
+   * `m.login.registration_token` stage checks the token (Synapse `registration_token_is_valid`) and
+   * increments `pending`; finishing the registration moves that use from `pending` to `completed`.
+   * `complete: false`: a registration that started and is not finished (pending + 1);
+   * `complete: true`: a whole registration (completed + 1). Throws, as Synapse answers 401
+   * `M_UNAUTHORIZED` "Invalid registration token", when the token is unknown, expired or used up.
+   * Returns the token afterwards (a copy).
+   */
+  useRegistrationToken(token: string, opts: { complete: boolean }): RegistrationTokenInfo {
+    const row = this.regTokens.get(token);
+    if (!row) throw new Error(`useRegistrationToken: no registration token ${JSON.stringify(token)} (Synapse: 401 Invalid registration token)`);
+    const usable = registrationTokenUsable(row, this.clock());
+    if (!usable.ok) throw new Error(`useRegistrationToken: ${JSON.stringify(token)} is ${usable.why} (Synapse: 401 Invalid registration token)`);
+    row.pending++;
+    if (opts.complete) {
+      row.pending--;
+      row.completed++;
+    }
+    return tokenInfo(row);
+  }
+
+  /**
+   * On: Synapse delegates auth to MAS (`matrix_authentication_service.enabled`, or experimental
+   * MSC3861), and does not register the registration-token admin servlets at all, so every method on
+   * their paths answers 404 `M_UNRECOGNIZED` "Unrecognized request", before any auth check. The tokens
+   * are kept (the table stays) and reappear when switched off. Such requests still count as
+   * `admin_registration_tokens`.
+   */
+  delegateAuthToMas(on: boolean): void {
+    this.masDelegated = on;
+  }
+
   // -------------------------------------------------------------------------------------------
   // Storage.
 
@@ -1574,6 +1815,7 @@ export class FakeHomeserver {
     if (pathname === "/_matrix/client/versions") {
       return this.pick(method, { GET: { kind: "versions", auth: false, handler: () => this.versions() } }, []);
     }
+    if (pathname.startsWith(REG_TOKENS_PATH)) return this.registrationTokenRoute(method, pathname);
     const prefix = "/_matrix/client/v3/";
     if (!pathname.startsWith(prefix)) return undefined;
     let segs: string[];
@@ -1689,6 +1931,44 @@ export class FakeHomeserver {
       return this.pick(method, { POST: { kind: "send", auth: true, handler: (ctx) => this.sendEndpoint(ctx) } }, [roomId, d!]);
     }
     return undefined;
+  }
+
+  /**
+   * Synapse's three servlet patterns, tried in registration order against the raw path:
+   * `registration_tokens$`, `registration_tokens/new$`, `registration_tokens/(?P<token>[^/]*)$` — so
+   * `GET|PUT|DELETE …/new` is a 405 (the `new` pattern matches first) and `…/registration_tokens/`
+   * names the empty token. The token is unquoted with Python's `urllib.parse.unquote`.
+   */
+  private registrationTokenRoute(method: string, pathname: string): { route: Route; params: string[] } | undefined {
+    const rest = pathname.slice(REG_TOKENS_PATH.length);
+    const kind: EndpointKind = "admin_registration_tokens";
+    let routes: Partial<Record<Method, Route>>;
+    let params: string[] = [];
+    if (rest === "") {
+      routes = { GET: { kind, auth: true, handler: (ctx) => this.listRegistrationTokens(ctx) } };
+    } else if (rest === "/new") {
+      routes = { POST: { kind, auth: true, handler: (ctx) => this.newRegistrationToken(ctx) } };
+    } else if (rest.startsWith("/") && !rest.includes("/", 1)) {
+      params = [pyUnquote(rest.slice(1))];
+      routes = {
+        GET: { kind, auth: true, handler: (ctx) => this.getRegistrationToken(ctx) },
+        PUT: { kind, auth: true, handler: (ctx) => this.putRegistrationToken(ctx) },
+        DELETE: { kind, auth: true, handler: (ctx) => this.deleteRegistrationToken(ctx) },
+      };
+    } else {
+      return undefined;
+    }
+    if (this.masDelegated) {
+      const unregistered: Route = {
+        kind,
+        auth: false,
+        handler: () => {
+          throw new MatrixHttpError(404, "M_UNRECOGNIZED", "Unrecognized request");
+        },
+      };
+      return { route: unregistered, params };
+    }
+    return this.pick(method, routes, params);
   }
 
   /** A known path: the route for the method, or 405 for another method. */
@@ -2619,6 +2899,103 @@ export class FakeHomeserver {
         throw new MatrixHttpError(400, "M_DUPLICATE_ANNOTATION", "Can't send same reaction twice");
       }
     }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Synapse admin API: registration tokens. Each handler first asserts a server admin (Synapse
+  // `assert_requester_is_admin`), then parses, in the order of `registration_tokens.py`.
+
+  private requireServerAdmin(ctx: RequestContext): void {
+    if (!this.admins.has(ctx.user)) throw forbidden("You are not a server admin");
+  }
+
+  private noSuchRegistrationToken(token: string): MatrixHttpError {
+    return new MatrixHttpError(404, "M_NOT_FOUND", `No such registration token: ${token}`);
+  }
+
+  private listRegistrationTokens(ctx: RequestContext): Reply {
+    this.requireServerAdmin(ctx);
+    const raw = ctx.query.get("valid");
+    let valid: boolean | undefined;
+    if (raw !== null) {
+      if (raw === "true") valid = true;
+      else if (raw === "false") valid = false;
+      else throw invalidParam("Boolean query parameter 'valid' must be one of ['true', 'false']");
+    }
+    const now = this.clock();
+    const out: RegistrationTokenInfo[] = [];
+    for (const t of this.regTokens.values()) if (valid === undefined || isListedValid(t, now) === valid) out.push(tokenInfo(t));
+    return ok({ registration_tokens: out });
+  }
+
+  private newRegistrationToken(ctx: RequestContext): Reply {
+    this.requireServerAdmin(ctx);
+    const body = FakeHomeserver.jsonObject(ctx.rawBody);
+    const sources = memberSources(ctx.rawBody);
+    let token: string;
+    if (Object.hasOwn(body, "token")) {
+      const t = body.token;
+      if (typeof t !== "string") throw invalidParam("token must be a string");
+      const length = [...t].length; // Python len(): code points
+      if (!(length > 0 && length <= 64)) throw invalidParam("token must not be empty and must not be longer than 64 characters");
+      // Synapse's message names a narrower regex than the characters it accepts ([A-Za-z0-9._~-]).
+      if (!REG_TOKEN_CHARS.test(t)) throw invalidParam("token must consist only of characters matched by the regex [A-Za-z0-9-_]");
+      token = t;
+    } else {
+      const length = Object.hasOwn(body, "length") ? body.length : 16;
+      if (!isPyInt(length, sources.get("length"))) throw invalidParam("length must be an integer");
+      if (!(length > 0 && length <= 64)) throw invalidParam("length must be greater than zero and not greater than 64");
+      token = this.generateRegistrationToken(length);
+    }
+    const usesAllowed = Object.hasOwn(body, "uses_allowed") ? parseUsesAllowed(body.uses_allowed, sources.get("uses_allowed")) : null;
+    const expiryTime = Object.hasOwn(body, "expiry_time") ? parseExpiryTime(body.expiry_time, sources.get("expiry_time"), this.clock()) : null;
+    if (this.regTokens.has(token)) throw invalidParam(`Token already exists: ${token}`);
+    assertFitsColumns({ uses_allowed: usesAllowed, expiry_time: expiryTime }, sources);
+    const row: RegistrationTokenRow = { token, uses_allowed: usesAllowed, pending: 0, completed: 0, expiry_time: expiryTime };
+    this.regTokens.set(token, row);
+    return ok(tokenInfo(row));
+  }
+
+  /** Synapse `generate_registration_token`: three tries at a random unused token, then a 500. */
+  private generateRegistrationToken(length: number): string {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      let token = "";
+      for (let i = 0; i < length; i++) token += REG_TOKEN_ALPHABET[randomInt(REG_TOKEN_ALPHABET.length)];
+      if (!this.regTokens.has(token)) return token;
+    }
+    throw new MatrixHttpError(500, "M_UNKNOWN", "Unable to generate a unique registration token. Try again with a greater length");
+  }
+
+  private getRegistrationToken(ctx: RequestContext): Reply {
+    this.requireServerAdmin(ctx);
+    const token = ctx.params[0]!;
+    const row = this.regTokens.get(token);
+    if (!row) throw this.noSuchRegistrationToken(token);
+    return ok(tokenInfo(row));
+  }
+
+  private putRegistrationToken(ctx: RequestContext): Reply {
+    this.requireServerAdmin(ctx);
+    const token = ctx.params[0]!;
+    const body = FakeHomeserver.jsonObject(ctx.rawBody);
+    const sources = memberSources(ctx.rawBody);
+    const updates: { uses_allowed?: number | null; expiry_time?: number | null } = {};
+    if (Object.hasOwn(body, "uses_allowed")) updates.uses_allowed = parseUsesAllowed(body.uses_allowed, sources.get("uses_allowed"));
+    if (Object.hasOwn(body, "expiry_time")) updates.expiry_time = parseExpiryTime(body.expiry_time, sources.get("expiry_time"), this.clock());
+    // The UPDATE fails on out-of-range values whether or not the row exists.
+    assertFitsColumns(updates, sources);
+    const row = this.regTokens.get(token);
+    if (!row) throw this.noSuchRegistrationToken(token);
+    if (updates.uses_allowed !== undefined) row.uses_allowed = updates.uses_allowed;
+    if (updates.expiry_time !== undefined) row.expiry_time = updates.expiry_time;
+    return ok(tokenInfo(row));
+  }
+
+  private deleteRegistrationToken(ctx: RequestContext): Reply {
+    this.requireServerAdmin(ctx);
+    const token = ctx.params[0]!;
+    if (!this.regTokens.delete(token)) throw this.noSuchRegistrationToken(token);
+    return ok({});
   }
 
   /**

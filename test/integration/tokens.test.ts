@@ -1,0 +1,134 @@
+/**
+ * Registration tokens through the CLI (`matrix-group-sync token …`) against the test
+ * homeserver's Synapse admin API, and against the MAS stand-in.
+ */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runCli, type CliIo } from "../../src/main.ts";
+import { openStore } from "../../src/store/kysely-store.ts";
+import { FakeHomeserver } from "../fakes/homeserver.ts";
+
+const ADMIN = "@admin:example.org";
+let dir: string;
+let hs: FakeHomeserver;
+let adminToken: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "mgs-tokens-"));
+  hs = await FakeHomeserver.start({ serverName: "example.org" });
+  adminToken = hs.registerUser(ADMIN, undefined, { admin: true });
+  await writeFile(join(dir, "directory.yaml"), "users: []\ngroups: []\n");
+});
+
+afterAll(async () => {
+  await hs.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function synapseConfig(token = adminToken): Promise<string> {
+  const path = join(dir, "synapse.yaml");
+  await writeFile(
+    path,
+    `homeserver: { url: ${hs.url}, accessToken: ${token} }
+dataDir: ./data
+idp: { kind: static, static: { file: directory.yaml } }
+tokens:
+  backend: synapse
+  defaults: { uses: 1, expiry: 7d }
+  inviteTemplate: "Join us: https://example.org/#/register?token={token} ({uses}, until {expiry})"
+log: { level: error }
+`,
+  );
+  return path;
+}
+
+async function token(args: string[], config: string): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const io: CliIo = { out: (t) => out.push(t), err: (t) => err.push(t), env: {}, cwd: dir, interactive: false };
+  const code = await runCli(["token", ...args, "--config", config], io);
+  return { code, out: out.join("\n"), err: err.join("\n") };
+}
+
+describe("matrix-group-sync token (Synapse admin API)", () => {
+  it("creates, lists with pending uses, shows, updates and deletes; every action is audited", async () => {
+    const config = await synapseConfig();
+    const created = await token(["create", "3", "7d"], config);
+    expect(created.code, created.err).toBe(0);
+    const match = /New registration token: (\S+) — 3 use\(s\), expires (\d{4}-\d\d-\d\d \d\d:\d\d UTC) \(in (6|7) days\)/.exec(created.out);
+    expect(match, created.out).not.toBeNull();
+    const value = match![1]!;
+    expect(created.out).toContain(`Join us: https://example.org/#/register?token=${value} (3 use(s), until`);
+    expect(hs.registrationTokens().map((t) => t.token)).toContain(value);
+
+    hs.useRegistrationToken(value, { complete: true });
+    hs.useRegistrationToken(value, { complete: false });
+    const listed = await token(["list"], config);
+    expect(listed.out).toMatch(new RegExp(`${value}\\s+\\|\\s+valid\\s+\\|\\s+1 of 3 used, 1 pending`));
+
+    expect((await token(["update", value, "unlimited", "never"], config)).out).toMatch(/1 used \(unlimited\), 1 pending\s+\|\s+never/);
+    expect((await token(["show", value], config)).out).toContain(value);
+    expect((await token(["delete", value], config)).out).toContain(`${value}: deleted`);
+    expect((await token(["show", value], config)).out).toBe(`There is no registration token ${value}.`);
+
+    const store = await openStore({ dataDir: join(dir, "data") });
+    try {
+      const audit = await store.listTokenAudit(10);
+      expect(audit.map((a) => a.action)).toEqual(["show", "delete", "show", "update", "list", "create"]);
+      expect(audit.every((a) => a.actor === "cli" && a.place === "cli")).toBe(true);
+      // The token string itself never lands in the audit, only a masked reference.
+      expect(JSON.stringify(audit)).not.toContain(value);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("answers bad input before any request is sent", async () => {
+    const config = await synapseConfig();
+    hs.resetCounts();
+    const cases: [string[], RegExp][] = [
+      [["create", "-1"], /uses: "-1" is not a number of uses/],
+      [["create", "many"], /uses: "many" is not a number of uses/],
+      [["create", "1", "2001-01-01"], /expiry: the expiry 2001-01-01T00:00:00.000Z is in the past/],
+      [["create", "1", "soon"], /expiry: /],
+      [["show", "not valid!"], /token: a token may contain only/],
+      [["show", "x".repeat(65)], /token: a token has 1 to 64 characters \(got 65\)/],
+      [["delete", "a b"], /a token may contain only/],
+    ];
+    for (const [args, expected] of cases) {
+      const r = await token(args, config);
+      expect(`${r.out}\n${r.err}`, args.join(" ")).toMatch(expected);
+    }
+    expect(hs.requestCounts().admin_registration_tokens).toBe(0);
+    const usage = await token(["update"], config);
+    expect(usage.code).toBe(2);
+    expect(usage.err).toMatch(/Usage: matrix-group-sync token update <token> \[uses\] \[expiry\]/);
+  });
+
+  it("delete-all asks for --yes", async () => {
+    const config = await synapseConfig();
+    await token(["create"], config);
+    await token(["create"], config);
+    const ask = await token(["delete-all"], config);
+    expect(ask.out).toMatch(/This would delete \d+ valid token\(s\)\. Add --yes to do it\./);
+    expect((await token(["delete-all", "--yes"], config)).out).toMatch(/Deleted \d+ token\(s\)\./);
+    expect((await token(["list", "valid"], config)).out).toBe("No valid registration tokens.");
+  });
+
+  it("says what to do when Synapse delegates auth to MAS, or the token is not an admin's", async () => {
+    const config = await synapseConfig();
+    hs.delegateAuthToMas(true);
+    try {
+      const r = await token(["list"], config);
+      expect(r.out).toMatch(/not available \(Synapse may delegate authentication to MAS\): set tokens.backend: mas/);
+      expect(r.code).toBe(1);
+    } finally {
+      hs.delegateAuthToMas(false);
+    }
+    const plain = hs.registerUser("@plain:example.org");
+    const refused = await token(["list"], await synapseConfig(plain));
+    expect(refused.out).toMatch(/the access token must belong to a Synapse server admin/);
+  });
+});
