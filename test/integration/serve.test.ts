@@ -41,6 +41,7 @@ mapping:
     - room: "#eng:example.org"
       groups: [ { group: engineers }, { group: leads, role: moderator } ]
 sync: { maxRemovals: { count: 3 } }
+tokens: { backend: synapse, defaults: { uses: 2, expiry: 3d } }
 serve:
   managementRoom: "#mgmt:example.org"
   schedule: "${extra.schedule ?? "0 0 1 1 *"}"
@@ -85,7 +86,7 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "mgs-serve-"));
   await writeFile(join(dir, "directory.yaml"), directory);
   hs = await FakeHomeserver.start({ serverName: "example.org" });
-  token = hs.registerUser(BOT);
+  token = hs.registerUser(BOT, undefined, { admin: true });
   hs.registerUser(OP);
   mgmt = hs.createRoom({ creator: OP, alias: "#mgmt:example.org", members: { [BOT]: "invite", "@intruder:example.org": "join" } });
   eng = hs.createRoom({
@@ -160,6 +161,22 @@ describe("serve: the management room", () => {
     expect(await command("!kick-member #eng:example.org @guest:partner.example")).toMatch(/removed from the room/);
     expect(hs.members(eng)["@guest:partner.example"]).toBe("leave");
     expect(await command("!kick-member #eng:example.org @alice:example.org")).toMatch(/Refused/);
+  });
+
+  it("!token commands work for operators in the management room, and are refused to others", async () => {
+    const created = await command("!token create");
+    const value = /New registration token: (\S+) — 2 use\(s\), expires/.exec(created)?.[1];
+    expect(value, created).toBeDefined();
+    expect(hs.registrationTokens().map((t) => t.token)).toContain(value);
+    expect(await command("!token list")).toMatch(new RegExp(`${value}\\s+\\|\\s+valid\\s+\\|\\s+0 of 2 used`));
+    expect(await command("!token list", "@intruder:example.org")).toBe("Sorry @intruder:example.org, token commands are not allowed for you here.");
+    expect(await command(`!token delete ${value!}`)).toContain(`${value!}: deleted`);
+    const audit = await handle!.service.app.store.listTokenAudit(5);
+    expect(audit.map((a) => [a.action, a.actor, a.place])).toEqual([
+      ["delete", OP, mgmt],
+      ["list", OP, mgmt],
+      ["create", OP, mgmt],
+    ]);
   });
 
   it("!joined and !managed list the rooms", async () => {
