@@ -7,6 +7,7 @@ import { parseRoomId, parseUserId } from "../matrix/ids.ts";
 import type { TokenService } from "../tokens/service.ts";
 import { TOKEN_SCOPE } from "../tokens/service.ts";
 import { checkTokenRef, describeExpiry, describeUses, tokenStatus, type RegistrationToken } from "../tokens/types.ts";
+import type { Result } from "../result.ts";
 import { code, list, paragraph, table, type Part } from "./render.ts";
 import { defineCommand, type CommandSpec, type Duration } from "./spec.ts";
 
@@ -33,6 +34,28 @@ async function gate(ctx: TokenContext): Promise<{ ok: true; tokens: TokenService
     return { ok: false, reply: [paragraph(`Sorry ${ctx.actor}, token commands are not allowed for you here.`)] };
   }
   return { ok: true, tokens: ctx.tokens };
+}
+
+/**
+ * The shape every one-token command shares: check the reference before any request, check
+ * permission, call the backend, audit, answer with the token as a table.
+ */
+async function oneToken(
+  ctx: TokenContext,
+  ref: string,
+  action: string,
+  call: (tokens: TokenService) => Promise<Result<RegistrationToken | undefined>>,
+  title?: string,
+): Promise<Part[]> {
+  const checked = checkTokenRef(ref);
+  if (!checked.ok) return [paragraph(`token: ${checked.error}`)];
+  const g = await gate(ctx);
+  if (!g.ok) return g.reply;
+  const r = await call(g.tokens);
+  await g.tokens.audit(ctx.actor, ctx.place, action, ref, r.ok ? (r.value ? "ok" : "not found") : r.error.message);
+  if (!r.ok) return [paragraph(r.error.message)];
+  if (r.value === undefined) return [paragraph(`There is no registration token ${ref}.`)];
+  return [...(title !== undefined ? [paragraph(title)] : []), table(headers(g.tokens), [row(r.value, g.tokens)])];
 }
 
 function row(t: RegistrationToken, tokens: TokenService): string[] {
@@ -81,18 +104,7 @@ const showCommand: TokenCommand = defineCommand({
   summary: "Show one token (by its string, or a MAS id)",
   params: [{ name: "token", kind: "string", description: "the token string or MAS id" }],
   permission: "anyone-in-room",
-  async run(ctx, args) {
-    const ref = args.values["token"] as string;
-    const checked = checkTokenRef(ref);
-    if (!checked.ok) return [paragraph(`token: ${checked.error}`)];
-    const g = await gate(ctx);
-    if (!g.ok) return g.reply;
-    const r = await g.tokens.backend.get(ref);
-    await g.tokens.audit(ctx.actor, ctx.place, "show", ref, r.ok ? (r.value ? "ok" : "not found") : r.error.message);
-    if (!r.ok) return [paragraph(r.error.message)];
-    if (r.value === undefined) return [paragraph(`There is no registration token ${ref}.`)];
-    return [table(headers(g.tokens), [row(r.value, g.tokens)])];
-  },
+  run: (ctx, args) => oneToken(ctx, args.values["token"] as string, "show", (t) => t.backend.get(args.values["token"] as string)),
 });
 
 const createCommand: TokenCommand = defineCommand({
@@ -209,17 +221,8 @@ const unrevokeCommand: TokenCommand = defineCommand({
   summary: "Make a revoked token usable again (MAS)",
   params: [{ name: "token", kind: "string", description: "the token string or MAS id" }],
   permission: "anyone-in-room",
-  async run(ctx, args) {
-    const ref = args.values["token"] as string;
-    const checked = checkTokenRef(ref);
-    if (!checked.ok) return [paragraph(`token: ${checked.error}`)];
-    const g = await gate(ctx);
-    if (!g.ok) return g.reply;
-    const r = await g.tokens.backend.unrevoke(ref);
-    await g.tokens.audit(ctx.actor, ctx.place, "unrevoke", ref, r.ok ? "ok" : r.error.message);
-    if (!r.ok) return [paragraph(r.error.message)];
-    return [paragraph("Unrevoked:"), table(headers(g.tokens), [row(r.value, g.tokens)])];
-  },
+  run: (ctx, args) =>
+    oneToken(ctx, args.values["token"] as string, "unrevoke", (t) => t.backend.unrevoke(args.values["token"] as string), "Unrevoked:"),
 });
 
 function allowKind(entry: string): "user" | "room" | "regex" | undefined {

@@ -4,37 +4,25 @@
  * at the first failure: each room's outcome is collected and reported.
  */
 import type { Clock } from "../clock.ts";
-import type { ConventionMapping, ExplicitRoomMapping } from "../idp/room-mapping.ts";
 import type { IdentityProvider } from "../idp/types.ts";
 import type { MatrixGateway } from "../matrix/gateway.ts";
 import { serverNameOf, type RoomId, type UserId } from "../matrix/ids.ts";
 import type { Logger } from "../log.ts";
 import type { ActionRecord, RunTrigger, Store } from "../store/store.ts";
 import { applyRoomPlan, simulateRoomPlan, type ActionResult } from "./apply.ts";
-import { readDirectory } from "./directory.ts";
+import { readDirectory, type DirectorySettings } from "./directory.ts";
 import { planRoom } from "./plan.ts";
 import { countReport, reportActions, reportHeld, type RoomReport, type RunReport } from "./report.ts";
 import type { DesiredRoom, Policy, RoomMemory } from "./types.ts";
 
-export interface SyncSettings {
+export interface SyncSettings extends DirectorySettings {
   /** Default: the bot's own server name. */
   readonly managedDomains?: readonly string[];
-  readonly roles: Readonly<Record<string, number>>;
-  readonly users: {
-    readonly attribute: string;
-    readonly template: string;
-    /** Default: the bot's own server name. */
-    readonly domain?: string;
-    readonly lowercase: boolean;
-    readonly renamedUsers: Readonly<Record<string, string>>;
-  };
-  readonly mapping: { readonly rooms: ExplicitRoomMapping; readonly convention: ConventionMapping };
-  readonly sync: {
+  readonly sync: DirectorySettings["sync"] & {
     readonly kick: boolean;
     readonly kickReason: string;
     readonly maxRemovals: { readonly count?: number; readonly share?: number };
     readonly ignoreUsers: readonly string[];
-    readonly maxDepth: number;
   };
   /** Rooms processed at once. */
   readonly concurrency: number;
