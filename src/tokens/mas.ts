@@ -27,7 +27,8 @@ export function createMasTokenBackend(opts: MasTokenOptions): TokenBackend {
 
   async function accessToken(): Promise<Result<string>> {
     if (cached && opts.clock.now().getTime() < cached.until) return ok(cached.token);
-    const basic = Buffer.from(`${encodeURIComponent(opts.clientId)}:${encodeURIComponent(opts.clientSecret)}`).toString("base64");
+    // MAS reads the Basic credentials as they are (it does not form-decode them).
+    const basic = Buffer.from(`${opts.clientId}:${opts.clientSecret}`).toString("base64");
     const r = await requestJson(`${issuer}/oauth2/token`, {
       method: "POST",
       headers: { Authorization: `Basic ${basic}`, "Content-Type": "application/x-www-form-urlencoded" },

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli, type CliIo } from "../../src/main.ts";
 import { openStore } from "../../src/store/kysely-store.ts";
 import { FakeHomeserver } from "../fakes/homeserver.ts";
+import { FakeMas } from "../fakes/mas.ts";
 
 const ADMIN = "@admin:example.org";
 let dir: string;
@@ -130,5 +131,77 @@ describe("matrix-group-sync token (Synapse admin API)", () => {
     const plain = hs.registerUser("@plain:example.org");
     const refused = await token(["list"], await synapseConfig(plain));
     expect(refused.out).toMatch(/the access token must belong to a Synapse server admin/);
+  });
+});
+
+describe("matrix-group-sync token (Matrix Authentication Service)", () => {
+  const CLIENT = "01JAAAAAAAAAAAAAAAAAAAAAAA";
+  const SECRET = "se+cr/et=with:odd chars";
+  let mas: FakeMas;
+  let config: string;
+
+  beforeAll(async () => {
+    mas = await FakeMas.start();
+    mas.addClient({ clientId: CLIENT, clientSecret: SECRET, admin: true });
+    mas.addClient({ clientId: "01JBBBBBBBBBBBBBBBBBBBBBBB", clientSecret: SECRET, admin: false });
+    await writeFile(join(dir, "mas-secret"), `${SECRET}\n`);
+    config = join(dir, "mas.yaml");
+    await writeFile(config, masConfig(CLIENT));
+  });
+
+  afterAll(async () => {
+    await mas.close();
+  });
+
+  function masConfig(clientId: string): string {
+    return `homeserver: { url: ${hs.url}, accessToken: ${adminToken} }
+dataDir: ./data-mas
+idp: { kind: static, static: { file: directory.yaml } }
+tokens:
+  backend: mas
+  mas: { url: ${mas.url}, clientId: ${clientId}, clientSecretFile: mas-secret }
+log: { level: error }
+`;
+  }
+
+  it("creates, finds by string and by ULID, revokes and unrevokes; lists across pages", async () => {
+    const created = await token(["create", "2", "30d"], config);
+    expect(created.code, created.err).toBe(0);
+    const value = /New registration token: (\S+) — 2 use\(s\)/.exec(created.out)?.[1];
+    expect(value, created.out).toBeDefined();
+    const record = mas.tokens().find((t) => t.token === value)!;
+    expect(record.usageLimit).toBe(2);
+
+    expect((await token(["show", value!], config)).out).toContain(record.id);
+    expect((await token(["show", record.id.toLowerCase()], config)).out).toContain(value!);
+
+    for (let i = 0; i < 24; i++) await token(["create"], config);
+    const all = await token(["list", "all"], config);
+    expect(all.out).toMatch(/^25 registration token\(s\):/);
+    expect(mas.requestCounts().list).toBeGreaterThanOrEqual(1);
+
+    expect((await token(["delete", value!], config)).out).toContain(`${value!}: revoked`);
+    expect((await token(["show", value!], config)).out).toMatch(/revoked 20/);
+    expect((await token(["unrevoke", value!], config)).out).toMatch(/Unrevoked:[\s\S]*valid/);
+    expect((await token(["unrevoke", value!], config)).out).toMatch(/is not revoked/);
+  });
+
+  it("fetches a new access token once when MAS says the old one expired", async () => {
+    await token(["list"], config);
+    const before = mas.tokenRequests();
+    mas.expireAccessTokens();
+    const r = await token(["list"], config);
+    expect(r.code, r.out).toBe(0);
+    expect(mas.tokenRequests()).toBe(before + 1);
+  });
+
+  it("explains refused client credentials", async () => {
+    await writeFile(join(dir, "bad.yaml"), masConfig("01JBBBBBBBBBBBBBBBBBBBBBBB"));
+    const notAdmin = await token(["list"], join(dir, "bad.yaml"));
+    expect(notAdmin.out).toMatch(/MAS refused the client credentials: .*policy.data.admin_clients/);
+    await writeFile(join(dir, "unknown.yaml"), masConfig("01JCCCCCCCCCCCCCCCCCCCCCCC"));
+    const unknown = await token(["list"], join(dir, "unknown.yaml"));
+    expect(unknown.out).toBe("MAS refused the client credentials: invalid_client (wrong client id or secret)");
+    expect(unknown.code).toBe(1);
   });
 });
