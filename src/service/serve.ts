@@ -86,8 +86,15 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
       tokenAllow.map((entry) => ({ entry, kind: parseUserId(entry) !== undefined ? "user" : entry.startsWith("!") ? "room" : "regex", addedBy: "config" })),
       app.clock.now(),
     );
-    // Rooms where anyone present may use token commands (and only those).
-    const tokenRooms = new Set(tokenAllow.filter((e) => e.startsWith("!") && parseUserId(e) === undefined));
+    // Rooms where anyone present may use token commands (and only those): the bot joins them.
+    const tokenRooms = new Set<string>();
+    for (const room of tokenAllow.filter((e) => e.startsWith("!"))) {
+      try {
+        tokenRooms.add(await client.joinRoom(room));
+      } catch (err) {
+        log.warn("cannot join a token room", { room, error: describeError(err) });
+      }
+    }
 
     const abort = new AbortController();
     const service = new Service(config, app, bot, client, abort.signal);

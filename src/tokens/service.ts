@@ -32,13 +32,13 @@ export class TokenService {
   }
 
   /**
-   * An empty list: operators in the management room (those the command allow list admits).
-   * Otherwise an entry names the user, a regex matching them, or the room they write in.
+   * Operators in the management room (those the command allow list admits) always may; the
+   * token allow list adds users, regexes of users, and rooms where anyone present may.
    */
   async mayUse(actor: string, place: string, managementRoomId: string | undefined, isOperator: boolean): Promise<boolean> {
     if (place === "cli") return true;
+    if (place === managementRoomId && isOperator) return true;
     const entries = await this.store.listAllowed(TOKEN_SCOPE);
-    if (entries.length === 0) return place === managementRoomId && isOperator;
     return entries.some((e) => {
       if (e.kind === "room") return e.entry === place;
       if (e.kind === "user") return e.entry === actor;

@@ -23,6 +23,7 @@ let hs: FakeHomeserver;
 let token: string;
 let mgmt: string;
 let eng: string;
+let tokenRoom: string;
 let handle: ServeHandle | undefined;
 
 const directory = `
@@ -41,7 +42,7 @@ mapping:
     - room: "#eng:example.org"
       groups: [ { group: engineers }, { group: leads, role: moderator } ]
 sync: { maxRemovals: { count: 3 } }
-tokens: { backend: synapse, defaults: { uses: 2, expiry: 3d } }
+tokens: { backend: synapse, defaults: { uses: 2, expiry: 3d }, allow: ["${tokenRoom}"] }
 serve:
   managementRoom: "#mgmt:example.org"
   schedule: "${extra.schedule ?? "0 0 1 1 *"}"
@@ -89,6 +90,7 @@ beforeAll(async () => {
   token = hs.registerUser(BOT, undefined, { admin: true });
   hs.registerUser(OP);
   mgmt = hs.createRoom({ creator: OP, alias: "#mgmt:example.org", members: { [BOT]: "invite", "@intruder:example.org": "join" } });
+  tokenRoom = hs.createRoom({ creator: "@helpdesk:example.org", members: { [BOT]: "invite" } });
   eng = hs.createRoom({
     creator: BOT,
     alias: "#eng:example.org",
@@ -177,6 +179,22 @@ describe("serve: the management room", () => {
       ["list", OP, mgmt],
       ["create", OP, mgmt],
     ]);
+  });
+
+  it("in a room on the token allow list anyone present may use token commands, and nothing else", async () => {
+    expect(hs.members(tokenRoom)[BOT]).toBe("join");
+    const ask = hs.sendMessage(tokenRoom, "@helpdesk:example.org", "!token create 1 1d");
+    const reply = await hs.waitForMessage(
+      tokenRoom,
+      (m) => m.sender === BOT && JSON.stringify(m.content).includes(ask),
+      20_000,
+    );
+    expect(String(reply.content["body"])).toMatch(/New registration token: \S+ — 1 use\(s\)/);
+    const sync = hs.sendMessage(tokenRoom, "@helpdesk:example.org", "!sync");
+    // The next token reply proves the bot read past the !sync, which it must ignore here.
+    const later = hs.sendMessage(tokenRoom, "@helpdesk:example.org", "!token allowed");
+    await hs.waitForMessage(tokenRoom, (m) => m.sender === BOT && JSON.stringify(m.content).includes(later), 20_000);
+    expect(hs.messages(tokenRoom, { sender: BOT }).some((m) => JSON.stringify(m.content).includes(sync))).toBe(false);
   });
 
   it("!joined and !managed list the rooms", async () => {
