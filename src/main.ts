@@ -19,6 +19,11 @@ import { CommandTable } from "./commands/spec.ts";
 import { tokenCommands, type TokenContext } from "./commands/token-commands.ts";
 import { createTokenService } from "./tokens/service.ts";
 import { ServeError, startServe, type ServeHandle } from "./service/serve.ts";
+import { createLogger } from "./log.ts";
+import { observeHomeserverResponses } from "./matrix/bot-sdk-gateway.ts";
+import { startHttpEndpoints, type HttpEndpoints, type Role } from "./service/http.ts";
+import { waitForLeadership, type Leadership } from "./service/leader.ts";
+import { Metrics } from "./service/metrics.ts";
 import { toJson, toText } from "./reconcile/report.ts";
 
 export const EXIT_OK = 0;
@@ -218,28 +223,91 @@ async function runTokenCli(args: readonly string[], io: CliIo): Promise<number> 
   }
 }
 
-/** `serve`: runs until SIGTERM or SIGINT, then stops cleanly and exits 0. */
+/**
+ * `serve`: runs until SIGTERM or SIGINT, then stops cleanly and exits 0. With PostgreSQL
+ * several replicas may run: only the one holding the leader lock serves; the others stand by
+ * and take over when the leader's database session ends.
+ */
 async function serveUntilSignal(config: Config, io: CliIo): Promise<number> {
-  let handle: ServeHandle;
-  try {
-    handle = await startServe(config);
-  } catch (err) {
-    io.err(err instanceof ServeError ? err.message : `cannot start: ${describeError(err)}`);
-    return EXIT_FAILURES;
+  const log = createLogger({ level: config.log.level, format: config.log.format });
+  const metrics = new Metrics();
+  observeHomeserverResponses((status, ms) => metrics.recordHomeserverResponse(status, ms));
+  let role: Role = "starting";
+  let handle: ServeHandle | undefined;
+  const stop = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    io.err(`${signal}: stopping (the action under way finishes first)`);
+    stop.abort();
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  const stopped = new Promise<void>((r) => stop.signal.addEventListener("abort", () => r(), { once: true }));
+
+  const http = config.serve?.http;
+  let endpoints: HttpEndpoints | undefined;
+  if (http?.enabled === true) {
+    try {
+      endpoints = await startHttpEndpoints({ address: http.address, port: http.port }, metrics, {
+        role: () => role,
+        database: async () => (handle === undefined ? (role === "standby" ? undefined : "not open yet") : probe(() => handle!.service.app.store.listRuns(1))),
+        homeserver: async () => (handle === undefined ? undefined : probe(() => handle!.service.app.gateway.whoami())),
+      }, log);
+    } catch (err) {
+      io.err(`cannot listen on ${http.address}:${http.port} for /healthz, /readyz and /metrics: ${describeError(err)}`);
+      return EXIT_FAILURES;
+    }
   }
-  io.err(`matrix-group-sync is serving (management room ${handle.managementRoomId}); stop with SIGTERM or Ctrl-C.`);
-  await new Promise<void>((resolve) => {
-    const onSignal = (signal: NodeJS.Signals): void => {
-      io.err(`${signal}: stopping (the action under way finishes first)`);
-      process.off("SIGTERM", onSignal);
-      process.off("SIGINT", onSignal);
-      resolve();
-    };
-    process.on("SIGTERM", onSignal);
-    process.on("SIGINT", onSignal);
-  });
-  await handle.stop();
+  try {
+    while (!stop.signal.aborted) {
+      let leadership: Leadership | undefined;
+      if (config.database !== undefined) {
+        role = "standby";
+        metrics.leader.set(0);
+        leadership = await waitForLeadership({
+          databaseUrl: config.database.url,
+          log,
+          retryMs: config.serve?.leaderRetryMs ?? 2_000,
+          signal: stop.signal,
+        });
+        if (leadership === undefined) break;
+      }
+      try {
+        handle = await startServe(config, { onRun: (r) => metrics.recordRun(r) });
+      } catch (err) {
+        await leadership?.release();
+        io.err(err instanceof ServeError ? err.message : `cannot start: ${describeError(err)}`);
+        return EXIT_FAILURES;
+      }
+      role = "leader";
+      metrics.leader.set(1);
+      io.err(`matrix-group-sync is serving (management room ${handle.managementRoomId}); stop with SIGTERM or Ctrl-C.`);
+      const lost = await Promise.race([stopped.then(() => undefined), leadership?.lost ?? new Promise<never>(() => undefined)]);
+      role = "stopping";
+      metrics.leader.set(0);
+      await handle.stop();
+      handle = undefined;
+      await leadership?.release();
+      if (lost !== undefined) io.err(`lost the leader lock (${lost}); standing by`);
+    }
+  } finally {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+    await endpoints?.close();
+  }
   return EXIT_OK;
+}
+
+async function probe(check: () => Promise<unknown>): Promise<string | undefined> {
+  try {
+    const r = await check();
+    if (r !== null && typeof r === "object" && "ok" in r && r.ok === false) {
+      const e = (r as { error?: { message?: unknown } }).error;
+      return typeof e?.message === "string" ? e.message : "failed";
+    }
+    return undefined;
+  } catch (err) {
+    return describeError(err);
+  }
 }
 
 // Run when executed directly (through bin/matrix-group-sync.js or `tsx src/main.ts`).

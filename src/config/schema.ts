@@ -480,6 +480,16 @@ const serveSchema = z.strictObject({
   unmanage: z.strictObject({ demoteSelf: z.boolean().default(true), leave: z.boolean().default(true) }).prefault({}),
   /** On SIGTERM/SIGINT: how long the current action may take before the process exits anyway. */
   shutdownTimeoutMs: z.number().int().min(0).max(600_000).default(30_000),
+  /** /healthz, /readyz and /metrics. Bound to 127.0.0.1 unless told otherwise. */
+  http: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      address: nonEmpty.default("127.0.0.1"),
+      port: z.number().int().min(0).max(65_535).default(9090),
+    })
+    .prefault({}),
+  /** With PostgreSQL: how often a standby replica tries to become the leader. */
+  leaderRetryMs: z.number().int().min(100).max(600_000).default(2_000),
 });
 
 const expiryText = checked(nonEmpty, (s) =>

@@ -37,6 +37,12 @@ type RequestCallback = (
 type RequestFn = (params: unknown, cb: RequestCallback) => unknown;
 
 let bridgeInstalled = false;
+let observer: ((status: number, ms: number) => void) | undefined;
+
+/** Called after every homeserver answer (status, milliseconds): for metrics. */
+export function observeHomeserverResponses(fn: ((status: number, ms: number) => void) | undefined): void {
+  observer = fn;
+}
 
 /**
  * Wraps the SDK's transport once per process:
@@ -49,8 +55,10 @@ export function installTransportBridge(): void {
   if (bridgeInstalled) return;
   bridgeInstalled = true;
   const inner = getRequestFn() as RequestFn;
-  const wrapped: RequestFn = (params, cb) =>
-    inner(params, (err, res, body) => {
+  const wrapped: RequestFn = (params, cb) => {
+    const started = performance.now();
+    return inner(params, (err, res, body) => {
+      observer?.(res?.statusCode ?? 0, performance.now() - started);
       if (err || !res) {
         cb(err, res, body);
         return;
@@ -67,6 +75,7 @@ export function installTransportBridge(): void {
       res.body = parsed;
       cb(err, res, parsed);
     });
+  };
   setRequestFn(wrapped);
 }
 

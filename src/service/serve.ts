@@ -23,6 +23,7 @@ import type { Config } from "../config/schema.ts";
 import { parseUserId, type RoomId, type UserId } from "../matrix/ids.ts";
 import { describeError } from "../result.ts";
 import { createTokenService, TOKEN_SCOPE } from "../tokens/service.ts";
+import type { RunReport } from "../reconcile/report.ts";
 import { Service } from "./service.ts";
 
 export interface ServeHandle {
@@ -37,6 +38,8 @@ export interface ServeOptions {
   readonly clock?: Clock;
   /** Called when something outside a command fails in the background (logged in any case). */
   readonly onBackgroundError?: (err: unknown) => void;
+  /** Called with every finished run's report (metrics). */
+  readonly onRun?: (report: RunReport) => void;
 }
 
 export class ServeError extends Error {}
@@ -97,7 +100,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     }
 
     const abort = new AbortController();
-    const service = new Service(config, app, bot, client, abort.signal);
+    const service = new Service(config, app, bot, client, abort.signal, opts.onRun);
     const table = commandTable();
     const prefix = serveConfig.commandPrefix;
     const startedAtMs = service.startedAt.getTime();

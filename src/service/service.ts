@@ -33,6 +33,7 @@ export class Service {
     readonly client: MatrixClient,
     /** Aborted at shutdown: a run in progress stops after its current action. */
     readonly shutdown: AbortSignal,
+    private readonly onRun?: (report: RunReport) => void,
   ) {
     this.startedAt = app.clock.now();
   }
@@ -43,14 +44,16 @@ export class Service {
 
   /** A sync run, never two at once (see SerialRunner). */
   requestSync(trigger: RunTrigger, opts: { dryRun: boolean; rooms?: readonly string[] }): RunRequest<RunReport> {
-    return this.runner.request(() =>
-      runSync(this.app, settingsFrom(this.config), {
+    return this.runner.request(async () => {
+      const report = await runSync(this.app, settingsFrom(this.config), {
         dryRun: opts.dryRun,
         trigger,
         signal: this.shutdown,
         ...(opts.rooms && opts.rooms.length > 0 ? { rooms: opts.rooms } : {}),
-      }),
-    );
+      });
+      this.onRun?.(report);
+      return report;
+    });
   }
 
   async directory(): Promise<Result<DirectoryState>> {

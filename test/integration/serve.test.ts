@@ -49,6 +49,7 @@ serve:
   allow: ${JSON.stringify(extra.allow ?? [OP])}
   runAtStart: ${extra.runAtStart ?? false}
   shutdownTimeoutMs: 10000
+  http: { port: 0 }
 log: { level: error }
 `;
 }

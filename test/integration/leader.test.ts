@@ -1,0 +1,91 @@
+/**
+ * Leader election among replicas with a PostgreSQL session advisory lock, against the real
+ * server: one leader at a time; when its session is killed, a standby takes over.
+ */
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+import { afterAll, describe, expect, it } from "vitest";
+import { silentLogger } from "../../src/log.ts";
+import { waitForLeadership, type Leadership } from "../../src/service/leader.ts";
+
+const base = process.env["MGS_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
+
+async function reachable(): Promise<boolean> {
+  const c = new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 });
+  try {
+    await c.connect();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+const skip = !(await reachable()) && !process.env["CI"];
+if (skip) console.warn("leader tests: PostgreSQL is not reachable: skipping (set CI to make this fail)");
+
+// A schema of its own: the lock key includes current_schema(), so this test never contends
+// with a real installation on the same database.
+const schema = `t_leader_${randomBytes(4).toString("hex")}`;
+const url = `${base}${base.includes("?") ? "&" : "?"}options=${encodeURIComponent(`-c search_path=${schema}`)}`;
+
+afterAll(async () => {
+  if (skip) return;
+  const c = new pg.Client({ connectionString: base });
+  await c.connect();
+  await c.query(`drop schema if exists "${schema}" cascade`);
+  await c.end();
+});
+
+describe.skipIf(skip)("leader lock on PostgreSQL", () => {
+  it("one leader at a time; a standby takes over within seconds when the leader's session dies", async () => {
+    const admin = new pg.Client({ connectionString: base });
+    await admin.connect();
+    await admin.query(`create schema if not exists "${schema}"`);
+    const held: Leadership[] = [];
+    try {
+      const first = await waitForLeadership({ databaseUrl: url, log: silentLogger, retryMs: 200 });
+      expect(first).toBeDefined();
+      held.push(first!);
+      let standbyTries = 0;
+      let second: Leadership | undefined;
+      const secondPromise = waitForLeadership({ databaseUrl: url, log: silentLogger, retryMs: 200, onStandby: () => standbyTries++ }).then((l) => {
+        second = l;
+        return l;
+      });
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(second).toBeUndefined();
+      expect(standbyTries).toBeGreaterThanOrEqual(3);
+
+      // Kill the leader's session, as a crashed process or a cut network would.
+      const killedAt = Date.now();
+      const pids = await admin.query<{ pid: number }>(
+        "select pid from pg_locks where locktype = 'advisory' and granted and pid <> pg_backend_pid()",
+      );
+      expect(pids.rows.length).toBeGreaterThan(0);
+      for (const { pid } of pids.rows) await admin.query("select pg_terminate_backend($1)", [pid]);
+      const reason = await first!.lost;
+      expect(reason).toMatch(/connection/);
+      const takeover = await secondPromise;
+      expect(takeover).toBeDefined();
+      held.push(takeover!);
+      expect(Date.now() - killedAt).toBeLessThan(10_000);
+    } finally {
+      for (const l of held) await l.release();
+      await admin.end();
+    }
+  });
+
+  it("a standby stops waiting when told to stop", async () => {
+    const leader = await waitForLeadership({ databaseUrl: url, log: silentLogger, retryMs: 100 });
+    try {
+      const abort = new AbortController();
+      const waiting = waitForLeadership({ databaseUrl: url, log: silentLogger, retryMs: 100, signal: abort.signal });
+      setTimeout(() => abort.abort(), 300);
+      expect(await waiting).toBeUndefined();
+    } finally {
+      await leader?.release();
+    }
+  });
+});
