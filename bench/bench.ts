@@ -28,6 +28,10 @@ import { AzureIdentityProvider } from "../src/idp/azure.ts";
 import { GraphServer, generateUsers, guid } from "../test/graph/graph-server.ts";
 import { ensureTestCa } from "../test/graph/test-ca.ts";
 import { spawnSync } from "node:child_process";
+import pg from "pg";
+import { waitForLeadership } from "../src/service/leader.ts";
+import { Metrics } from "../src/service/metrics.ts";
+import { observeHomeserverResponses } from "../src/matrix/bot-sdk-gateway.ts";
 
 const ROOMS = Number(process.env["BENCH_ROOMS"] ?? 1000);
 const USERS_A = Number(process.env["BENCH_USERS_A"] ?? 1000);
@@ -314,6 +318,98 @@ async function benchGraph(): Promise<void> {
   }
 }
 
+async function benchTakeover(): Promise<void> {
+  const base = process.env["MGS_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
+  const schema = `bench_leader_${process.pid}`;
+  const url = `${base}?options=${encodeURIComponent(`-c search_path=${schema}`)}`;
+  console.log("(e) standby takeover after the leader's database session dies (PostgreSQL advisory lock, standby retry every 2 s)");
+  const admin = new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 });
+  try {
+    await admin.connect();
+  } catch (err) {
+    console.log(`    skipped: PostgreSQL not reachable (${String(err)})`);
+    return;
+  }
+  try {
+    await admin.query(`create schema if not exists "${schema}"`);
+    const times: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const leader = await waitForLeadership({ databaseUrl: url, log: silentLogger });
+      const standby = waitForLeadership({ databaseUrl: url, log: silentLogger, retryMs: 2_000 });
+      await new Promise((r) => setTimeout(r, 500 + i * 700)); // die at different points of the standby's cycle
+      const t0 = performance.now();
+      const pids = await admin.query<{ pid: number }>("select pid from pg_locks where locktype = 'advisory' and granted and pid <> pg_backend_pid()");
+      for (const { pid } of pids.rows) await admin.query("select pg_terminate_backend($1)", [pid]);
+      const next = await standby;
+      times.push(performance.now() - t0);
+      await leader?.release();
+      await next?.release();
+    }
+    console.log(`    takeover times: ${times.map((t) => `${(t / 1000).toFixed(2)} s`).join(", ")} (worst case ≈ the retry interval)`);
+  } finally {
+    await admin.query(`drop schema if exists "${schema}" cascade`).catch(() => undefined);
+    await admin.end();
+  }
+}
+
+async function benchMetricsOverhead(): Promise<void> {
+  const ROOMS_M = Number(process.env["BENCH_METRICS_ROOMS"] ?? 1000);
+  const USERS_M = Number(process.env["BENCH_METRICS_USERS"] ?? 1000);
+  console.log(`(f) metrics overhead: no-op run over ${ROOMS_M} rooms × ${USERS_M} users, with and without metrics (3 runs each, alternating)`);
+  const dir = await mkdtemp(join(tmpdir(), "mgs-bench-m-"));
+  const hs = await FakeHomeserver.start({ serverName: DOMAIN });
+  try {
+    const token = hs.registerUser(BOT);
+    const userIds = Array.from({ length: USERS_M }, (_, i) => `user${i}`);
+    const shared = new Map<string, "join">(userIds.map((u) => [`@${u}:${DOMAIN}`, "join"]));
+    const rooms = Array.from({ length: ROOMS_M }, () => hs.createRoom({ creator: BOT, members: shared }));
+    const dirFile = join(dir, "directory.json");
+    await writeFile(
+      dirFile,
+      JSON.stringify({ users: userIds.map((u) => ({ id: u, attributes: { uid: u } })), groups: [{ id: "everyone", members: userIds }] }),
+    );
+    const settings: SyncSettings = {
+      roles: { member: 0, moderator: 50, admin: 100 },
+      users: { attribute: "uid", template: "@{uid}:{domain}", lowercase: true, renamedUsers: {} },
+      mapping: {
+        rooms: rooms.map((roomId) => ({ room: roomId, groups: [{ group: "everyone", role: "member" }] })),
+        convention: { enabled: false, prefix: "MTRX ", ownersSuffix: "_owners", ownersRole: "moderator", memberRole: "member" },
+      },
+      sync: { kick: true, kickReason: "bench", maxRemovals: {}, ignoreUsers: [], maxDepth: 10 },
+      concurrency: 4,
+    };
+    const store = await openStore({ dataDir: join(dir, "data") });
+    const gateway = createBotSdkGateway({ homeserverUrl: hs.url, accessToken: token, requestTimeoutMs: 60_000, maxRetries: 5, log: silentLogger });
+    const idp = new StaticIdentityProvider(dirFile);
+    const metrics = new Metrics();
+    const run = async (withMetrics: boolean): Promise<number> => {
+      observeHomeserverResponses(withMetrics ? (s, ms) => metrics.recordHomeserverResponse(s, ms) : undefined);
+      const t0 = performance.now();
+      const report = await runSync({ idp, gateway, store, clock: systemClock, log: silentLogger }, settings, { dryRun: false, trigger: "cli" });
+      if (withMetrics) metrics.recordRun(report);
+      return performance.now() - t0;
+    };
+    await run(false); // warm-up
+    const without: number[] = [];
+    const with_: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      without.push(await run(false));
+      with_.push(await run(true));
+    }
+    observeHomeserverResponses(undefined);
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[1]!;
+    const a = median(without);
+    const b = median(with_);
+    console.log(
+      `    median without ${(a / 1000).toFixed(2)} s, with ${(b / 1000).toFixed(2)} s: overhead ${(((b - a) / a) * 100).toFixed(1)}% (runs: ${without.map((x) => (x / 1000).toFixed(2)).join("/")} vs ${with_.map((x) => (x / 1000).toFixed(2)).join("/")} s)`,
+    );
+    await store.close();
+  } finally {
+    await hs.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 // The Graph stand-in serves https with a test CA, which Node trusts only through
 // NODE_EXTRA_CA_CERTS, read at process start: re-run this file with it set.
 const ca = ensureTestCa().caFile;
@@ -330,4 +426,6 @@ const only = process.env["BENCH_ONLY"];
 if (!only || only.includes("a")) benchPlanner();
 if (!only || only.includes("c")) await benchLdap();
 if (!only || only.includes("d")) await benchGraph();
+if (!only || only.includes("e")) await benchTakeover();
+if (!only || only.includes("f")) await benchMetricsOverhead();
 if (!only || only.includes("b")) await benchNoOpRun();

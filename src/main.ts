@@ -111,6 +111,11 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   if (command === "check-config") {
     io.out(`Config ${loaded.path} is valid. Effective config (secrets redacted):`);
     io.out(JSON.stringify(redactConfig(config), null, 2));
+    io.out(
+      loaded.overrides.length === 0
+        ? "Every value comes from the file (or its default); no environment variable overrides it."
+        : `Taken from the environment instead of the file:\n${loaded.overrides.map((o) => `  ${o.path} ← ${o.env}`).join("\n")}`,
+    );
     return EXIT_OK;
   }
 

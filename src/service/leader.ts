@@ -28,7 +28,7 @@ export interface LeaderOptions {
 }
 
 /** The lock key: one per database schema, so that separate installations never collide. */
-const LOCK_SQL = "select pg_try_advisory_lock(hashtext('matrix-group-sync:' || current_schema())) as ok";
+const LOCK_SQL = "select pg_try_advisory_lock(hashtext('matrix-group-sync:' || coalesce(current_schema(), ''))) as ok";
 
 /** Resolves once this process holds the lock; undefined when `signal` aborts first. */
 export async function waitForLeadership(opts: LeaderOptions): Promise<Leadership | undefined> {

@@ -103,6 +103,9 @@ mapping:
     expect(r.out).not.toContain("hunter2hunter2");
     expect(r.out).toContain("db.internal");
     expect(r.out).toContain("#staff:example.org");
+    expect(r.out).toContain("Every value comes from the file");
+    const env = await cli(["check-config", "--config", path], { MGS_HOMESERVER_URL: "http://127.0.0.1:1", MGS_DATA_DIR: "/tmp/elsewhere" });
+    expect(env.out).toMatch(/Taken from the environment instead of the file:\n {2}\/homeserver\/url ← MGS_HOMESERVER_URL\n {2}\/dataDir ← MGS_DATA_DIR/);
   });
 
   it("sync --dry-run --json prints the report and changes nothing; sync applies it", async () => {
