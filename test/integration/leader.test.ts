@@ -7,22 +7,11 @@ import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { silentLogger } from "../../src/log.ts";
 import { waitForLeadership, type Leadership } from "../../src/service/leader.ts";
+import { postgresUnreachable, TEST_DATABASE_URL } from "../helpers/postgres.ts";
 
-const base = process.env["MGS_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
+const base = TEST_DATABASE_URL;
 
-async function reachable(): Promise<boolean> {
-  const c = new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 });
-  try {
-    await c.connect();
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await c.end().catch(() => undefined);
-  }
-}
-
-const skip = !(await reachable()) && !process.env["CI"];
+const skip = (await postgresUnreachable()) !== undefined && !process.env["CI"];
 if (skip) console.warn("leader tests: PostgreSQL is not reachable: skipping (set CI to make this fail)");
 
 // A schema of its own: the lock key includes current_schema(), so this test never contends

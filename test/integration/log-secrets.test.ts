@@ -8,26 +8,14 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeHomeserver } from "../fakes/homeserver.ts";
+import { postgresUnreachable, TEST_DATABASE_URL } from "../helpers/postgres.ts";
 
 const TOKEN = "syt_SECRET_HOMESERVER_TOKEN_7f3a9c";
 const DB_PASSWORD = "SECRET-DB-PASSWORD-41b2";
-const base = process.env["MGS_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
-
-async function pgReachable(): Promise<boolean> {
-  const c = new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 });
-  try {
-    await c.connect();
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await c.end().catch(() => undefined);
-  }
-}
-const withPg = (await pgReachable()) || process.env["CI"] !== undefined;
+const base = TEST_DATABASE_URL;
+const withPg = (await postgresUnreachable()) === undefined || process.env["CI"] !== undefined;
 
 let dir: string;
 let hs: FakeHomeserver;
