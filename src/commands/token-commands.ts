@@ -3,7 +3,7 @@
  * and on the CLI (`matrix-group-sync token list`). Input is checked before any request; every
  * action is audited; a created token's full string appears only in the reply.
  */
-import { parseRoomId, parseUserId } from "../matrix/ids.ts";
+import { parseRoomId, parseUserId, tryUserIdPattern } from "../matrix/ids.ts";
 import type { TokenService } from "../tokens/service.ts";
 import { TOKEN_SCOPE } from "../tokens/service.ts";
 import { checkTokenRef, describeExpiry, describeUses, tokenStatus, type RegistrationToken } from "../tokens/types.ts";
@@ -228,12 +228,7 @@ const unrevokeCommand: TokenCommand = defineCommand({
 function allowKind(entry: string): "user" | "room" | "regex" | undefined {
   if (parseUserId(entry) !== undefined) return "user";
   if (entry.startsWith("!") && parseRoomId(entry) !== undefined) return "room";
-  try {
-    new RegExp(`^(?:${entry})$`);
-    return "regex";
-  } catch {
-    return undefined;
-  }
+  return tryUserIdPattern(entry) !== undefined ? "regex" : undefined;
 }
 
 const allowCommand: TokenCommand = defineCommand({

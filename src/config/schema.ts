@@ -10,7 +10,7 @@
 import { FilterParser } from "ldapts";
 import { validateDetailed } from "node-cron";
 import { z } from "zod";
-import { parseRoomAlias, parseRoomId, parseUserId } from "../matrix/ids.ts";
+import { parseRoomAlias, parseRoomId, parseUserId, userIdPattern } from "../matrix/ids.ts";
 
 export const DEFAULT_ROLES: Readonly<Record<string, number>> = { member: 0, moderator: 50, admin: 100 };
 export const DEFAULT_KICK_REASON = "Removed by matrix-group-sync: no longer in a group mapped to this room";
@@ -153,9 +153,7 @@ const userId = checked(nonEmpty, (s) =>
  * planner should build its matcher with this too, so that what the config accepts is
  * exactly what runs.
  */
-export function anchoredUserPattern(source: string): RegExp {
-  return new RegExp(`^(?:${source})$`);
-}
+export const anchoredUserPattern = userIdPattern;
 
 function regexProblem(make: () => RegExp): string | undefined {
   try {

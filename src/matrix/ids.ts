@@ -47,3 +47,20 @@ export function serverNameOf(userId: UserId): string {
 export function localpartOf(userId: UserId): string {
   return userId.slice(1, userId.indexOf(":"));
 }
+
+/**
+ * A pattern over whole user ids, as `sync.ignoreUsers` and the allow lists use them:
+ * anchored at both ends, no flags. Throws on an invalid source (config validation uses that).
+ */
+export function userIdPattern(source: string): RegExp {
+  return new RegExp(`^(?:${source})$`);
+}
+
+/** The same, or undefined for an invalid source (entries stored in the database). */
+export function tryUserIdPattern(source: string): RegExp | undefined {
+  try {
+    return userIdPattern(source);
+  } catch {
+    return undefined;
+  }
+}

@@ -16,7 +16,7 @@
  * - Guard rail: when the removals of a room exceed `maxRemovals`, they are held (listed, not
  *   applied); removals held earlier stay held until an operator releases them.
  */
-import { serverNameOf, type UserId } from "../matrix/ids.ts";
+import { serverNameOf, userIdPattern, type UserId } from "../matrix/ids.ts";
 import type {
   Action,
   DesiredMember,
@@ -54,7 +54,7 @@ function compile(policy: Policy): CompiledPolicy {
     c = {
       policy,
       domains: new Set(policy.managedDomains.map((d) => d.toLowerCase())),
-      ignore: policy.ignoreUsers.map((src) => new RegExp(`^(?:${src})$`)),
+      ignore: policy.ignoreUsers.map(userIdPattern),
     };
     compiled.set(policy, c);
   }

@@ -7,7 +7,7 @@ import type { MatrixClient } from "matrix-bot-sdk";
 import { settingsFrom, type App } from "../app.ts";
 import type { Config } from "../config/schema.ts";
 import type { RoomRef } from "../commands/spec.ts";
-import { serverNameOf, type RoomId, type UserId } from "../matrix/ids.ts";
+import { serverNameOf, tryUserIdPattern, type RoomId, type UserId } from "../matrix/ids.ts";
 import { readDirectory, type DirectoryState } from "../reconcile/directory.ts";
 import type { RunReport } from "../reconcile/report.ts";
 import { runSync } from "../reconcile/run.ts";
@@ -93,14 +93,7 @@ export class Service {
   async mayCommand(user: UserId): Promise<boolean> {
     const entries = await this.app.store.listAllowed("commands");
     if (entries.length === 0) return true;
-    return entries.some((e) => (e.kind === "user" ? e.entry === user : safeRegex(e.entry)?.test(user) === true));
+    return entries.some((e) => (e.kind === "user" ? e.entry === user : tryUserIdPattern(e.entry)?.test(user) === true));
   }
 }
 
-function safeRegex(source: string): RegExp | undefined {
-  try {
-    return new RegExp(`^(?:${source})$`);
-  } catch {
-    return undefined;
-  }
-}

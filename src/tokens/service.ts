@@ -8,6 +8,7 @@ import type { Duration } from "../commands/spec.ts";
 import type { Config, TokensConfig } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
 import { fail, ok, type Result } from "../result.ts";
+import { tryUserIdPattern } from "../matrix/ids.ts";
 import type { Store } from "../store/store.ts";
 import { createMasTokenBackend } from "./mas.ts";
 import { createSynapseTokenBackend } from "./synapse.ts";
@@ -42,11 +43,7 @@ export class TokenService {
     return entries.some((e) => {
       if (e.kind === "room") return e.entry === place;
       if (e.kind === "user") return e.entry === actor;
-      try {
-        return new RegExp(`^(?:${e.entry})$`).test(actor);
-      } catch {
-        return false;
-      }
+      return tryUserIdPattern(e.entry)?.test(actor) === true;
     });
   }
 

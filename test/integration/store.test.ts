@@ -16,21 +16,9 @@ import { openStore, type OpenStoreOptions } from "../../src/store/kysely-store.t
 import { migrations } from "../../migrations/index.ts";
 import { migrateToLatest } from "../../src/store/migrate.ts";
 import type { ActionRecord, Store } from "../../src/store/store.ts";
+import { postgresUnreachable, TEST_DATABASE_URL } from "../helpers/postgres.ts";
 
-const databaseUrl = process.env.MGS_TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
-
-async function postgresUnreachable(url: string): Promise<string | undefined> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
-  try {
-    await client.connect();
-    await client.query("select 1");
-    return undefined;
-  } catch (err) {
-    return err instanceof Error ? err.message || err.name : String(err);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
+const databaseUrl = TEST_DATABASE_URL;
 
 const unreachable = await postgresUnreachable(databaseUrl);
 const skipPostgres = unreachable !== undefined && !process.env.CI;
