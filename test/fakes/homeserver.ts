@@ -142,8 +142,13 @@ export interface RequestLogEntry {
   readonly query: string;
   readonly kind: EndpointKind;
   readonly user: string | null;
+  /** The device of the access token used (each `registerUser` call is a device); null before auth. */
+  readonly device: string | null;
   /** null while the request is still pending (a long-poll). */
   readonly status: number | null;
+  /** Wall-clock milliseconds when the request arrived and when its answer was finished (null while pending). */
+  readonly receivedAt: number;
+  readonly finishedAt: number | null;
 }
 
 export interface AppliedChange {
@@ -1050,7 +1055,17 @@ export class FakeHomeserver {
   private readonly idleListeners = new Set<{ readonly user: string; readonly resolve: () => void; readonly fail: (err: Error) => void }>();
   private wakeScheduled = false;
   private closed = false;
-  private log: { method: string; path: string; query: string; kind: EndpointKind; user: string | null; status: number | null }[] = [];
+  private log: {
+    method: string;
+    path: string;
+    query: string;
+    kind: EndpointKind;
+    user: string | null;
+    device: string | null;
+    status: number | null;
+    receivedAt: number;
+    finishedAt: number | null;
+  }[] = [];
   /** Server admins (Synapse `users.admin`). */
   private readonly admins = new Set<string>();
   /** Registration tokens in creation order (Synapse lists them in table order, with no ORDER BY). */
@@ -1717,10 +1732,21 @@ export class FakeHomeserver {
     }
     const kind: EndpointKind = matched?.route.kind ?? "other";
     this.counts[kind]++;
-    const entry: (typeof this.log)[number] = { method, path: url.pathname, query: url.search, kind, user: null, status: null };
+    const entry: (typeof this.log)[number] = {
+      method,
+      path: url.pathname,
+      query: url.search,
+      kind,
+      user: null,
+      device: null,
+      status: null,
+      receivedAt: Date.now(),
+      finishedAt: null,
+    };
     this.log.push(entry);
     res.on("finish", () => {
       entry.status = res.statusCode;
+      entry.finishedAt = Date.now();
     });
 
     // Injected faults come first: the request is not processed at all.
@@ -1766,6 +1792,7 @@ export class FakeHomeserver {
       if (matched.route.auth) {
         this.authenticate(req, url.searchParams, ctx);
         entry.user = ctx.user;
+        entry.device = this.tokens.get(ctx.token)?.deviceId ?? null;
       }
       const reply = await matched.route.handler(ctx);
       if (alive()) FakeHomeserver.send(res, reply.status, reply.body, {}, reply.raw);
