@@ -5,7 +5,7 @@
 import { systemClock, type Clock } from "./clock.ts";
 import type { Config } from "./config/schema.ts";
 import { createIdentityProvider } from "./idp/index.ts";
-import type { IdentityProvider } from "./idp/types.ts";
+import type { DirectoryRequestObserver, IdentityProvider } from "./idp/types.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createBotSdkGateway } from "./matrix/bot-sdk-gateway.ts";
 import type { MatrixGateway } from "./matrix/gateway.ts";
@@ -23,7 +23,14 @@ export interface App {
   close(): Promise<void>;
 }
 
-export async function openApp(config: Config, _opts: { interactive: boolean; json: boolean }): Promise<Result<App>> {
+export interface AppOptions {
+  readonly interactive: boolean;
+  readonly json: boolean;
+  /** Told of every directory request (metrics). */
+  readonly onDirectoryRequest?: DirectoryRequestObserver | undefined;
+}
+
+export async function openApp(config: Config, opts: AppOptions): Promise<Result<App>> {
   const log = createLogger({ level: config.log.level, format: config.log.format });
   let store: Store;
   try {
@@ -32,7 +39,7 @@ export async function openApp(config: Config, _opts: { interactive: boolean; jso
     const where = config.database ? "the PostgreSQL database (database.url)" : `the embedded database in ${config.dataDir}`;
     return fail(`cannot open ${where}: ${describeError(err)}`);
   }
-  const idp = createIdentityProvider(config.idp, config.users, log);
+  const idp = createIdentityProvider(config.idp, config.users, log, opts.onDirectoryRequest);
   const gateway = createBotSdkGateway({
     homeserverUrl: config.homeserver.url,
     accessToken: config.homeserver.accessToken,

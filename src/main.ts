@@ -277,7 +277,7 @@ async function serveUntilSignal(config: Config, io: CliIo): Promise<number> {
         if (leadership === undefined) break;
       }
       try {
-        handle = await startServe(config, { onRun: (r) => metrics.recordRun(r) });
+        handle = await startServe(config, { onRun: (r) => metrics.recordRun(r), onDirectoryRequest: (r) => metrics.recordDirectoryRequest(r) });
       } catch (err) {
         await leadership?.release();
         io.err(err instanceof ServeError ? err.message : `cannot start: ${describeError(err)}`);

@@ -21,7 +21,16 @@ import type { AzureIdpConfig } from "../config/schema.ts";
 import { realSleep, type Sleep } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import { describeError, fail, ok, type Result } from "../result.ts";
-import type { DirectoryGroup, DirectorySnapshot, DirectoryUser, IdentityProvider, MemberRef, SnapshotHint } from "./types.ts";
+import type {
+  DirectoryGroup,
+  DirectoryRequest,
+  DirectoryRequestObserver,
+  DirectorySnapshot,
+  DirectoryUser,
+  IdentityProvider,
+  MemberRef,
+  SnapshotHint,
+} from "./types.ts";
 
 export type AzureSettings = AzureIdpConfig["azure"];
 
@@ -47,6 +56,8 @@ export interface AzureProviderOptions {
   readonly sleep?: Sleep;
   /** For tests: a credential other than the one the settings describe. */
   readonly credential?: TokenCredential;
+  /** Told of every Graph GET, with its latency (metrics). */
+  readonly onRequest?: DirectoryRequestObserver;
 }
 
 interface GraphUser {
@@ -79,10 +90,12 @@ export class AzureIdentityProvider implements IdentityProvider {
   private readonly log: Logger;
   private readonly sleep: Sleep;
   private readonly select: string[];
+  private readonly onRequest: DirectoryRequestObserver | undefined;
 
   constructor(opts: AzureProviderOptions) {
     const s = opts.settings;
     this.settings = s;
+    this.onRequest = opts.onRequest;
     this.log = opts.log;
     this.sleep = opts.sleep ?? realSleep;
     this.graphBase = s.graphBaseUrl.replace(/\/+$/, "");
@@ -264,13 +277,19 @@ export class AzureIdentityProvider implements IdentityProvider {
       if (kind === "discovery") stats.discoveryRequests++;
       else if (kind === "members") stats.memberRequests++;
       else stats.ownerRequests++;
+      const started = performance.now();
+      const observe = (outcome: DirectoryRequest["outcome"]): void =>
+        this.onRequest?.({ provider: "azure", operation: kind, outcome, seconds: (performance.now() - started) / 1000 });
       try {
         let request = this.client.api(url);
         if (advanced) request = request.header("ConsistencyLevel", "eventual");
-        return (await request.get()) as unknown;
+        const body = (await request.get()) as unknown;
+        observe("ok");
+        return body;
       } catch (err) {
-        if (isAuthFailure(err)) throw new AuthError(authMessage(err));
         const status = err instanceof GraphError ? err.statusCode : undefined;
+        observe(status === 429 || status === 503 ? "throttled" : status === 404 && notFoundOk ? "ok" : "error");
+        if (isAuthFailure(err)) throw new AuthError(authMessage(err));
         if (status === 404 && notFoundOk) return undefined;
         if ((status === 429 || status === 503) && attempt < this.settings.maxRetries) {
           const wait = retryAfterMs(err) ?? Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** attempt);

@@ -4,16 +4,22 @@ import type { Logger } from "../log.ts";
 import { AzureIdentityProvider } from "./azure.ts";
 import { LdapIdentityProvider } from "./ldap.ts";
 import { StaticIdentityProvider } from "./static.ts";
-import type { IdentityProvider } from "./types.ts";
+import type { DirectoryRequestObserver, IdentityProvider } from "./types.ts";
 
-export function createIdentityProvider(config: IdpConfig, users: UsersConfig, log: Logger): IdentityProvider {
+export function createIdentityProvider(
+  config: IdpConfig,
+  users: UsersConfig,
+  log: Logger,
+  onRequest?: DirectoryRequestObserver,
+): IdentityProvider {
+  const observe = onRequest === undefined ? {} : { onRequest };
   switch (config.kind) {
     case "static":
       return new StaticIdentityProvider(config.static.file);
     case "ldap":
-      return new LdapIdentityProvider({ settings: config.ldap, userAttributes: attributesUsed(users), log: log.child("ldap") });
+      return new LdapIdentityProvider({ settings: config.ldap, userAttributes: attributesUsed(users), log: log.child("ldap"), ...observe });
     case "azure":
-      return new AzureIdentityProvider({ settings: config.azure, userAttributes: attributesUsed(users), log: log.child("azure") });
+      return new AzureIdentityProvider({ settings: config.azure, userAttributes: attributesUsed(users), log: log.child("azure"), ...observe });
   }
 }
 

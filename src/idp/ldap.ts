@@ -19,7 +19,16 @@ import type { LdapIdpConfig } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
 import { describeError, fail, ok, type Result } from "../result.ts";
 import { firstRdnValue, isUnder, normalizeDn } from "./dn.ts";
-import type { DirectoryGroup, DirectorySnapshot, DirectoryUser, IdentityProvider, MemberRef, SnapshotHint } from "./types.ts";
+import type {
+  DirectoryGroup,
+  DirectoryRequest,
+  DirectoryRequestObserver,
+  DirectorySnapshot,
+  DirectoryUser,
+  IdentityProvider,
+  MemberRef,
+  SnapshotHint,
+} from "./types.ts";
 
 export type LdapSettings = LdapIdpConfig["ldap"];
 
@@ -56,6 +65,8 @@ export interface LdapProviderOptions {
   /** Attributes the user mapping reads (users.attribute, template {attr:…}). */
   readonly userAttributes: readonly string[];
   readonly log: Logger;
+  /** Told of every bind and page, with its latency (metrics). */
+  readonly onRequest?: DirectoryRequestObserver;
 }
 
 /** Limits that cut a result short: the data read is incomplete, not wrong. */
@@ -71,10 +82,14 @@ export class LdapIdentityProvider implements IdentityProvider {
   private readonly settings: LdapSettings;
   private readonly log: Logger;
   private readonly userAttributes: readonly string[];
+  private readonly observe: Observe;
 
   constructor(opts: LdapProviderOptions) {
     this.settings = opts.settings;
     this.log = opts.log;
+    const onRequest = opts.onRequest;
+    this.observe = onRequest === undefined ? () => undefined : (operation, outcome, started) =>
+      onRequest({ provider: "ldap", operation, outcome, seconds: (performance.now() - started) / 1000 });
     const uidAttr = opts.settings.users.memberUidAttribute;
     this.userAttributes = unique([...opts.userAttributes, uidAttr]);
   }
@@ -138,8 +153,17 @@ export class LdapIdentityProvider implements IdentityProvider {
     try {
       // The upgraded socket is checked against the URL's host (ldapts would check "localhost").
       if (s.startTls) await client.startTLS({ ...tls, host: new URL(s.url).hostname });
-      if (s.bindDn !== undefined) await client.bind(s.bindDn, s.bindPassword ?? "");
-      return ok(await fn(new Reader(client, s, stats)));
+      if (s.bindDn !== undefined) {
+        const started = performance.now();
+        try {
+          await client.bind(s.bindDn, s.bindPassword ?? "");
+        } catch (err) {
+          this.observe("bind", "error", started);
+          throw err;
+        }
+        this.observe("bind", "ok", started);
+      }
+      return ok(await fn(new Reader(client, s, stats, this.observe)));
     } catch (err) {
       const message = `LDAP server ${s.url}: ${explain(err, s)}`;
       this.log.warn("directory read failed", { url: s.url, error: message });
@@ -333,11 +357,14 @@ class Reader {
     private readonly client: Client,
     private readonly settings: LdapSettings,
     readonly stats: LdapStats,
+    private readonly observe: Observe,
   ) {}
 
   async all(what: string, base: string, scope: "base" | "one" | "sub", filter: string | Filter, attributes: string[], cut: string[]): Promise<Entry[]> {
     const entries: Entry[] = [];
     this.stats.searches++;
+    // The time between two pages handed out is the time the server took for the next one.
+    let started = performance.now();
     try {
       for await (const page of this.client.searchPaginated(base, {
         scope,
@@ -346,14 +373,17 @@ class Reader {
         paged: { pageSize: this.settings.pageSize },
         timeLimit: Math.ceil(this.settings.timeoutMs / 1000),
       })) {
+        this.observe("search", "ok", started);
         this.stats.pages++;
         this.stats.entries += page.searchEntries.length;
         this.referrals += page.searchReferences.length;
         entries.push(...page.searchEntries);
+        started = performance.now();
       }
     } catch (err) {
       const code = (err as { code?: unknown }).code;
       const limit = typeof code === "number" ? LIMIT_CODES.get(code) : undefined;
+      this.observe("search", limit === undefined ? "error" : "limit", started);
       if (limit === undefined) throw new SearchError(what, base, err);
       cut.push(`${what}: ${limit} after ${entries.length} entries`);
     }
@@ -367,7 +397,15 @@ class Reader {
     for (;;) {
       this.stats.searches++;
       this.stats.pages++;
-      const result = await this.client.search(dn, { scope: "base", filter: "(objectClass=*)", attributes: [`${attr};range=${start}-*`] });
+      const started = performance.now();
+      let result: Awaited<ReturnType<Client["search"]>>;
+      try {
+        result = await this.client.search(dn, { scope: "base", filter: "(objectClass=*)", attributes: [`${attr};range=${start}-*`] });
+      } catch (err) {
+        this.observe("range", "error", started);
+        throw err;
+      }
+      this.observe("range", "ok", started);
       const entry = result.searchEntries[0];
       if (entry === undefined) return values;
       let next: number | undefined;
@@ -382,6 +420,8 @@ class Reader {
     }
   }
 }
+
+type Observe = (operation: string, outcome: DirectoryRequest["outcome"], started: number) => void;
 
 class SearchError extends Error {
   constructor(

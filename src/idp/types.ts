@@ -47,6 +47,18 @@ export interface SnapshotHint {
   readonly conventionPrefix?: string;
 }
 
+/** One request a provider made to its directory server (a bind, a page, a Graph GET): for metrics. */
+export interface DirectoryRequest {
+  readonly provider: "ldap" | "azure";
+  /** ldap: bind, search (one page), range; azure: discovery, members, owners. */
+  readonly operation: string;
+  /** ok, throttled (429/503, retried), limit (a size/time limit cut the result), error. */
+  readonly outcome: "ok" | "throttled" | "limit" | "error";
+  readonly seconds: number;
+}
+
+export type DirectoryRequestObserver = (request: DirectoryRequest) => void;
+
 export interface IdentityProvider {
   readonly kind: string;
   /** Reads the directory. A failure here means nothing is known: no room gets removals. */

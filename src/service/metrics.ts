@@ -1,8 +1,10 @@
 /**
  * Prometheus metrics (prom-client), one registry per process. Runs, actions and held
- * removals are recorded from each run's report; homeserver requests from the transport.
+ * removals are recorded from each run's report; homeserver requests from the transport;
+ * directory requests from the identity provider.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { DirectoryRequest } from "../idp/types.ts";
 import type { RunReport } from "../reconcile/report.ts";
 
 export class Metrics {
@@ -24,6 +26,19 @@ export class Metrics {
     buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 30],
     registers: [this.registry],
   });
+  readonly directoryRequests = new Counter({
+    name: "mgs_directory_requests_total",
+    help: "Directory requests (LDAP binds and pages, Graph GETs) by provider, operation and outcome",
+    labelNames: ["provider", "operation", "outcome"],
+    registers: [this.registry],
+  });
+  readonly directorySeconds = new Histogram({
+    name: "mgs_directory_request_duration_seconds",
+    help: "Directory request latency",
+    labelNames: ["provider", "operation"],
+    buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+    registers: [this.registry],
+  });
   readonly rateLimited = new Counter({ name: "mgs_homeserver_rate_limited_total", help: "429 answers seen from the homeserver", registers: [this.registry] });
   readonly leader = new Gauge({ name: "mgs_leader", help: "1 when this process is the leader, 0 on standby", registers: [this.registry] });
 
@@ -39,6 +54,11 @@ export class Metrics {
       if (room.error !== null) this.actions.inc({ kind: "room", outcome: "failed" });
     }
     if (!report.dryRun) this.held.set(report.counts.held);
+  }
+
+  recordDirectoryRequest(request: DirectoryRequest): void {
+    this.directoryRequests.inc({ provider: request.provider, operation: request.operation, outcome: request.outcome });
+    this.directorySeconds.observe({ provider: request.provider, operation: request.operation }, request.seconds);
   }
 
   recordHomeserverResponse(status: number, ms: number): void {

@@ -20,6 +20,7 @@ import { parseCommandLine } from "../commands/parse.ts";
 import { paragraph, splitMessage, code, type Part } from "../commands/render.ts";
 import { commandTable } from "../commands/table.ts";
 import type { Config } from "../config/schema.ts";
+import type { DirectoryRequestObserver } from "../idp/types.ts";
 import { parseUserId, type RoomId, type UserId } from "../matrix/ids.ts";
 import { describeError } from "../result.ts";
 import { createTokenService, TOKEN_SCOPE } from "../tokens/service.ts";
@@ -40,6 +41,8 @@ export interface ServeOptions {
   readonly onBackgroundError?: (err: unknown) => void;
   /** Called with every finished run's report (metrics). */
   readonly onRun?: (report: RunReport) => void;
+  /** Called with every directory request (metrics). */
+  readonly onDirectoryRequest?: DirectoryRequestObserver;
 }
 
 export class ServeError extends Error {}
@@ -49,7 +52,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
   if (serveConfig === undefined) {
     throw new ServeError("serve needs a `serve` section in the config, with at least `managementRoom`");
   }
-  const opened = await openApp(config, { interactive: false, json: false });
+  const opened = await openApp(config, { interactive: false, json: false, onDirectoryRequest: opts.onDirectoryRequest });
   if (!opened.ok) throw new ServeError(opened.error.message);
   const app: App = opts.clock ? { ...opened.value, clock: opts.clock } : opened.value;
   const log = app.log.child("serve");

@@ -10,6 +10,7 @@ import { AzureIdentityProvider, type AzureSettings } from "../../src/idp/azure.t
 import type { DirectorySnapshot, SnapshotHint } from "../../src/idp/types.ts";
 import { silentLogger } from "../../src/log.ts";
 import { runCli, type CliIo } from "../../src/main.ts";
+import { Metrics } from "../../src/service/metrics.ts";
 import { FakeHomeserver } from "../fakes/homeserver.ts";
 import { GraphServer, guid } from "../graph/graph-server.ts";
 import { makeClientCertificate } from "../graph/test-ca.ts";
@@ -189,6 +190,26 @@ describe("the Azure provider against the Graph stand-in", () => {
     graph.throttle({ count: 10, status: 429, retryAfterSeconds: 1, endpoint: "transitiveMembers" });
     const budget = await snapshotOf(provider({ maxRetries: 2 }));
     expect(budget.groups.get(G.eng)!.incompleteReason).toMatch(/still throttled \(429\) after 2 retries/);
+  });
+
+  it("reports every Graph GET to /metrics by operation and outcome: the counts equal the requests made", async () => {
+    const metrics = new Metrics({ processMetrics: false });
+    graph.throttle({ count: 2, status: 429, retryAfterSeconds: 1, endpoint: "transitiveMembers" });
+    graph.failPage({ groupId: G.eng, page: 2, status: 500 });
+    const p = new AzureIdentityProvider({
+      settings: settings({ pageSize: 2 }),
+      userAttributes: ["uid"],
+      log: silentLogger,
+      sleep: () => Promise.resolve(),
+      onRequest: (r) => metrics.recordDirectoryRequest(r),
+    });
+    await snapshotOf(p);
+    const lines = (await metrics.registry.metrics()).split("\n").filter((l) => l.startsWith("mgs_directory_requests_total{"));
+    const value = (labels: string): number => Number(lines.find((l) => l.includes(`{${labels}}`))?.split(" ").pop() ?? 0);
+    expect(lines.reduce((sum, l) => sum + Number(l.split(" ").pop()), 0)).toBe(p.lastStats.requests);
+    expect(value('provider="azure",operation="members",outcome="throttled"')).toBe(2);
+    expect(value('provider="azure",operation="members",outcome="error"')).toBe(1);
+    expect(value('provider="azure",operation="discovery",outcome="ok"')).toBe(p.lastStats.discoveryRequests);
   });
 
   it("refuses a nextLink to another host, malformed JSON and unknown member types (fail closed)", async () => {

@@ -13,6 +13,7 @@ import { resolveGroups } from "../../src/idp/resolve.ts";
 import type { DirectorySnapshot } from "../../src/idp/types.ts";
 import { silentLogger } from "../../src/log.ts";
 import { runCli, type CliIo } from "../../src/main.ts";
+import { Metrics } from "../../src/service/metrics.ts";
 import { FakeHomeserver } from "../fakes/homeserver.ts";
 import {
   FIXTURE_DISABLED,
@@ -130,6 +131,33 @@ describeSlapd("LDAP against a real slapd", () => {
       } finally {
         await small.stop();
       }
+    });
+
+    it("reports every bind and page to /metrics: counts equal the requests made, limits and failures by outcome", async () => {
+      const metrics = new Metrics({ processMetrics: false });
+      const observed = (overrides: Partial<LdapSettings>): LdapIdentityProvider =>
+        new LdapIdentityProvider({
+          settings: settings(overrides),
+          userAttributes: ["uid"],
+          log: silentLogger,
+          onRequest: (r) => metrics.recordDirectoryRequest(r),
+        });
+      const p = observed({});
+      await snapshotOf(p);
+      const pages = p.lastStats.pages;
+      expect(pages).toBeGreaterThan(3); // page size 10: the fixture needs several pages
+      const wrong = await observed({ bindPassword: "not-the-password" }).snapshot();
+      expect(wrong.ok).toBe(false);
+
+      const text = await metrics.registry.metrics();
+      const value = (labels: string): number => {
+        const line = text.split("\n").find((l) => l.startsWith(`mgs_directory_requests_total{${labels}}`));
+        return line === undefined ? 0 : Number(line.split(" ").pop());
+      };
+      expect(value('provider="ldap",operation="search",outcome="ok"')).toBe(pages);
+      expect(value('provider="ldap",operation="bind",outcome="ok"')).toBe(1);
+      expect(value('provider="ldap",operation="bind",outcome="error"')).toBe(1);
+      expect(text).toMatch(new RegExp(`mgs_directory_request_duration_seconds_count\\{provider="ldap",operation="search"\\} ${pages}\\b`));
     });
 
     it("names the server and the cause for a wrong password, an unreachable server and a bad certificate", async () => {
