@@ -111,9 +111,12 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   if (command === "check-config") {
     io.out(`Config ${loaded.path} is valid. Effective config (secrets redacted):`);
     io.out(JSON.stringify(redactConfig(config), null, 2));
+    const width = Math.max(...loaded.sources.map((s) => s.key.length));
+    io.out(`Where each value comes from (the file, an environment variable, or the default):`);
+    io.out(loaded.sources.map((s) => `  ${s.key.padEnd(width)}  ${s.source}`).join("\n"));
     io.out(
       loaded.overrides.length === 0
-        ? "Every value comes from the file (or its default); no environment variable overrides it."
+        ? "No environment variable overrides the file."
         : `Taken from the environment instead of the file:\n${loaded.overrides.map((o) => `  ${o.path} ← ${o.env}`).join("\n")}`,
     );
     return EXIT_OK;

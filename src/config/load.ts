@@ -6,12 +6,13 @@
  *
  * Environment (an empty variable counts as unset):
  * - MGS_CONFIG: the config file, when no path is passed.
- * - MGS_HOMESERVER_URL, MGS_DATA_DIR: replace `homeserver.url`, `dataDir`.
- * - MGS_HOMESERVER_ACCESS_TOKEN / MGS_HOMESERVER_ACCESS_TOKEN_FILE,
- *   MGS_DATABASE_URL / MGS_DATABASE_URL_FILE: a secret from the environment replaces
- *   whatever the file gives for it, inline or as a file: the env inline value replaces a
- *   YAML `...File` and an env file replaces a YAML inline value. Setting both variables of
- *   one pair is an error, as is giving both keys of one pair in the file.
+ * - every setting: `MGS_` + its path in upper snake case (env.ts, `ENV_SETTINGS`), e.g.
+ *   MGS_HOMESERVER_URL, MGS_SYNC_MAX_REMOVALS_COUNT; it replaces what the file says.
+ * - secrets (`SECRET_FIELDS`): MGS_HOMESERVER_ACCESS_TOKEN / MGS_HOMESERVER_ACCESS_TOKEN_FILE
+ *   and the like. A secret from the environment replaces whatever the file gives for it,
+ *   inline or as a file: the env inline value replaces a YAML `...File` and an env file
+ *   replaces a YAML inline value. Setting both variables of one pair is an error, as is
+ *   giving both keys of one pair in the file.
  * Relative paths in the file are resolved against the file's folder; relative paths from
  * the environment against the working directory.
  */
@@ -21,7 +22,6 @@ import { LineCounter, parseDocument, type Document } from "yaml";
 import type { z } from "zod";
 import {
   CONFIG_PATH_ENV,
-  ENV_OVERRIDES,
   SECRET_FIELDS,
   checkReferences,
   configFileSchema,
@@ -29,6 +29,7 @@ import {
   type ConfigFile,
   type IdpConfig,
 } from "./schema.ts";
+import { ENV_SETTINGS, readEnvValue } from "./env.ts";
 
 export interface ConfigError {
   /** JSON pointer of the value concerned ("/mapping/rooms/2/groups/0/role"); "" for the file as a whole. */
@@ -55,6 +56,15 @@ export interface LoadedConfig {
   readonly path: string;
   /** Values taken from the environment instead of the file: pointer and variable name. */
   readonly overrides: readonly { readonly path: string; readonly env: string }[];
+  /** Where each setting that has a value got it: every variable-backed key, in schema order. */
+  readonly sources: readonly ValueSource[];
+}
+
+export interface ValueSource {
+  /** Dotted key: `homeserver.url`. */
+  readonly key: string;
+  /** The variable that gave it, `file` (a `...File` secret: `file (accessTokenFile)`), or `default`. */
+  readonly source: string;
 }
 
 export type ConfigResult = LoadedConfig | { readonly ok: false; readonly errors: readonly ConfigError[] };
@@ -116,7 +126,9 @@ function loadFromText(text: string, file: string, env: NodeJS.ProcessEnv, cwd: s
   const baseDir = dirname(file);
   const found: { path: Path; message: string }[] = [];
   const fromEnv = new Map<string, string>(); // pointer → variable
-  applyEnvironment(raw, env, cwd, fromEnv, found);
+  const sectionsFromEnv = new Map<string, string>(); // sections a variable created → variable
+  const inFile = keysInFile(raw);
+  applyEnvironment(raw, env, cwd, fromEnv, sectionsFromEnv, found);
   readSecretFiles(raw, baseDir, fromEnv, found);
 
   const parsed = configFileSchema.safeParse(raw);
@@ -126,19 +138,48 @@ function loadFromText(text: string, file: string, env: NodeJS.ProcessEnv, cwd: s
   if (found.length > 0 || !parsed.success) {
     const errors = found.map(({ path, message }): ConfigError => {
       const pointer = toPointer(path);
-      const variable = envOrigin(pointer, fromEnv);
+      const variable = envOrigin(pointer, fromEnv) ?? envOrigin(pointer, sectionsFromEnv);
       if (variable !== undefined) return { path: pointer, message: `${message} (from ${variable})` };
       const line = lineOf(doc, lineCounter, path);
       return line === undefined ? { path: pointer, message } : { path: pointer, message, line };
     });
     return failed(sortByPosition(errors));
   }
+  const config = finish(parsed.data, baseDir);
   return {
     ok: true,
-    config: finish(parsed.data, baseDir),
+    config,
     path: file,
     overrides: [...fromEnv].map(([path, variable]) => ({ path, env: variable })),
+    sources: sourcesOf(config, inFile, fromEnv),
   };
+}
+
+/** Pointers of the settings the file itself writes (before the environment is applied). */
+function keysInFile(raw: Raw): Set<string> {
+  const paths = [...ENV_SETTINGS.map((s) => s.path), ...SECRET_FIELDS.flatMap((s) => [[...s.parent, s.key], [...s.parent, s.fileKey]])];
+  return new Set(paths.filter((p) => getAt(raw, p) !== undefined).map((p) => toPointer(p)));
+}
+
+function sourcesOf(config: Config, inFile: ReadonlySet<string>, fromEnv: ReadonlyMap<string, string>): ValueSource[] {
+  const out: ValueSource[] = [];
+  for (const setting of ENV_SETTINGS) {
+    const pointer = toPointer(setting.path);
+    const variable = fromEnv.get(pointer);
+    if (variable !== undefined) out.push({ key: setting.path.join("."), source: variable });
+    else if (inFile.has(pointer)) out.push({ key: setting.path.join("."), source: "file" });
+    else if (getAt(config, setting.path) !== undefined) out.push({ key: setting.path.join("."), source: "default" });
+  }
+  for (const secret of SECRET_FIELDS) {
+    const keyPath = [...secret.parent, secret.key];
+    if (getAt(config, keyPath) === undefined) continue;
+    const key = keyPath.join(".");
+    const variable = fromEnv.get(toPointer(keyPath));
+    if (variable !== undefined) out.push({ key, source: variable });
+    else if (inFile.has(toPointer([...secret.parent, secret.fileKey]))) out.push({ key, source: `file (${secret.fileKey})` });
+    else out.push({ key, source: "file" });
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -150,20 +191,33 @@ function applyEnvironment(
   env: NodeJS.ProcessEnv,
   cwd: string,
   fromEnv: Map<string, string>,
+  sectionsFromEnv: Map<string, string>,
   found: { path: Path; message: string }[],
 ): void {
-  for (const override of ENV_OVERRIDES) {
-    const value = envValue(env, override.env);
-    if (value === undefined) continue;
-    const parentPath = override.path.slice(0, -1);
-    const key = override.path[override.path.length - 1];
-    const parent = ensureRecord(raw, parentPath);
-    if (parent === undefined || key === undefined) {
-      found.push({ path: parentPath, message: `must be a mapping, so that ${override.env} can be applied` });
+  for (const setting of ENV_SETTINGS) {
+    const text = envValue(env, setting.env);
+    if (text === undefined) continue;
+    const parentPath = setting.path.slice(0, -1);
+    const key = setting.path[setting.path.length - 1];
+    const read = readEnvValue(setting, text);
+    if (!read.ok) {
+      found.push({ path: setting.path, message: read.message });
+      fromEnv.set(toPointer(setting.path), setting.env);
       continue;
     }
-    parent[key] = override.isPath ? resolve(cwd, value) : value;
-    fromEnv.set(toPointer(override.path), override.env);
+    // A section the file does not have is created; an error about it names the variable.
+    const firstMissing = parentPath.findIndex((_, i) => getAt(raw, parentPath.slice(0, i + 1)) === undefined);
+    const parent = ensureRecord(raw, parentPath);
+    if (parent === undefined || key === undefined) {
+      found.push({ path: parentPath, message: `must be a mapping, so that ${setting.env} can be applied` });
+      continue;
+    }
+    if (firstMissing >= 0) {
+      const created = toPointer(parentPath.slice(0, firstMissing + 1));
+      if (!sectionsFromEnv.has(created)) sectionsFromEnv.set(created, setting.env);
+    }
+    parent[key] = setting.isPath && typeof read.value === "string" ? resolve(cwd, read.value) : read.value;
+    fromEnv.set(toPointer(setting.path), setting.env);
   }
 
   for (const secret of SECRET_FIELDS) {

@@ -11,6 +11,7 @@ import { FilterParser } from "ldapts";
 import { validateDetailed } from "node-cron";
 import { z } from "zod";
 import { parseRoomAlias, parseRoomId, parseUserId, userIdPattern } from "../matrix/ids.ts";
+import { envName } from "./env-names.ts";
 
 export const DEFAULT_ROLES: Readonly<Record<string, number>> = { member: 0, moderator: 50, admin: 100 };
 export const DEFAULT_KICK_REASON = "Removed by matrix-group-sync: no longer in a group mapped to this room";
@@ -44,13 +45,12 @@ export interface SecretField {
 
 // A new secret (LDAP bind password, Azure client secret) is one line here plus its two
 // schema fields.
-export const SECRET_FIELDS: readonly SecretField[] = [
+export const SECRET_FIELDS: readonly SecretField[] = (
+  [
   {
     parent: ["homeserver"],
     key: "accessToken",
     fileKey: "accessTokenFile",
-    env: "MGS_HOMESERVER_ACCESS_TOKEN",
-    fileEnv: "MGS_HOMESERVER_ACCESS_TOKEN_FILE",
     envCreatesParent: true,
     required: true,
     redact: "all",
@@ -59,8 +59,6 @@ export const SECRET_FIELDS: readonly SecretField[] = [
     parent: ["database"],
     key: "url",
     fileKey: "urlFile",
-    env: "MGS_DATABASE_URL",
-    fileEnv: "MGS_DATABASE_URL_FILE",
     envCreatesParent: true,
     required: true,
     redact: "url-password",
@@ -69,8 +67,6 @@ export const SECRET_FIELDS: readonly SecretField[] = [
     parent: ["idp", "ldap"],
     key: "bindPassword",
     fileKey: "bindPasswordFile",
-    env: "MGS_LDAP_BIND_PASSWORD",
-    fileEnv: "MGS_LDAP_BIND_PASSWORD_FILE",
     envCreatesParent: false,
     required: false,
     redact: "all",
@@ -79,8 +75,6 @@ export const SECRET_FIELDS: readonly SecretField[] = [
     parent: ["idp", "azure"],
     key: "clientSecret",
     fileKey: "clientSecretFile",
-    env: "MGS_AZURE_CLIENT_SECRET",
-    fileEnv: "MGS_AZURE_CLIENT_SECRET_FILE",
     envCreatesParent: false,
     required: false,
     redact: "all",
@@ -89,8 +83,6 @@ export const SECRET_FIELDS: readonly SecretField[] = [
     parent: ["tokens", "synapse"],
     key: "accessToken",
     fileKey: "accessTokenFile",
-    env: "MGS_SYNAPSE_ADMIN_TOKEN",
-    fileEnv: "MGS_SYNAPSE_ADMIN_TOKEN_FILE",
     envCreatesParent: false,
     required: false,
     redact: "all",
@@ -99,29 +91,12 @@ export const SECRET_FIELDS: readonly SecretField[] = [
     parent: ["tokens", "mas"],
     key: "clientSecret",
     fileKey: "clientSecretFile",
-    env: "MGS_MAS_CLIENT_SECRET",
-    fileEnv: "MGS_MAS_CLIENT_SECRET_FILE",
     envCreatesParent: false,
     required: true,
     redact: "all",
   },
-];
-
-/** Plain (non-secret) values the environment can override. `isPath`: resolved against the working directory. */
-export interface EnvOverride {
-  readonly env: string;
-  readonly path: readonly string[];
-  readonly isPath: boolean;
-}
-
-export const ENV_OVERRIDES: readonly EnvOverride[] = [
-  { env: "MGS_HOMESERVER_URL", path: ["homeserver", "url"], isPath: false },
-  { env: "MGS_DATA_DIR", path: ["dataDir"], isPath: true },
-  { env: "MGS_LOG_LEVEL", path: ["log", "level"], isPath: false },
-  { env: "MGS_LDAP_URL", path: ["idp", "ldap", "url"], isPath: false },
-  { env: "MGS_AZURE_AUTHORITY_HOST", path: ["idp", "azure", "authorityHost"], isPath: false },
-  { env: "MGS_AZURE_GRAPH_URL", path: ["idp", "azure", "graphBaseUrl"], isPath: false },
-];
+] satisfies Omit<SecretField, "env" | "fileEnv">[]
+).map((f) => ({ ...f, env: envName([...f.parent, f.key]), fileEnv: `${envName([...f.parent, f.key])}_FILE` }));
 
 /** The environment variable that names the config file when no path is passed. */
 export const CONFIG_PATH_ENV = "MGS_CONFIG";
@@ -251,7 +226,7 @@ const ldapScope = z.enum(["base", "one", "sub"]);
 const ldapIdpSchema = z.strictObject({
   kind: z.literal("ldap"),
   ldap: z.strictObject({
-    /** ldap://host:389 or ldaps://host:636. Env: MGS_LDAP_URL. */
+    /** ldap://host:389 or ldaps://host:636. Env: MGS_IDP_LDAP_URL. */
     url: checked(nonEmpty, (s) => (/^ldaps?:\/\/[^/\s]+\/?$/i.test(s) ? undefined : `"${s}" is not an ldap:// or ldaps:// URL (host and port only)`)),
     /** Upgrade an ldap:// connection with StartTLS before binding. */
     startTls: z.boolean().default(false),
@@ -261,9 +236,9 @@ const ldapIdpSchema = z.strictObject({
     rejectUnauthorized: z.boolean().default(true),
     /** The account to bind as; absent: anonymous. */
     bindDn: nonEmpty.exactOptional(),
-    /** Its password (secret). Give this or bindPasswordFile. Env: MGS_LDAP_BIND_PASSWORD. */
+    /** Its password (secret). Give this or bindPasswordFile. Env: MGS_IDP_LDAP_BIND_PASSWORD. */
     bindPassword: nonEmpty.exactOptional(),
-    /** File holding the password. Env: MGS_LDAP_BIND_PASSWORD_FILE. */
+    /** File holding the password. Env: MGS_IDP_LDAP_BIND_PASSWORD_FILE. */
     bindPasswordFile: nonEmpty.exactOptional(),
     /** Time limit to connect, in milliseconds. */
     connectTimeoutMs: z.number().int().min(1).max(600_000).default(10_000),
@@ -320,15 +295,15 @@ const azureIdpSchema = z.strictObject({
     tenantId: nonEmpty,
     /** Application (client) id of the app registration. */
     clientId: guid,
-    /** Client secret (secret). Give this, clientSecretFile, or certificateFile. Env: MGS_AZURE_CLIENT_SECRET. */
+    /** Client secret (secret). Give this, clientSecretFile, or certificateFile. Env: MGS_IDP_AZURE_CLIENT_SECRET. */
     clientSecret: nonEmpty.exactOptional(),
-    /** File holding the client secret. Env: MGS_AZURE_CLIENT_SECRET_FILE. */
+    /** File holding the client secret. Env: MGS_IDP_AZURE_CLIENT_SECRET_FILE. */
     clientSecretFile: nonEmpty.exactOptional(),
     /** PEM file with the certificate AND its private key, for a certificate credential. */
     certificateFile: nonEmpty.exactOptional(),
-    /** Sign-in authority, https only (national clouds: https://login.microsoftonline.us ...). Env: MGS_AZURE_AUTHORITY_HOST. */
+    /** Sign-in authority, https only (national clouds: https://login.microsoftonline.us ...). Env: MGS_IDP_AZURE_AUTHORITY_HOST. */
     authorityHost: z.url({ protocol: /^https$/, normalize: false }).default("https://login.microsoftonline.com"),
-    /** Graph endpoint with its version, https only. Env: MGS_AZURE_GRAPH_URL. */
+    /** Graph endpoint with its version, https only. Env: MGS_IDP_AZURE_GRAPH_BASE_URL. */
     graphBaseUrl: z.url({ protocol: /^https$/, normalize: false }).default("https://graph.microsoft.com/v1.0"),
     /** The direct member groups of this group are discovered too (the seed's azure_root_group_id). */
     rootGroupId: guid.exactOptional(),
@@ -499,7 +474,7 @@ const tokensSchema = z.strictObject({
   backend: z.enum(["synapse", "mas"]).default("synapse"),
   synapse: z
     .strictObject({
-      /** A server admin's access token (secret); default: homeserver.accessToken. Env: MGS_SYNAPSE_ADMIN_TOKEN. */
+      /** A server admin's access token (secret); default: homeserver.accessToken. Env: MGS_TOKENS_SYNAPSE_ACCESS_TOKEN. */
       accessToken: nonEmpty.exactOptional(),
       accessTokenFile: nonEmpty.exactOptional(),
     })
@@ -510,7 +485,7 @@ const tokensSchema = z.strictObject({
       url: z.url({ protocol: /^https?$/, normalize: false }),
       /** A client listed in MAS's policy.data.admin_clients. */
       clientId: nonEmpty,
-      /** Its secret. Env: MGS_MAS_CLIENT_SECRET. */
+      /** Its secret. Env: MGS_TOKENS_MAS_CLIENT_SECRET. */
       clientSecret: nonEmpty.exactOptional(),
       clientSecretFile: nonEmpty.exactOptional(),
     })
@@ -636,7 +611,7 @@ export function checkReferences(raw: unknown): RuleViolation[] {
   if (field(field(raw, "idp"), "kind") === "ldap" && isRecord(ldap)) {
     const hasPassword = ldap["bindPassword"] !== undefined || ldap["bindPasswordFile"] !== undefined;
     if (ldap["bindDn"] !== undefined && !hasPassword) {
-      out.push({ path: ["idp", "ldap"], message: "bindDn needs bindPassword or bindPasswordFile (or MGS_LDAP_BIND_PASSWORD); leave bindDn out to bind anonymously" });
+      out.push({ path: ["idp", "ldap"], message: "bindDn needs bindPassword or bindPasswordFile (or MGS_IDP_LDAP_BIND_PASSWORD); leave bindDn out to bind anonymously" });
     }
     if (ldap["bindDn"] === undefined && hasPassword) {
       out.push({ path: ["idp", "ldap", "bindDn"], message: "required when a bind password is given" });
@@ -651,7 +626,7 @@ export function checkReferences(raw: unknown): RuleViolation[] {
         path: ["idp", "azure"],
         message: secret
           ? "give a client secret or certificateFile, not both"
-          : "give clientSecret, clientSecretFile or certificateFile (or set MGS_AZURE_CLIENT_SECRET)",
+          : "give clientSecret, clientSecretFile or certificateFile (or set MGS_IDP_AZURE_CLIENT_SECRET)",
       });
     }
   }

@@ -103,9 +103,19 @@ mapping:
     expect(r.out).not.toContain("hunter2hunter2");
     expect(r.out).toContain("db.internal");
     expect(r.out).toContain("#staff:example.org");
-    expect(r.out).toContain("Every value comes from the file");
-    const env = await cli(["check-config", "--config", path], { MGS_HOMESERVER_URL: "http://127.0.0.1:1", MGS_DATA_DIR: "/tmp/elsewhere" });
+    expect(r.out).toContain("No environment variable overrides the file.");
+    expect(r.out).toMatch(/^ {2}homeserver\.url +file$/m);
+    expect(r.out).toMatch(/^ {2}homeserver\.accessToken +file \(accessTokenFile\)$/m);
+    expect(r.out).toMatch(/^ {2}homeserver\.concurrency +default$/m);
+    const env = await cli(["check-config", "--config", path], {
+      MGS_HOMESERVER_URL: "http://127.0.0.1:1",
+      MGS_DATA_DIR: "/tmp/elsewhere",
+      MGS_SYNC_MAX_REMOVALS_COUNT: "3",
+    });
     expect(env.out).toMatch(/Taken from the environment instead of the file:\n {2}\/homeserver\/url ← MGS_HOMESERVER_URL\n {2}\/dataDir ← MGS_DATA_DIR/);
+    expect(env.out).toMatch(/^ {2}homeserver\.url +MGS_HOMESERVER_URL$/m);
+    expect(env.out).toMatch(/^ {2}sync\.maxRemovals\.count +MGS_SYNC_MAX_REMOVALS_COUNT$/m);
+    expect(env.out).toContain('"count": 3');
   });
 
   it("sync --dry-run --json prints the report and changes nothing; sync applies it", async () => {

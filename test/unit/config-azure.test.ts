@@ -35,7 +35,7 @@ function errors(r: ConfigResult): string {
 
 describe("the azure directory config", () => {
   it("takes the secret from the environment, fills defaults, and never prints the secret", () => {
-    const r = load(BASE, { MGS_AZURE_CLIENT_SECRET: "azure-secret-value-123" });
+    const r = load(BASE, { MGS_IDP_AZURE_CLIENT_SECRET: "azure-secret-value-123" });
     if (!r.ok) throw new Error(r.errors.map(formatConfigError).join("\n"));
     if (r.config.idp.kind !== "azure") throw new Error("not azure");
     expect(r.config.idp.azure).toMatchObject({

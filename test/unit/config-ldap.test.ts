@@ -54,7 +54,7 @@ describe("the ldap directory config", () => {
   });
 
   it("takes the URL and password from the environment, and redacts the password", () => {
-    const r = load(BASE, { MGS_LDAP_BIND_PASSWORD: "env-secret-pw", MGS_LDAP_URL: "ldaps://dc1.example.org:636" });
+    const r = load(BASE, { MGS_IDP_LDAP_BIND_PASSWORD: "env-secret-pw", MGS_IDP_LDAP_URL: "ldaps://dc1.example.org:636" });
     const ldap = ldapOf(r);
     expect(ldap.url).toBe("ldaps://dc1.example.org:636");
     expect(ldap.bindPassword).toBe("env-secret-pw");
@@ -64,7 +64,7 @@ describe("the ldap directory config", () => {
 
   it("refuses a bind DN without a password, and both password forms at once", () => {
     expect(errors(load(BASE)).join("\n")).toContain(
-      "/idp/ldap: bindDn needs bindPassword or bindPasswordFile (or MGS_LDAP_BIND_PASSWORD); leave bindDn out to bind anonymously",
+      "/idp/ldap: bindDn needs bindPassword or bindPasswordFile (or MGS_IDP_LDAP_BIND_PASSWORD); leave bindDn out to bind anonymously",
     );
     const both = errors(load(BASE.replace("    bindDn:", "    bindPassword: a\n    bindPasswordFile: b\n    bindDn:")));
     expect(both.join("\n")).toMatch(/\/idp\/ldap: give bindPassword or bindPasswordFile, not both/);

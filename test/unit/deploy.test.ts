@@ -14,7 +14,8 @@ import { isAbsolute, join, posix, relative, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parse, parseDocument } from "yaml";
 import { formatConfigError, loadConfig } from "../../src/config/load.ts";
-import { CONFIG_PATH_ENV, ENV_OVERRIDES, SECRET_FIELDS, type Config } from "../../src/config/schema.ts";
+import { ENV_SETTINGS } from "../../src/config/env.ts";
+import { CONFIG_PATH_ENV, SECRET_FIELDS, type Config } from "../../src/config/schema.ts";
 
 const root = resolve(import.meta.dirname, "../..");
 const SERVICE = "matrix-group-sync";
@@ -317,7 +318,7 @@ function parsePort(p: PortEntry): { hostIp: string | undefined; published: strin
 
 const KNOWN_ENV = new Set<string>([
   CONFIG_PATH_ENV,
-  ...ENV_OVERRIDES.map((o) => o.env),
+  ...ENV_SETTINGS.map((o) => o.env),
   ...SECRET_FIELDS.flatMap((s) => [s.env, s.fileEnv]),
   ...STANDARD_ENV,
 ]);
@@ -821,10 +822,10 @@ describe("the checks catch", () => {
 
   it("a secret file variable outside every mount", () => {
     const d = mutate((d) => {
-      (service(d).environment as Record<string, string>)["MGS_LDAP_BIND_PASSWORD_FILE"] = "/etc/ldap-password";
+      (service(d).environment as Record<string, string>)["MGS_IDP_LDAP_BIND_PASSWORD_FILE"] = "/etc/ldap-password";
     });
-    expect(checkFileVariables(d)).toEqual([expect.stringContaining("MGS_LDAP_BIND_PASSWORD_FILE=/etc/ldap-password")]);
-    expect(checkContainerConfig(d, loadContainerConfig(d)).join("\n")).toContain("MGS_LDAP_BIND_PASSWORD_FILE (/etc/ldap-password) is not inside");
+    expect(checkFileVariables(d)).toEqual([expect.stringContaining("MGS_IDP_LDAP_BIND_PASSWORD_FILE=/etc/ldap-password")]);
+    expect(checkContainerConfig(d, loadContainerConfig(d)).join("\n")).toContain("MGS_IDP_LDAP_BIND_PASSWORD_FILE (/etc/ldap-password) is not inside");
   });
 
   it("a data folder outside a named volume, and a config that does not load", () => {

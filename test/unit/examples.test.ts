@@ -22,7 +22,7 @@ describe("examples/", () => {
       writeFileSync(secret, "sample-secret\n");
       const r = loadConfig({
         path: join(examples, file),
-        env: { MGS_HOMESERVER_ACCESS_TOKEN_FILE: secret, MGS_LDAP_BIND_PASSWORD_FILE: secret, MGS_AZURE_CLIENT_SECRET_FILE: secret },
+        env: { MGS_HOMESERVER_ACCESS_TOKEN_FILE: secret, MGS_IDP_LDAP_BIND_PASSWORD_FILE: secret, MGS_IDP_AZURE_CLIENT_SECRET_FILE: secret },
         cwd: dir,
       });
       expect(r.ok ? [] : r.errors.map(formatConfigError)).toEqual([]);
