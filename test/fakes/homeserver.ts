@@ -1013,6 +1013,13 @@ interface FailRule {
   readonly body: unknown;
 }
 
+interface StallRule {
+  readonly endpoint: EndpointKind;
+  remaining: number;
+  /** Process the request (its effect stays) before withholding the answer. */
+  readonly apply: boolean;
+}
+
 const MEMBER_CONTENT: Record<Membership, string> = {
   join: `,"content":{"membership":"join"},"sender":`,
   invite: `,"content":{"membership":"invite"},"sender":`,
@@ -1036,6 +1043,9 @@ export class FakeHomeserver {
   private total = 0;
   private rateRules: RateLimitRule[] = [];
   private failRules: FailRule[] = [];
+  private stallRules: StallRule[] = [];
+  /** Answers withheld by `stallNext` whose connection is still open. */
+  private readonly stalled = new Set<ServerResponse>();
   /** Stream position: incremented for every stored event and account data change. */
   private stream = 0;
   /** Every stored event by id. */
@@ -1112,12 +1122,15 @@ export class FakeHomeserver {
 
   /**
    * Stops the server. Pending long-poll `/sync` requests are answered at once (with whatever they
-   * have, usually nothing) and every connection is then closed; pending `waitForMessage` and
-   * `waitForSyncIdle` calls are rejected. Does not wait for clients.
+   * have, usually nothing) and every connection is then closed, those of stalled requests
+   * (`stallNext`) included; pending `waitForMessage` and `waitForSyncIdle` calls are rejected.
+   * Does not wait for clients.
    */
   async close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
+      for (const res of this.stalled) res.destroy();
+      this.stalled.clear();
       for (const w of [...this.syncWaiters]) w.finish();
       for (const w of [...this.messageWaiters]) w.fail(new Error("FakeHomeserver closed"));
       for (const l of [...this.idleListeners]) l.fail(new Error("FakeHomeserver closed"));
@@ -1445,6 +1458,27 @@ export class FakeHomeserver {
     this.failRules.push({ endpoint, remaining: count, status, body });
   }
 
+  /**
+   * Stalls the next `count` requests to `endpoint`: no answer is ever sent, so the client runs
+   * into its own timeout (a hung server, or an answer lost on the way back).
+   * - `apply: true`: the request is processed as usual first and whatever it did stays done (a
+   *   real server that made the change and whose answer was lost); an error it would have
+   *   answered with is withheld the same way.
+   * - `apply: false`: it hangs before anything is processed (nothing happens).
+   * Checked after `failNext` and before `rateLimit` (a stalled request is never rate-limited);
+   * rules for one endpoint are used in the order given. A stalled request is counted and logged
+   * like any other; its log entry keeps `status` and `finishedAt` null. Its connection stays open
+   * until the client gives up or `close()` destroys it.
+   */
+  stallNext(endpoint: EndpointKind, count: number, opts: { apply: boolean }): void {
+    this.stallRules.push({ endpoint, remaining: count, apply: opts.apply });
+  }
+
+  /** Stalled requests (`stallNext`) whose client has not given up yet. */
+  stalledRequests(): number {
+    return this.stalled.size;
+  }
+
   requestCounts(): Record<EndpointKind, number> {
     return { ...this.counts };
   }
@@ -1749,14 +1783,22 @@ export class FakeHomeserver {
       entry.finishedAt = Date.now();
     });
 
-    // Injected faults come first: the request is not processed at all.
+    // Injected faults come first. A failure or a rate limit is answered without processing the
+    // request; a stall withholds the answer, before processing (apply: false) or after it.
     const fail = this.failRules.find((r) => r.remaining > 0 && r.endpoint === kind);
     if (fail) {
       fail.remaining--;
       FakeHomeserver.send(res, fail.status, fail.body);
       return;
     }
-    const limit = this.rateRules.find((r) => r.remaining > 0 && (r.endpoints === undefined || r.endpoints.has(kind)));
+    const stall = this.stallRules.find((r) => r.remaining > 0 && r.endpoint === kind);
+    if (stall) {
+      stall.remaining--;
+      this.stalled.add(res);
+      res.on("close", () => this.stalled.delete(res));
+      if (!stall.apply) return;
+    }
+    const limit = stall ? undefined : this.rateRules.find((r) => r.remaining > 0 && (r.endpoints === undefined || r.endpoints.has(kind)));
     if (limit) {
       limit.remaining--;
       const body: JsonObject = { errcode: "M_LIMIT_EXCEEDED", error: "Too Many Requests" };
@@ -1767,15 +1809,18 @@ export class FakeHomeserver {
     }
 
     if (method === "OPTIONS") {
-      res.writeHead(204, { "Access-Control-Allow-Origin": "*" });
-      res.end();
+      if (!stall) {
+        res.writeHead(204, { "Access-Control-Allow-Origin": "*" });
+        res.end();
+      }
       return;
     }
     const gone = new AbortController();
     res.on("close", () => {
       if (!res.writableFinished) gone.abort();
     });
-    const alive = (): boolean => !gone.signal.aborted && !res.destroyed && !res.writableEnded;
+    // A stalled answer (`stallNext`, apply: true) is never sent, whatever it would have been.
+    const alive = (): boolean => !stall && !gone.signal.aborted && !res.destroyed && !res.writableEnded;
     try {
       if (error) throw error;
       if (!matched) throw new MatrixHttpError(404, "M_UNRECOGNIZED", "Unrecognized request");

@@ -696,3 +696,89 @@ describe("members endpoints, joined rooms, send, sync", () => {
     expect(a.body.rooms).toEqual({ join: {}, invite: {}, leave: {} });
   });
 });
+
+describe("stalled answers (stallNext)", () => {
+  /** Waits until `done()` holds (the server sees a client's disconnect a moment after it happened). */
+  async function until(done: () => boolean, what: string): Promise<void> {
+    for (let i = 0; i < 200 && !done(); i++) await new Promise((r) => setTimeout(r, 10));
+    if (!done()) throw new Error(`still not: ${what}`);
+  }
+
+  /** A client that gives up after `ms`, as matrix-bot-sdk does with its request timeout. */
+  function callWithTimeout(method: string, path: string, as: string, body: unknown, ms = 300): Promise<Response> {
+    return fetch(`${hs.url}${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${tokens[as]!}`, "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(ms),
+    });
+  }
+
+  it("apply: true processes the request and never answers: the change is made, the client times out", async () => {
+    const roomId = standardRoom();
+    hs.stallNext("invite", 1, { apply: true });
+    await expect(callWithTimeout("POST", room(roomId, "/invite"), ADMIN, { user_id: OUTSIDER })).rejects.toThrow(/aborted|timeout/i);
+    expect(hs.members(roomId)[OUTSIDER]).toBe("invite");
+    expect(hs.appliedChanges()).toEqual([{ kind: "invite", roomId, sender: ADMIN, target: OUTSIDER, content: { membership: "invite" } }]);
+    await until(() => hs.stalledRequests() === 0, "the stalled request is let go once its client gave up");
+    const [entry] = hs.requestLog().filter((e) => e.kind === "invite");
+    expect(entry).toMatchObject({ method: "POST", user: ADMIN, status: null, finishedAt: null });
+    // One request was stalled: the same invite again is answered (Synapse accepts inviting an
+    // invited user, and stores a second invite event: what a client that retried would cause).
+    expect((await call("POST", room(roomId, "/invite"), { as: ADMIN, body: { user_id: OUTSIDER } })).status).toBe(200);
+    expect(hs.appliedChanges().map((c) => [c.kind, c.target])).toEqual([
+      ["invite", OUTSIDER],
+      ["invite", OUTSIDER],
+    ]);
+    expect(hs.requestCounts().invite).toBe(2);
+  });
+
+  it("apply: true withholds an error answer the same way", async () => {
+    const roomId = standardRoom();
+    hs.stallNext("kick", 1, { apply: true });
+    await expect(callWithTimeout("POST", room(roomId, "/kick"), USER, { user_id: OTHER })).rejects.toThrow(/aborted|timeout/i);
+    expect(hs.members(roomId)[OTHER]).toBe("join");
+    expect(hs.appliedChanges()).toEqual([]);
+  });
+
+  it("apply: false hangs before processing: nothing changes; rules run out in order; a stalled request is not rate-limited", async () => {
+    const roomId = standardRoom();
+    hs.stallNext("put_state", 1, { apply: false });
+    hs.stallNext("kick", 1, { apply: false });
+    hs.stallNext("kick", 1, { apply: true });
+    hs.rateLimit({ count: 1, retryAfterMs: 100, endpoints: ["kick"] });
+    const levels = { ...hs.powerLevels(roomId), users: { [ADMIN]: 100, [MOD]: 50, [USER]: 25 } };
+    await expect(callWithTimeout("PUT", room(roomId, "/state/m.room.power_levels/"), ADMIN, levels)).rejects.toThrow(/aborted|timeout/i);
+    expect(hs.powerLevels(roomId)!["users"]).toEqual({ [ADMIN]: 100, [MOD]: 50 });
+    await expect(callWithTimeout("POST", room(roomId, "/kick"), ADMIN, { user_id: USER })).rejects.toThrow(/aborted|timeout/i);
+    expect(hs.members(roomId)[USER]).toBe("join");
+    await expect(callWithTimeout("POST", room(roomId, "/kick"), ADMIN, { user_id: USER })).rejects.toThrow(/aborted|timeout/i);
+    expect(hs.members(roomId)[USER]).toBe("leave");
+    // The rate limit was left for the next request; after it, answers are normal again.
+    expectError(await call("POST", room(roomId, "/kick"), { as: ADMIN, body: { user_id: OTHER } }), 429, "M_LIMIT_EXCEEDED");
+    expect((await call("POST", room(roomId, "/kick"), { as: ADMIN, body: { user_id: OTHER } })).status).toBe(200);
+    expect((await call("PUT", room(roomId, "/state/m.room.power_levels/"), { as: ADMIN, body: levels })).status).toBe(200);
+    expect(hs.appliedChanges().map((c) => [c.kind, c.target ?? null])).toEqual([
+      ["kick", USER],
+      ["kick", OTHER],
+      ["power_levels", null],
+    ]);
+    expect(hs.requestCounts()).toMatchObject({ kick: 4, put_state: 2 });
+    await until(() => hs.stalledRequests() === 0, "every stalled client gave up");
+  });
+
+  it("close() closes the connections of stalled requests whose client still waits", async () => {
+    const roomId = standardRoom();
+    hs.stallNext("state", 2, { apply: false });
+    const waiting = [0, 1].map(() =>
+      fetch(`${hs.url}${room(roomId, "/state")}`, { headers: { Authorization: `Bearer ${tokens[ADMIN]!}` } }).then(
+        () => "answered",
+        () => "connection closed",
+      ),
+    );
+    await until(() => hs.stalledRequests() === 2, "both requests are stalled");
+    await hs.close();
+    expect(await Promise.all(waiting)).toEqual(["connection closed", "connection closed"]);
+    expect(hs.stalledRequests()).toBe(0);
+  });
+});
