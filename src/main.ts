@@ -224,8 +224,7 @@ async function runTokenCli(args: readonly string[], io: CliIo): Promise<number> 
       parsedLine.args,
     );
     io.out(reply.map((p) => p.text).join("\n"));
-    const audit = await app.value.store.listTokenAudit(1);
-    return audit[0] !== undefined && audit[0].actor === "cli" && audit[0].result !== "ok" && !["deleted", "revoked", "not found"].includes(audit[0].result) ? EXIT_FAILURES : EXIT_OK;
+    return reply.some((p) => p.failed === true) ? EXIT_FAILURES : EXIT_OK;
   } finally {
     await app.value.close();
   }

@@ -16,6 +16,13 @@ export interface Part {
    * `html = htmlOpen + items.html.join("") + htmlClose`.
    */
   readonly rows?: Rows;
+  /** This part reports a failure: the CLI exits non-zero when a reply has one. */
+  readonly failed?: true;
+}
+
+/** Marks a part as reporting a failure (what went wrong, not what was asked for). */
+export function failed(part: Part): Part {
+  return { ...part, failed: true };
 }
 
 export interface Rows {

@@ -8,7 +8,7 @@ import type { TokenService } from "../tokens/service.ts";
 import { TOKEN_SCOPE } from "../tokens/service.ts";
 import { checkTokenRef, describeExpiry, describeUses, tokenStatus, type RegistrationToken } from "../tokens/types.ts";
 import type { Result } from "../result.ts";
-import { code, list, paragraph, table, type Part } from "./render.ts";
+import { code, failed, list, paragraph, table, type Part } from "./render.ts";
 import { defineCommand, type CommandSpec, type Duration } from "./spec.ts";
 
 export interface TokenContext {
@@ -25,13 +25,13 @@ export interface TokenContext {
 
 export type TokenCommand = CommandSpec<TokenContext, Part[]>;
 
-const NOT_CONFIGURED = [paragraph("Registration tokens are not configured here: add a tokens section to the config.")];
+const NOT_CONFIGURED = [failed(paragraph("Registration tokens are not configured here: add a tokens section to the config."))];
 
 /** The service, when configured and the asker may use it; otherwise the answer to give. */
 async function gate(ctx: TokenContext): Promise<{ ok: true; tokens: TokenService } | { ok: false; reply: Part[] }> {
   if (ctx.tokens === undefined) return { ok: false, reply: NOT_CONFIGURED };
   if (!(await ctx.tokens.mayUse(ctx.actor, ctx.place, ctx.managementRoomId, ctx.isOperator))) {
-    return { ok: false, reply: [paragraph(`Sorry ${ctx.actor}, token commands are not allowed for you here.`)] };
+    return { ok: false, reply: [failed(paragraph(`Sorry ${ctx.actor}, token commands are not allowed for you here.`))] };
   }
   return { ok: true, tokens: ctx.tokens };
 }
@@ -48,12 +48,12 @@ async function oneToken(
   title?: string,
 ): Promise<Part[]> {
   const checked = checkTokenRef(ref);
-  if (!checked.ok) return [paragraph(`token: ${checked.error}`)];
+  if (!checked.ok) return [failed(paragraph(`token: ${checked.error}`))];
   const g = await gate(ctx);
   if (!g.ok) return g.reply;
   const r = await call(g.tokens);
   await g.tokens.audit(ctx.actor, ctx.place, action, ref, r.ok ? (r.value ? "ok" : "not found") : r.error.message);
-  if (!r.ok) return [paragraph(r.error.message)];
+  if (!r.ok) return [failed(paragraph(r.error.message))];
   if (r.value === undefined) return [paragraph(`There is no registration token ${ref}.`)];
   return [...(title !== undefined ? [paragraph(title)] : []), table(headers(g.tokens), [row(r.value, g.tokens)])];
 }
@@ -90,10 +90,10 @@ const listCommand: TokenCommand = defineCommand({
     const g = await gate(ctx);
     if (!g.ok) return g.reply;
     const which = ((args.values["which"] as string | undefined) ?? "valid").toLowerCase();
-    if (which !== "valid" && which !== "invalid" && which !== "all") return [paragraph(`which: "${which}" is not valid, invalid or all`)];
+    if (which !== "valid" && which !== "invalid" && which !== "all") return [failed(paragraph(`which: "${which}" is not valid, invalid or all`))];
     const r = await g.tokens.backend.list(which);
     await g.tokens.audit(ctx.actor, ctx.place, "list", null, r.ok ? "ok" : r.error.message, { which });
-    if (!r.ok) return [paragraph(r.error.message)];
+    if (!r.ok) return [failed(paragraph(r.error.message))];
     if (r.value.length === 0) return [paragraph(`No ${which === "all" ? "" : `${which} `}registration tokens.`)];
     return [paragraph(`${r.value.length} ${which === "all" ? "" : `${which} `}registration token(s):`), table(headers(g.tokens), r.value.map((t) => row(t, g.tokens)))];
   },
@@ -118,14 +118,14 @@ const createCommand: TokenCommand = defineCommand({
   async run(ctx, args) {
     if (ctx.tokens === undefined) return NOT_CONFIGURED;
     const uses = parseUses(args.values["uses"] as string | undefined, ctx.tokens.config.defaults.uses);
-    if (!uses.ok) return [paragraph(uses.error)];
+    if (!uses.ok) return [failed(paragraph(uses.error))];
     const expiry = ctx.tokens.expiry(args.values["expiry"] as Duration | undefined);
-    if (!expiry.ok) return [paragraph(`expiry: ${expiry.error}`)];
+    if (!expiry.ok) return [failed(paragraph(`expiry: ${expiry.error}`))];
     const g = await gate(ctx);
     if (!g.ok) return g.reply;
     const r = await g.tokens.backend.create({ usesAllowed: uses.value, expiresAt: expiry.value });
     await g.tokens.audit(ctx.actor, ctx.place, "create", r.ok ? r.value : null, r.ok ? "ok" : r.error.message, { uses: uses.value, expiresAt: expiry.value });
-    if (!r.ok) return [paragraph(r.error.message)];
+    if (!r.ok) return [failed(paragraph(r.error.message))];
     const now = g.tokens.clock.now();
     const expiryText = describeExpiry(r.value.expiresAt, now);
     const usesText = r.value.usesAllowed === null ? "unlimited uses" : `${r.value.usesAllowed} use(s)`;
@@ -149,14 +149,14 @@ const updateCommand: TokenCommand = defineCommand({
     if (ctx.tokens === undefined) return NOT_CONFIGURED;
     const ref = args.values["token"] as string;
     const checked = checkTokenRef(ref);
-    if (!checked.ok) return [paragraph(`token: ${checked.error}`)];
+    if (!checked.ok) return [failed(paragraph(`token: ${checked.error}`))];
     const usesRaw = args.values["uses"] as string | undefined;
     const expiryRaw = args.values["expiry"] as Duration | undefined;
     if (usesRaw === undefined && expiryRaw === undefined) return [paragraph("Nothing to change: give uses and/or an expiry.")];
     const uses = parseUses(usesRaw, null);
-    if (!uses.ok) return [paragraph(uses.error)];
+    if (!uses.ok) return [failed(paragraph(uses.error))];
     const expiry = expiryRaw === undefined ? undefined : ctx.tokens.expiry(expiryRaw);
-    if (expiry !== undefined && !expiry.ok) return [paragraph(`expiry: ${expiry.error}`)];
+    if (expiry !== undefined && !expiry.ok) return [failed(paragraph(`expiry: ${expiry.error}`))];
     const g = await gate(ctx);
     if (!g.ok) return g.reply;
     const r = await g.tokens.backend.update(ref, {
@@ -164,7 +164,7 @@ const updateCommand: TokenCommand = defineCommand({
       ...(expiry !== undefined ? { expiresAt: expiry.value } : {}),
     });
     await g.tokens.audit(ctx.actor, ctx.place, "update", ref, r.ok ? "ok" : r.error.message);
-    if (!r.ok) return [paragraph(r.error.message)];
+    if (!r.ok) return [failed(paragraph(r.error.message))];
     return [paragraph("Updated:"), table(headers(g.tokens), [row(r.value, g.tokens)])];
   },
 });
@@ -177,16 +177,18 @@ const deleteCommand: TokenCommand = defineCommand({
   async run(ctx, args) {
     const refs = args.values["token"] as string[];
     const bad = refs.map((r) => [r, checkTokenRef(r)] as const).filter(([, c]) => !c.ok);
-    if (bad.length > 0) return [list(bad.map(([r, c]) => `${r}: ${c.ok ? "" : c.error}`))];
+    if (bad.length > 0) return [failed(list(bad.map(([r, c]) => `${r}: ${c.ok ? "" : c.error}`)))];
     const g = await gate(ctx);
     if (!g.ok) return g.reply;
     const lines: string[] = [];
+    let anyFailed = false;
     for (const ref of refs) {
       const r = await g.tokens.backend.delete(ref);
       await g.tokens.audit(ctx.actor, ctx.place, "delete", ref, r.ok ? r.value : r.error.message);
       lines.push(`${ref}: ${r.ok ? r.value : r.error.message}`);
+      anyFailed ||= !r.ok;
     }
-    return [list(lines)];
+    return [anyFailed ? failed(list(lines)) : list(lines)];
   },
 });
 
@@ -200,7 +202,7 @@ const deleteAllCommand: TokenCommand = defineCommand({
     const g = await gate(ctx);
     if (!g.ok) return g.reply;
     const r = await g.tokens.backend.list("valid");
-    if (!r.ok) return [paragraph(r.error.message)];
+    if (!r.ok) return [failed(paragraph(r.error.message))];
     if (args.flags["yes"] !== true) {
       return [paragraph(`This would delete ${r.value.length} valid token(s). Add --yes to do it.`)];
     }
@@ -212,7 +214,7 @@ const deleteAllCommand: TokenCommand = defineCommand({
       if (d.ok) done++;
       else failures.push(`${t.token}: ${d.error.message}`);
     }
-    return [paragraph(`${g.tokens.backend.kind === "mas" ? "Revoked" : "Deleted"} ${done} token(s).`), ...(failures.length > 0 ? [list(failures)] : [])];
+    return [paragraph(`${g.tokens.backend.kind === "mas" ? "Revoked" : "Deleted"} ${done} token(s).`), ...(failures.length > 0 ? [failed(list(failures))] : [])];
   },
 });
 
@@ -241,7 +243,7 @@ const allowCommand: TokenCommand = defineCommand({
     if (!g.ok) return g.reply;
     const entry = args.values["entry"] as string;
     const kind = allowKind(entry);
-    if (kind === undefined) return [paragraph(`entry: "${entry}" is not a user id, a room id or a valid regular expression`)];
+    if (kind === undefined) return [failed(paragraph(`entry: "${entry}" is not a user id, a room id or a valid regular expression`))];
     await g.tokens.store.addAllowed({ scope: TOKEN_SCOPE, entry, kind, source: "command", addedBy: ctx.actor, addedAt: g.tokens.clock.now() });
     await g.tokens.audit(ctx.actor, ctx.place, "allow", null, "ok", { entry, kind });
     return [paragraph(`Token commands are now allowed for ${kind} ${entry}.`)];

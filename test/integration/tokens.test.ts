@@ -101,6 +101,7 @@ describe("matrix-group-sync token (Synapse admin API)", () => {
     for (const [args, expected] of cases) {
       const r = await token(args, config);
       expect(`${r.out}\n${r.err}`, args.join(" ")).toMatch(expected);
+      expect(r.code, args.join(" ")).not.toBe(0); // 2 when the parser refuses it, 1 when the command does
     }
     expect(hs.requestCounts().admin_registration_tokens).toBe(0);
     const usage = await token(["update"], config);
@@ -114,8 +115,13 @@ describe("matrix-group-sync token (Synapse admin API)", () => {
     await token(["create"], config);
     const ask = await token(["delete-all"], config);
     expect(ask.out).toMatch(/This would delete \d+ valid token\(s\)\. Add --yes to do it\./);
+    expect(ask.code).toBe(0);
     expect((await token(["delete-all", "--yes"], config)).out).toMatch(/Deleted \d+ token\(s\)\./);
-    expect((await token(["list", "valid"], config)).out).toBe("No valid registration tokens.");
+    const after = await token(["list", "valid"], config);
+    expect(after.out).toBe("No valid registration tokens.");
+    // a listing after a failed command succeeds: the exit code is this command's own
+    expect((await token(["show", "not valid!"], config)).code).toBe(1);
+    expect((await token(["list", "valid"], config)).code).toBe(0);
   });
 
   it("says what to do when Synapse delegates auth to MAS, or the token is not an admin's", async () => {
