@@ -27,7 +27,7 @@ import { normalizeDn } from "../src/idp/dn.ts";
 import { AzureIdentityProvider } from "../src/idp/azure.ts";
 import { GraphServer, generateUsers, guid } from "../test/graph/graph-server.ts";
 import { ensureTestCa } from "../test/graph/test-ca.ts";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import pg from "pg";
 import { waitForLeadership } from "../src/service/leader.ts";
 import { Metrics } from "../src/service/metrics.ts";
@@ -352,6 +352,94 @@ async function benchTakeover(): Promise<void> {
   }
 }
 
+/**
+ * (e, end to end) Two real `serve` processes (default 2 s retry); the leader is SIGKILLed;
+ * the time until the standby's first request for a managed room reaches the homeserver
+ * (lock retry + the takeover grace of one interval + start-up + the run at start).
+ */
+async function benchServeTakeover(): Promise<void> {
+  const base = process.env["MGS_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
+  const schema = `bench_serve_${process.pid}`;
+  console.log("(e2) serve-level takeover: leader SIGKILLed → first request of the new leader for a managed room (leaderRetryMs 2 s)");
+  const admin = new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 });
+  try {
+    await admin.connect();
+  } catch (err) {
+    console.log(`    skipped: PostgreSQL not reachable (${String(err)})`);
+    return;
+  }
+  const dir = await mkdtemp(join(tmpdir(), "mgs-bench-e2-"));
+  const hs = await FakeHomeserver.start({ serverName: DOMAIN });
+  const children: import("node:child_process").ChildProcess[] = [];
+  try {
+    await admin.query(`create schema if not exists "${schema}"`);
+    const url = `${base}?options=${encodeURIComponent(`-c search_path=${schema}`)}`;
+    const bootstrap = hs.registerUser(BOT);
+    hs.createRoom({ creator: BOT, alias: `#mgmt:${DOMAIN}` });
+    const room = hs.createRoom({ creator: BOT, alias: `#r:${DOMAIN}` });
+    void bootstrap;
+    await writeFile(join(dir, "directory.yaml"), "users: [a, b]\ngroups:\n  - { id: g, members: [a, b] }\n");
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("MGS_")));
+    const bin = join(import.meta.dirname, "../bin/matrix-group-sync.js");
+    const devices: string[] = [];
+    const start = async (name: string): Promise<import("node:child_process").ChildProcess> => {
+      const token = hs.registerUser(BOT);
+      const who = (await (await fetch(`${hs.url}/_matrix/client/v3/account/whoami`, { headers: { authorization: `Bearer ${token}` } })).json()) as { device_id: string };
+      devices.push(who.device_id);
+      await writeFile(
+        join(dir, `${name}.yaml`),
+        `homeserver: { url: ${hs.url}, accessToken: ${token} }
+database: { url: "${url}" }
+idp: { kind: static, static: { file: directory.yaml } }
+mapping: { rooms: [ { room: "#r:${DOMAIN}", groups: [ { group: g } ] } ] }
+serve: { managementRoom: "#mgmt:${DOMAIN}", schedule: "*/5 * * * * *", runAtStart: true, http: { enabled: false } }
+log: { level: error }
+`,
+      );
+      const child = spawn(process.execPath, [bin, "serve", "--config", join(dir, `${name}.yaml`)], { cwd: dir, env, stdio: "ignore" });
+      children.push(child);
+      return child;
+    };
+    const touched = (device: string): number | undefined =>
+      hs.requestLog().find((e) => e.device === device && e.path.includes(encodeURIComponent(room)))?.receivedAt;
+    const waitFor = async <T>(check: () => T | undefined, ms: number): Promise<T> => {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        const v = check();
+        if (v !== undefined) return v;
+        if (Date.now() > deadline) throw new Error("timed out");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    const times: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      hs.resetCounts();
+      const first = await start(`a${i}`);
+      const firstDevice = devices[devices.length - 1]!;
+      await waitFor(() => touched(firstDevice), 60_000);
+      const second = await start(`b${i}`);
+      const secondDevice = devices[devices.length - 1]!;
+      await new Promise((r) => setTimeout(r, 4_000 + i * 700)); // the standby is waiting, at different points of its cycle
+      const killedAt = Date.now();
+      first.kill("SIGKILL");
+      const actedAt = await waitFor(() => {
+        const t = hs.requestLog().find((e) => e.device === secondDevice && e.receivedAt >= killedAt && e.path.includes(encodeURIComponent(room)))?.receivedAt;
+        return t;
+      }, 60_000);
+      times.push(actedAt - killedAt);
+      second.kill("SIGTERM");
+      await new Promise((r) => second.once("exit", r));
+    }
+    console.log(`    kill → new leader's first room request: ${times.map((t) => `${(t / 1000).toFixed(2)} s`).join(", ")}`);
+  } finally {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+    await hs.close();
+    await admin.query(`drop schema if exists "${schema}" cascade`).catch(() => undefined);
+    await admin.end();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 async function benchMetricsOverhead(): Promise<void> {
   const ROOMS_M = Number(process.env["BENCH_METRICS_ROOMS"] ?? 1000);
   const USERS_M = Number(process.env["BENCH_METRICS_USERS"] ?? 1000);
@@ -427,5 +515,6 @@ if (!only || only.includes("a")) benchPlanner();
 if (!only || only.includes("c")) await benchLdap();
 if (!only || only.includes("d")) await benchGraph();
 if (!only || only.includes("e")) await benchTakeover();
+if (!only || only.includes("e")) await benchServeTakeover();
 if (!only || only.includes("f")) await benchMetricsOverhead();
 if (!only || only.includes("b")) await benchNoOpRun();

@@ -28,6 +28,8 @@ export interface AppOptions {
   readonly json: boolean;
   /** Told of every directory request (metrics). */
   readonly onDirectoryRequest?: DirectoryRequestObserver | undefined;
+  /** Once aborted, the homeserver gateway sends nothing more (serve: leadership lost). */
+  readonly signal?: AbortSignal | undefined;
 }
 
 export async function openApp(config: Config, opts: AppOptions): Promise<Result<App>> {
@@ -46,6 +48,7 @@ export async function openApp(config: Config, opts: AppOptions): Promise<Result<
     requestTimeoutMs: config.homeserver.requestTimeoutMs,
     maxRetries: config.homeserver.maxRetries,
     log: log.child("matrix"),
+    ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
   });
   return ok({
     idp,

@@ -22,7 +22,7 @@ import { ServeError, startServe, type ServeHandle } from "./service/serve.ts";
 import { createLogger } from "./log.ts";
 import { observeHomeserverResponses } from "./matrix/bot-sdk-gateway.ts";
 import { startHttpEndpoints, type HttpEndpoints, type Role } from "./service/http.ts";
-import { waitForLeadership, type Leadership } from "./service/leader.ts";
+import { sleep, waitForLeadership, type Leadership } from "./service/leader.ts";
 import { Metrics } from "./service/metrics.ts";
 import { toJson, toText } from "./reconcile/report.ts";
 
@@ -264,6 +264,7 @@ async function serveUntilSignal(config: Config, io: CliIo): Promise<number> {
       return EXIT_FAILURES;
     }
   }
+  const retryMs = config.serve?.leaderRetryMs ?? 2_000;
   try {
     while (!stop.signal.aborted) {
       let leadership: Leadership | undefined;
@@ -273,10 +274,18 @@ async function serveUntilSignal(config: Config, io: CliIo): Promise<number> {
         leadership = await waitForLeadership({
           databaseUrl: config.database.url,
           log,
-          retryMs: config.serve?.leaderRetryMs ?? 2_000,
+          retryMs,
           signal: stop.signal,
         });
         if (leadership === undefined) break;
+        if (leadership.tookOver) {
+          // Give the previous leader time to notice its loss (its keep-alive fails within one interval).
+          const lostMeanwhile = await Promise.race([sleep(retryMs, stop.signal).then(() => false), leadership.lost.then(() => true)]);
+          if (stop.signal.aborted || lostMeanwhile) {
+            await leadership.release();
+            continue;
+          }
+        }
       }
       try {
         handle = await startServe(config, { onRun: (r) => metrics.recordRun(r), onDirectoryRequest: (r) => metrics.recordDirectoryRequest(r) });
@@ -291,10 +300,16 @@ async function serveUntilSignal(config: Config, io: CliIo): Promise<number> {
       const lost = await Promise.race([stopped.then(() => undefined), leadership?.lost ?? new Promise<never>(() => undefined)]);
       role = "stopping";
       metrics.leader.set(0);
-      await handle.stop();
+      // Lost the lock: another replica may act any moment, so not one more request.
+      await handle.stop({ now: lost !== undefined });
       handle = undefined;
       await leadership?.release();
-      if (lost !== undefined) io.err(`lost the leader lock (${lost}); standing by`);
+      if (lost !== undefined) {
+        io.err(`lost the leader lock (${lost}); standing by`);
+        // Stand back so that a standby takes over rather than this process re-acquiring it.
+        role = "standby";
+        await sleep(2 * retryMs, stop.signal);
+      }
     }
   } finally {
     process.off("SIGTERM", onSignal);

@@ -23,6 +23,11 @@ export interface GatewayOptions {
   readonly maxRetries: number;
   readonly log: Logger;
   readonly sleep?: Sleep;
+  /**
+   * Once aborted, no request is sent any more (not even a retry after a 429): every call
+   * fails at once. Serve aborts it when this replica loses the leader lock.
+   */
+  readonly signal?: AbortSignal;
 }
 
 const MEMBERSHIPS: ReadonlySet<string> = new Set(["join", "invite", "leave", "ban", "knock"]);
@@ -114,8 +119,24 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
   const sleep = opts.sleep ?? realSleep;
   const log = opts.log;
 
+  const signal = opts.signal;
+  const halted = (): boolean => signal?.aborted === true;
+  /** Waits `ms`, or less when the signal aborts first. */
+  const wait = (ms: number): Promise<void> =>
+    signal === undefined
+      ? sleep(ms)
+      : new Promise<void>((resolve) => {
+          const done = (): void => {
+            signal.removeEventListener("abort", done);
+            resolve();
+          };
+          signal.addEventListener("abort", done, { once: true });
+          void sleep(ms).then(done);
+        });
+
   async function call<T>(what: string, method: "GET" | "POST" | "PUT", path: string, body?: unknown): Promise<Result<T>> {
     for (let attempt = 0; ; attempt++) {
+      if (halted()) return fail(`${what}: not sent: this process has stopped acting (it is no longer the leader, or is shutting down)`, { code: "M_STOPPED" });
       try {
         return ok((await client.doRequest(method, path, null, body ?? null, opts.requestTimeoutMs)) as T);
       } catch (err) {
@@ -124,9 +145,9 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
           if (attempt >= opts.maxRetries) {
             return fail(`${what}: still rate-limited by the homeserver after ${opts.maxRetries} retries`, { code: "M_LIMIT_EXCEEDED" });
           }
-          const wait = limited.retryAfterMs ?? Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** attempt);
-          log.debug("rate limited, waiting", { what, waitMs: wait, attempt });
-          await sleep(wait);
+          const delay = limited.retryAfterMs ?? Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** attempt);
+          log.debug("rate limited, waiting", { what, waitMs: delay, attempt });
+          await wait(delay);
           continue;
         }
         return fail(`${what}: ${explain(err, opts.homeserverUrl)}`, codeOf(err));

@@ -2,7 +2,10 @@
  * One leader among replicas, chosen by a PostgreSQL session advisory lock held on a
  * dedicated connection. Standbys retry the lock; when the leader's connection drops, its
  * lock is released by the server and a standby takes over at its next try. The leader
- * notices a dead connection (error, end, or a failed keep-alive) and stops acting.
+ * notices a dead connection (error, end, or a keep-alive that fails or hangs past the retry
+ * interval) and stops acting at once; it then stands back for two retry intervals before
+ * trying the lock again, so that a standby takes over rather than the old leader
+ * re-acquiring it. A leader that took over waits one retry interval before acting.
  *
  * With embedded PGlite there is one process by nature: the store holds a lock file on the
  * data folder, and a second process refuses to start.
@@ -14,6 +17,12 @@ import { describeError } from "../result.ts";
 export interface Leadership {
   /** Settles (with the reason) when the lock's connection is lost: stop acting at once. */
   readonly lost: Promise<string>;
+  /**
+   * Whether another replica was seen holding the lock before this one got it: a leader that
+   * takes over waits one retry interval before acting, so that the previous leader has
+   * noticed its loss (its keep-alive fails within that time) and stopped.
+   */
+  readonly tookOver: boolean;
   release(): Promise<void>;
 }
 
@@ -36,7 +45,13 @@ export async function waitForLeadership(opts: LeaderOptions): Promise<Leadership
   const log = opts.log.child("leader");
   let announced = false;
   while (!isAborted(opts.signal)) {
-    const client = new pg.Client({ connectionString: opts.databaseUrl, connectionTimeoutMillis: 5_000 });
+    // query_timeout: a keep-alive that hangs (a silent network partition) counts as lost.
+    const client = new pg.Client({
+      connectionString: opts.databaseUrl,
+      connectionTimeoutMillis: 5_000,
+      query_timeout: Math.max(1_000, retryMs),
+      keepAlive: true,
+    });
     client.on("error", () => undefined); // reported through `lost` or the next attempt
     try {
       await client.connect();
@@ -48,7 +63,7 @@ export async function waitForLeadership(opts: LeaderOptions): Promise<Leadership
         const r = await client.query<{ ok: boolean }>(LOCK_SQL);
         if (r.rows[0]?.ok === true) {
           log.info("became leader");
-          return holding(client, retryMs, log);
+          return holding(client, retryMs, log, announced);
         }
         if (!announced) log.info("standing by: another replica is the leader");
         announced = true;
@@ -64,7 +79,7 @@ export async function waitForLeadership(opts: LeaderOptions): Promise<Leadership
   return undefined;
 }
 
-function holding(client: pg.Client, checkMs: number, log: Logger): Leadership {
+function holding(client: pg.Client, checkMs: number, log: Logger, tookOver: boolean): Leadership {
   let resolveLost!: (reason: string) => void;
   let done = false;
   const lost = new Promise<string>((r) => (resolveLost = r));
@@ -83,6 +98,7 @@ function holding(client: pg.Client, checkMs: number, log: Logger): Leadership {
   timer.unref();
   return {
     lost,
+    tookOver,
     async release() {
       if (done) return;
       done = true;
@@ -97,12 +113,15 @@ function isAborted(signal: AbortSignal | undefined): boolean {
   return signal?.aborted === true;
 }
 
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+/** Waits `ms`, or less when `signal` aborts first; leaves no listener behind. */
+export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
+    const done = (): void => {
       clearTimeout(t);
+      signal?.removeEventListener("abort", done);
       resolve();
-    }, { once: true });
+    };
+    const t = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
   });
 }

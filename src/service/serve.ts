@@ -30,8 +30,12 @@ import { Service } from "./service.ts";
 export interface ServeHandle {
   readonly service: Service;
   readonly managementRoomId: RoomId;
-  /** Stops taking commands and runs; waits (up to serve.shutdownTimeoutMs) for the run under way. */
-  stop(): Promise<void>;
+  /**
+   * Stops taking commands and runs; waits (up to serve.shutdownTimeoutMs) for the run under
+   * way. `now`: the leader lock is lost, so not one more homeserver request is sent — the
+   * action under way is abandoned, a 429 wait is cut short, and the run ends at once.
+   */
+  stop(opts?: { now?: boolean }): Promise<void>;
 }
 
 export interface ServeOptions {
@@ -52,7 +56,8 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
   if (serveConfig === undefined) {
     throw new ServeError("serve needs a `serve` section in the config, with at least `managementRoom`");
   }
-  const opened = await openApp(config, { interactive: false, json: false, onDirectoryRequest: opts.onDirectoryRequest });
+  const halt = new AbortController();
+  const opened = await openApp(config, { interactive: false, json: false, onDirectoryRequest: opts.onDirectoryRequest, signal: halt.signal });
   if (!opened.ok) throw new ServeError(opened.error.message);
   const app: App = opts.clock ? { ...opened.value, clock: opts.clock } : opened.value;
   const log = app.log.child("serve");
@@ -214,8 +219,13 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     return {
       service,
       managementRoomId: roomId,
-      stop: () =>
-        (stopped ??= (async () => {
+      stop: (how) => {
+        if (how?.now === true) {
+          stopping = true;
+          halt.abort();
+          abort.abort();
+        }
+        return (stopped ??= (async () => {
           stopping = true;
           await theTask.stop();
           mclient.stop();
@@ -228,7 +238,8 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
           }
           await app.close();
           log.info("stopped");
-        })()),
+        })());
+      },
     };
   } catch (err) {
     await task?.stop();

@@ -113,6 +113,33 @@ describe("the homeserver gateway", () => {
     expect(waits).toEqual([500, 1_000, 2_000]);
   });
 
+  it("once its signal aborts, sends nothing more: a 429 wait is cut short and the retry is never sent", async () => {
+    const roomId = hs.createRoom({ creator: BOT }) as RoomId;
+    const halt = new AbortController();
+    const halting = createBotSdkGateway({
+      homeserverUrl: hs.url,
+      accessToken: token,
+      requestTimeoutMs: 5_000,
+      maxRetries: 3,
+      log: silentLogger,
+      signal: halt.signal,
+      // the 429 wait never ends by itself: only the abort can end it
+      sleep: () => new Promise<void>(() => undefined),
+    });
+    hs.rateLimit({ count: 1, retryAfterMs: 60_000, endpoints: ["invite"] });
+    const before = hs.requestCounts().invite;
+    const pending = halting.invite(roomId, "@late:example.org" as UserId);
+    while (hs.requestCounts().invite === before) await new Promise((r) => setTimeout(r, 10));
+    halt.abort();
+    const r = await pending;
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.error.message).toMatch(/not sent: this process has stopped acting/);
+    const after = await halting.kick(roomId, "@x:example.org" as UserId, "bye");
+    expect(after.ok).toBe(false);
+    expect(hs.requestCounts().invite).toBe(before + 1); // the 429'd attempt only
+    expect(hs.members(roomId)["@late:example.org"]).toBeUndefined();
+  });
+
   it("reports an unknown token clearly", async () => {
     const bad = createBotSdkGateway({ homeserverUrl: hs.url, accessToken: "wrong", requestTimeoutMs: 5_000, maxRetries: 0, log: silentLogger });
     const r = await bad.whoami();
