@@ -1028,6 +1028,11 @@ const MEMBER_CONTENT: Record<Membership, string> = {
   knock: `,"content":{"membership":"knock"},"sender":`,
 };
 
+/** The power levels of a room created without any (Synapse's private_chat preset), with `users`. */
+export function presetPowerLevels(users: Record<string, number>): JsonObject {
+  return { users: { ...users }, users_default: 0, events: {}, events_default: 0, state_default: 50, ban: 50, kick: 50, redact: 50, invite: 0 };
+}
+
 export class FakeHomeserver {
   readonly url: string;
   readonly serverName: string;
@@ -1208,17 +1213,7 @@ export class FakeHomeserver {
       const content: JsonObject =
         opts.powerLevels !== undefined
           ? structuredClone(opts.powerLevels)
-          : {
-              users: versionNumber >= 12 ? {} : { [opts.creator]: 100 },
-              users_default: 0,
-              events: {},
-              events_default: 0,
-              state_default: 50,
-              ban: 50,
-              kick: 50,
-              redact: 50,
-              invite: 0,
-            };
+          : presetPowerLevels(versionNumber >= 12 ? {} : { [opts.creator]: 100 });
       validateInitialPowerLevels(room, content);
       this.putState(room, "m.room.power_levels", "", content, opts.creator);
     }

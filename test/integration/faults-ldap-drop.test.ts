@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli, type CliIo } from "../../src/main.ts";
-import { FakeHomeserver } from "../fakes/homeserver.ts";
+import { FakeHomeserver, presetPowerLevels } from "../fakes/homeserver.ts";
 import { LDAP_OP, startCuttingProxy, type CuttingProxy } from "../ldap/cutting-proxy.ts";
 import { GROUPS_DN, PEOPLE_DN, slapdAvailable, startSlapd, type Slapd } from "../ldap/slapd.ts";
 
@@ -110,34 +110,14 @@ log: { level: error }
       creator: BOT,
       alias: "#staff:example.org",
       members: staffMembers,
-      powerLevels: {
-        users: { [BOT]: 100, [u("u01")]: 50, [u("u03")]: 50, [u("stale2")]: 50 },
-        users_default: 0,
-        events: {},
-        events_default: 0,
-        state_default: 50,
-        ban: 50,
-        kick: 50,
-        redact: 50,
-        invite: 0,
-      },
+      powerLevels: presetPowerLevels({ [BOT]: 100, [u("u01")]: 50, [u("u03")]: 50, [u("stale2")]: 50 }),
     });
     // #leads holds u01 and u07 (a moderator who is no lead); u02 is missing.
     const leads = hs.createRoom({
       creator: BOT,
       alias: "#leads:example.org",
       members: { [u("u01")]: "join", [u("u07")]: "join" },
-      powerLevels: {
-        users: { [BOT]: 100, [u("u07")]: 50 },
-        users_default: 0,
-        events: {},
-        events_default: 0,
-        state_default: 50,
-        ban: 50,
-        kick: 50,
-        redact: 50,
-        invite: 0,
-      },
+      powerLevels: presetPowerLevels({ [BOT]: 100, [u("u07")]: 50 }),
     });
     const staffBefore = hs.members(staff);
     const leadsBefore = hs.members(leads);

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli, type CliIo } from "../../src/main.ts";
-import { FakeHomeserver, type AppliedChange } from "../fakes/homeserver.ts";
+import { FakeHomeserver, presetPowerLevels, type AppliedChange } from "../fakes/homeserver.ts";
 
 const BOT = "@bot:example.org";
 const u = (n: string): string => `@${n}:example.org`;
@@ -39,17 +39,7 @@ interface Report {
   }[];
 }
 
-const levels = (users: Record<string, number>): Record<string, unknown> => ({
-  users: { [BOT]: 100, ...users },
-  users_default: 0,
-  events: {},
-  events_default: 0,
-  state_default: 50,
-  ban: 50,
-  kick: 50,
-  redact: 50,
-  invite: 0,
-});
+const levels = (users: Record<string, number>): Record<string, unknown> => presetPowerLevels({ [BOT]: 100, ...users });
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "mgs-faults-timeouts-"));
