@@ -429,8 +429,17 @@ class SearchError extends Error {
     readonly base: string,
     override readonly cause: unknown,
   ) {
-    super(`searching ${what} under ${base}: ${describeError(cause)}`);
+    super(`searching ${what} under ${base}: ${describeCause(cause)}`);
   }
+}
+
+/** ldapts' own words for a dropped connection name its internals (message type codes). */
+function describeCause(cause: unknown): string {
+  const text = describeError(cause);
+  if (/Connection closed before message response|Socket (error|closed)|ECONNRESET|EPIPE/i.test(text)) {
+    return "the connection was dropped before the answer was complete (by the server or the network)";
+  }
+  return text;
 }
 
 function explain(err: unknown, s: LdapSettings): string {
