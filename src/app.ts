@@ -41,7 +41,7 @@ export async function openApp(config: Config, opts: AppOptions): Promise<Result<
     const where = config.database ? "the PostgreSQL database (database.url)" : `the embedded database in ${config.dataDir}`;
     return fail(`cannot open ${where}: ${describeError(err)}`);
   }
-  const idp = createIdentityProvider(config.idp, config.users, log, opts.onDirectoryRequest);
+  const idp = await createIdentityProvider(config.idp, config.users, log, opts.onDirectoryRequest);
   const gateway = createBotSdkGateway({
     homeserverUrl: config.homeserver.url,
     accessToken: config.homeserver.accessToken,

@@ -4,7 +4,6 @@
  */
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { openApp, settingsFrom } from "./app.ts";
 import { formatConfigError, loadConfig } from "./config/load.ts";
 import { redactConfig } from "./config/redact.ts";
 import type { Config } from "./config/schema.ts";
@@ -18,12 +17,6 @@ import type { Part } from "./commands/render.ts";
 import { CommandTable } from "./commands/spec.ts";
 import { tokenCommands, type TokenContext } from "./commands/token-commands.ts";
 import { createTokenService } from "./tokens/service.ts";
-import { ServeError, startServe, type ServeHandle } from "./service/serve.ts";
-import { createLogger } from "./log.ts";
-import { observeHomeserverResponses } from "./matrix/bot-sdk-gateway.ts";
-import { startHttpEndpoints, type HttpEndpoints, type Role } from "./service/http.ts";
-import { sleep, waitForLeadership, type Leadership } from "./service/leader.ts";
-import { Metrics } from "./service/metrics.ts";
 import { toJson, toText } from "./reconcile/report.ts";
 
 export const EXIT_OK = 0;
@@ -122,7 +115,9 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     return EXIT_OK;
   }
 
-  if (command === "serve") return serveUntilSignal(config, io);
+  // Loaded on demand: check-config and --help do not pay for the homeserver and database clients.
+  if (command === "serve") return (await import("./serve-process.ts")).serveUntilSignal(config, io);
+  const { openApp, settingsFrom } = await import("./app.ts");
 
   const app = await openApp(config, { interactive: io.interactive, json: parsed.values.json });
   if (!app.ok) {
@@ -208,6 +203,7 @@ async function runTokenCli(args: readonly string[], io: CliIo): Promise<number> 
     io.err(`The config is not valid:\n${loaded.errors.map((e) => `  ${formatConfigError(e)}`).join("\n")}`);
     return EXIT_USAGE;
   }
+  const { openApp } = await import("./app.ts");
   const app = await openApp(loaded.config, { interactive: io.interactive, json: false });
   if (!app.ok) {
     io.err(app.error.message);
@@ -227,108 +223,6 @@ async function runTokenCli(args: readonly string[], io: CliIo): Promise<number> 
     return reply.some((p) => p.failed === true) ? EXIT_FAILURES : EXIT_OK;
   } finally {
     await app.value.close();
-  }
-}
-
-/**
- * `serve`: runs until SIGTERM or SIGINT, then stops cleanly and exits 0. With PostgreSQL
- * several replicas may run: only the one holding the leader lock serves; the others stand by
- * and take over when the leader's database session ends.
- */
-async function serveUntilSignal(config: Config, io: CliIo): Promise<number> {
-  const log = createLogger({ level: config.log.level, format: config.log.format });
-  const metrics = new Metrics();
-  observeHomeserverResponses((status, ms) => metrics.recordHomeserverResponse(status, ms));
-  let role: Role = "starting";
-  let handle: ServeHandle | undefined;
-  const stop = new AbortController();
-  const onSignal = (signal: NodeJS.Signals): void => {
-    io.err(`${signal}: stopping (the action under way finishes first)`);
-    stop.abort();
-  };
-  process.on("SIGTERM", onSignal);
-  process.on("SIGINT", onSignal);
-  const stopped = new Promise<void>((r) => stop.signal.addEventListener("abort", () => r(), { once: true }));
-
-  const http = config.serve?.http;
-  let endpoints: HttpEndpoints | undefined;
-  if (http?.enabled === true) {
-    try {
-      endpoints = await startHttpEndpoints({ address: http.address, port: http.port }, metrics, {
-        role: () => role,
-        database: async () => (handle === undefined ? (role === "standby" ? undefined : "not open yet") : probe(() => handle!.service.app.store.listRuns(1))),
-        homeserver: async () => (handle === undefined ? undefined : probe(() => handle!.service.app.gateway.whoami())),
-      }, log);
-    } catch (err) {
-      io.err(`cannot listen on ${http.address}:${http.port} for /healthz, /readyz and /metrics: ${describeError(err)}`);
-      return EXIT_FAILURES;
-    }
-  }
-  const retryMs = config.serve?.leaderRetryMs ?? 2_000;
-  try {
-    while (!stop.signal.aborted) {
-      let leadership: Leadership | undefined;
-      if (config.database !== undefined) {
-        role = "standby";
-        metrics.leader.set(0);
-        leadership = await waitForLeadership({
-          databaseUrl: config.database.url,
-          log,
-          retryMs,
-          signal: stop.signal,
-        });
-        if (leadership === undefined) break;
-        if (leadership.tookOver) {
-          // Give the previous leader time to notice its loss (its keep-alive fails within one interval).
-          const lostMeanwhile = await Promise.race([sleep(retryMs, stop.signal).then(() => false), leadership.lost.then(() => true)]);
-          if (stop.signal.aborted || lostMeanwhile) {
-            await leadership.release();
-            continue;
-          }
-        }
-      }
-      try {
-        handle = await startServe(config, { onRun: (r) => metrics.recordRun(r), onDirectoryRequest: (r) => metrics.recordDirectoryRequest(r) });
-      } catch (err) {
-        await leadership?.release();
-        io.err(err instanceof ServeError ? err.message : `cannot start: ${describeError(err)}`);
-        return EXIT_FAILURES;
-      }
-      role = "leader";
-      metrics.leader.set(1);
-      io.err(`matrix-group-sync is serving (management room ${handle.managementRoomId}); stop with SIGTERM or Ctrl-C.`);
-      const lost = await Promise.race([stopped.then(() => undefined), leadership?.lost ?? new Promise<never>(() => undefined)]);
-      role = "stopping";
-      metrics.leader.set(0);
-      // Lost the lock: another replica may act any moment, so not one more request.
-      await handle.stop({ now: lost !== undefined });
-      handle = undefined;
-      await leadership?.release();
-      if (lost !== undefined) {
-        io.err(`lost the leader lock (${lost}); standing by`);
-        // Stand back so that a standby takes over rather than this process re-acquiring it.
-        role = "standby";
-        await sleep(2 * retryMs, stop.signal);
-      }
-    }
-  } finally {
-    process.off("SIGTERM", onSignal);
-    process.off("SIGINT", onSignal);
-    await endpoints?.close();
-  }
-  return EXIT_OK;
-}
-
-async function probe(check: () => Promise<unknown>): Promise<string | undefined> {
-  try {
-    const r = await check();
-    if (r !== null && typeof r === "object" && "ok" in r && r.ok === false) {
-      const e = (r as { error?: { message?: unknown } }).error;
-      return typeof e?.message === "string" ? e.message : "failed";
-    }
-    return undefined;
-  } catch (err) {
-    return describeError(err);
   }
 }
 
