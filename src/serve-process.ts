@@ -69,8 +69,15 @@ export async function serveUntilSignal(config: Config, io: CliIo): Promise<numbe
           }
         }
       }
+      // The moment the lock is lost, the homeserver gateway refuses to send anything more.
+      const mayAct = new AbortController();
+      void leadership?.lost.then(() => mayAct.abort());
       try {
-        handle = await startServe(config, { onRun: (r) => metrics.recordRun(r), onDirectoryRequest: (r) => metrics.recordDirectoryRequest(r) });
+        handle = await startServe(config, {
+          onRun: (r) => metrics.recordRun(r),
+          onDirectoryRequest: (r) => metrics.recordDirectoryRequest(r),
+          signal: mayAct.signal,
+        });
       } catch (err) {
         await leadership?.release();
         io.err(err instanceof ServeError ? err.message : `cannot start: ${describeError(err)}`);

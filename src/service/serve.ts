@@ -47,6 +47,11 @@ export interface ServeOptions {
   readonly onRun?: (report: RunReport) => void;
   /** Called with every directory request (metrics). */
   readonly onDirectoryRequest?: DirectoryRequestObserver;
+  /**
+   * Aborted when this process may no longer act (the leader lock is lost): from then on not
+   * one homeserver request is sent, even before `stop` is called.
+   */
+  readonly signal?: AbortSignal;
 }
 
 export class ServeError extends Error {}
@@ -57,6 +62,8 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     throw new ServeError("serve needs a `serve` section in the config, with at least `managementRoom`");
   }
   const halt = new AbortController();
+  if (opts.signal?.aborted === true) halt.abort();
+  opts.signal?.addEventListener("abort", () => halt.abort(), { once: true });
   const opened = await openApp(config, { interactive: false, json: false, onDirectoryRequest: opts.onDirectoryRequest, signal: halt.signal });
   if (!opened.ok) throw new ServeError(opened.error.message);
   const app: App = opts.clock ? { ...opened.value, clock: opts.clock } : opened.value;
