@@ -15,6 +15,7 @@
  */
 import { readFileSync } from "node:fs";
 import { ClientCertificateCredential, ClientSecretCredential, type TokenCredential } from "@azure/identity";
+import { AzureLogger } from "@azure/logger";
 import { AuthenticationHandler, Client, GraphError, HTTPMessageHandler } from "@microsoft/microsoft-graph-client";
 import { TokenCredentialAuthenticationProvider } from "@microsoft/microsoft-graph-client/authProviders/azureTokenCredentials/index.js";
 import type { AzureIdpConfig } from "../config/schema.ts";
@@ -96,6 +97,7 @@ export class AzureIdentityProvider implements IdentityProvider {
     const s = opts.settings;
     this.settings = s;
     this.onRequest = opts.onRequest;
+    routeAzureSdkLogs(opts.log.child("azure-sdk"));
     this.log = opts.log;
     this.sleep = opts.sleep ?? realSleep;
     this.graphBase = s.graphBaseUrl.replace(/\/+$/, "");
@@ -306,6 +308,16 @@ export class AzureIdentityProvider implements IdentityProvider {
       }
     }
   }
+}
+
+/**
+ * The Azure SDK logs (only when AZURE_LOG_LEVEL is set) through @azure/logger, to stderr by
+ * default: into our sink instead, where secrets are masked like everywhere else.
+ */
+function routeAzureSdkLogs(log: Logger): void {
+  AzureLogger.log = (...args: unknown[]) => {
+    log.debug("azure sdk", { detail: args.map((a) => (typeof a === "string" ? a : describeError(a))).join(" ") });
+  };
 }
 
 function makeCredential(s: AzureSettings): TokenCredential {

@@ -2,7 +2,9 @@
  * The log sink: pino JSON lines with a named logger per module, a human-readable mode,
  * secrets replaced at any depth, and matrix-bot-sdk's LogService writing into the same sink.
  */
+import { createClientLogger, setLogLevel } from "@azure/logger";
 import { LogService } from "matrix-bot-sdk";
+import { AzureIdentityProvider } from "../../src/idp/azure.ts";
 import { describe, expect, it } from "vitest";
 import { createLogger } from "../../src/log.ts";
 import { routeSdkLogs } from "../../src/matrix/bot-sdk-gateway.ts";
@@ -74,5 +76,36 @@ describe("logs", () => {
     expect(parsed[0]).toMatchObject({ module: "MatrixHttpClient" });
     expect(parsed[1]).toMatchObject({ module: "MatrixClientLite", detail: "syncing" });
     expect(lines.join("\n")).not.toContain("syt_SDK_SECRET");
+  });
+
+  it("routes the Azure SDK's logger (AZURE_LOG_LEVEL) into the same sink, masked", () => {
+    const { log, lines } = capture("debug");
+    new AzureIdentityProvider({
+      settings: {
+        tenantId: "contoso.onmicrosoft.com",
+        clientId: "11111111-1111-1111-1111-111111111111",
+        clientSecret: "SECRET-AZ",
+        authorityHost: "https://login.microsoftonline.com",
+        graphBaseUrl: "https://graph.microsoft.com/v1.0",
+        readOwners: true,
+        guests: "skip",
+        extraAttributes: [],
+        pageSize: 999,
+        maxRetries: 3,
+        timeoutMs: 10_000,
+      },
+      userAttributes: ["uid"],
+      log,
+    });
+    setLogLevel("info");
+    try {
+      createClientLogger("identity").info("token request to https://login.example/?access_token=SECRET-Q failed");
+    } finally {
+      setLogLevel(undefined);
+    }
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ logger: "mgs.azure-sdk", msg: "azure sdk" });
+    expect(lines[0]).toContain("access_token=***");
+    expect(lines[0]).not.toContain("SECRET-Q");
   });
 });
