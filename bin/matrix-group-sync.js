@@ -3,6 +3,14 @@
 // tsx (registered here), so no build step is needed.
 import { register } from "tsx/esm/api";
 
+// Node's own warnings (a dependency's deprecated API on Node 22+) would be bare text lines in
+// a JSON log stream: they are written as JSON lines too, at level warn, logger "mgs.node".
+process.removeAllListeners("warning");
+process.on("warning", (warning) => {
+  const line = { level: "warn", time: new Date().toISOString(), logger: "mgs.node", name: warning.name, code: warning.code, detail: warning.message, msg: "node warning" };
+  process.stderr.write(JSON.stringify(line) + "\n");
+});
+
 register();
 const { main } = await import("../src/main.ts");
 await main();
