@@ -112,6 +112,9 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
         ? "No environment variable overrides the file."
         : `Taken from the environment instead of the file:\n${loaded.overrides.map((o) => `  ${o.path} ← ${o.env}`).join("\n")}`,
     );
+    if (loaded.unused.length > 0) {
+      io.out(`Set but not used by this config:\n${loaded.unused.map((u) => `  ${u.env} (for ${u.key})`).join("\n")}`);
+    }
     return EXIT_OK;
   }
 

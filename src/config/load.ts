@@ -58,6 +58,8 @@ export interface LoadedConfig {
   readonly overrides: readonly { readonly path: string; readonly env: string }[];
   /** Where each setting that has a value got it: every variable-backed key, in schema order. */
   readonly sources: readonly ValueSource[];
+  /** Secret variables set for a section this config does not use (e.g. an LDAP password with Azure). */
+  readonly unused: readonly { readonly env: string; readonly key: string }[];
 }
 
 export interface ValueSource {
@@ -128,7 +130,8 @@ function loadFromText(text: string, file: string, env: NodeJS.ProcessEnv, cwd: s
   const fromEnv = new Map<string, string>(); // pointer → variable
   const sectionsFromEnv = new Map<string, string>(); // sections a variable created → variable
   const inFile = keysInFile(raw);
-  applyEnvironment(raw, env, cwd, fromEnv, sectionsFromEnv, found);
+  const unused: { env: string; key: string }[] = [];
+  applyEnvironment(raw, env, cwd, fromEnv, sectionsFromEnv, unused, found);
   readSecretFiles(raw, baseDir, fromEnv, found);
 
   const parsed = configFileSchema.safeParse(raw);
@@ -152,6 +155,7 @@ function loadFromText(text: string, file: string, env: NodeJS.ProcessEnv, cwd: s
     path: file,
     overrides: [...fromEnv].map(([path, variable]) => ({ path, env: variable })),
     sources: sourcesOf(config, inFile, fromEnv),
+    unused,
   };
 }
 
@@ -192,6 +196,7 @@ function applyEnvironment(
   cwd: string,
   fromEnv: Map<string, string>,
   sectionsFromEnv: Map<string, string>,
+  unused: { env: string; key: string }[],
   found: { path: Path; message: string }[],
 ): void {
   for (const setting of ENV_SETTINGS) {
@@ -205,16 +210,10 @@ function applyEnvironment(
       fromEnv.set(toPointer(setting.path), setting.env);
       continue;
     }
-    // A section the file does not have is created; an error about it names the variable.
-    const firstMissing = parentPath.findIndex((_, i) => getAt(raw, parentPath.slice(0, i + 1)) === undefined);
-    const parent = ensureRecord(raw, parentPath);
+    const parent = placeFor(raw, parentPath, setting.env, sectionsFromEnv);
     if (parent === undefined || key === undefined) {
       found.push({ path: parentPath, message: `must be a mapping, so that ${setting.env} can be applied` });
       continue;
-    }
-    if (firstMissing >= 0) {
-      const created = toPointer(parentPath.slice(0, firstMissing + 1));
-      if (!sectionsFromEnv.has(created)) sectionsFromEnv.set(created, setting.env);
     }
     parent[key] = setting.isPath && typeof read.value === "string" ? resolve(cwd, read.value) : read.value;
     fromEnv.set(toPointer(setting.path), setting.env);
@@ -230,10 +229,14 @@ function applyEnvironment(
     if (inline !== undefined && file !== undefined) {
       found.push({ path: secret.parent, message: `the environment sets both ${secret.env} and ${secret.fileEnv}; set one` });
     } else if (inline !== undefined || file !== undefined) {
-      const parent = secret.envCreatesParent ? ensureRecord(raw, secret.parent) : isRecord(inFile) ? inFile : undefined;
+      const variable = inline !== undefined ? secret.env : secret.fileEnv;
+      if (inFile === undefined && secret.inUse !== undefined && !secret.inUse(raw)) {
+        unused.push({ env: variable, key: [...secret.parent, secret.key].join(".") });
+        continue;
+      }
+      const parent = placeFor(raw, secret.parent, variable, sectionsFromEnv);
       if (parent === undefined) {
-        const variable = inline !== undefined ? secret.env : secret.fileEnv;
-        if (inFile !== undefined) found.push({ path: secret.parent, message: `must be a mapping, so that ${variable} can be applied` });
+        found.push({ path: secret.parent, message: `must be a mapping, so that ${variable} can be applied` });
         continue;
       }
       delete parent[secret.key];
@@ -254,6 +257,20 @@ function applyEnvironment(
       });
     }
   }
+}
+
+/**
+ * The object at `path` for a variable's value, creating the sections the file does not have;
+ * the first section created is remembered, so that an error about it names the variable.
+ */
+function placeFor(raw: Raw, path: readonly string[], variable: string, sectionsFromEnv: Map<string, string>): Raw | undefined {
+  const firstMissing = path.findIndex((_, i) => getAt(raw, path.slice(0, i + 1)) === undefined);
+  const parent = ensureRecord(raw, path);
+  if (parent !== undefined && firstMissing >= 0) {
+    const created = toPointer(path.slice(0, firstMissing + 1));
+    if (!sectionsFromEnv.has(created)) sectionsFromEnv.set(created, variable);
+  }
+  return parent;
 }
 
 /** Replaces each `...File` secret by the file's content (trailing newline trimmed). */

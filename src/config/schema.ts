@@ -36,8 +36,13 @@ export interface SecretField {
   readonly fileKey: string;
   readonly env: string;
   readonly fileEnv: string;
-  /** Whether an env value creates the parent object when the file has none (an optional section). */
-  readonly envCreatesParent: boolean;
+  /**
+   * Whether the section is in use, read from the document (after the other variables): a
+   * variable creates the section when it is in use and the file has none; a variable for a
+   * section not in use (an LDAP password while the directory is Azure) is reported as unused.
+   * Absent: always in use.
+   */
+  readonly inUse?: (doc: Readonly<Record<string, unknown>>) => boolean;
   /** Whether one of the two must be given when the parent is present (false: e.g. an anonymous LDAP bind). */
   readonly required: boolean;
   readonly redact: "all" | "url-password";
@@ -51,7 +56,6 @@ export const SECRET_FIELDS: readonly SecretField[] = (
     parent: ["homeserver"],
     key: "accessToken",
     fileKey: "accessTokenFile",
-    envCreatesParent: true,
     required: true,
     redact: "all",
   },
@@ -59,7 +63,6 @@ export const SECRET_FIELDS: readonly SecretField[] = (
     parent: ["database"],
     key: "url",
     fileKey: "urlFile",
-    envCreatesParent: true,
     required: true,
     redact: "url-password",
   },
@@ -67,7 +70,7 @@ export const SECRET_FIELDS: readonly SecretField[] = (
     parent: ["idp", "ldap"],
     key: "bindPassword",
     fileKey: "bindPasswordFile",
-    envCreatesParent: false,
+    inUse: (doc) => field(doc, "idp", "kind") === "ldap",
     required: false,
     redact: "all",
   },
@@ -75,7 +78,7 @@ export const SECRET_FIELDS: readonly SecretField[] = (
     parent: ["idp", "azure"],
     key: "clientSecret",
     fileKey: "clientSecretFile",
-    envCreatesParent: false,
+    inUse: (doc) => field(doc, "idp", "kind") === "azure",
     required: false,
     redact: "all",
   },
@@ -83,7 +86,7 @@ export const SECRET_FIELDS: readonly SecretField[] = (
     parent: ["tokens", "synapse"],
     key: "accessToken",
     fileKey: "accessTokenFile",
-    envCreatesParent: false,
+    inUse: (doc) => field(doc, "tokens") !== undefined && (field(doc, "tokens", "backend") ?? "synapse") === "synapse",
     required: false,
     redact: "all",
   },
@@ -91,7 +94,7 @@ export const SECRET_FIELDS: readonly SecretField[] = (
     parent: ["tokens", "mas"],
     key: "clientSecret",
     fileKey: "clientSecretFile",
-    envCreatesParent: false,
+    inUse: (doc) => field(doc, "tokens", "backend") === "mas",
     required: true,
     redact: "all",
   },
@@ -547,8 +550,9 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-function field(value: unknown, key: string): unknown {
-  return isRecord(value) ? value[key] : undefined;
+/** The value at a path of a raw (unvalidated) document. */
+function field(value: unknown, ...path: string[]): unknown {
+  return path.reduce<unknown>((at, key) => (isRecord(at) ? at[key] : undefined), value);
 }
 
 /** Roles referenced by the mapping exist; the same room is not listed twice. */

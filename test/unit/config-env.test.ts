@@ -151,6 +151,32 @@ describe("settings from the environment", () => {
     expect(text).toMatch(/\/idp\/ldap: unknown key.* \(from MGS_IDP_LDAP_URL\)/);
   });
 
+  it("a secret variable creates its section when the config uses it, and is reported as unused when not", () => {
+    writeFileSync(join(dir, "mas.secret"), "SECRET-MAS\n");
+    const tokens = loaded(load(STATIC, { MGS_TOKENS_BACKEND: "synapse", MGS_TOKENS_SYNAPSE_ACCESS_TOKEN: "syt_admin" }));
+    expect(tokens.config.tokens?.synapse?.accessToken).toBe("syt_admin");
+    expect(tokens.unused).toEqual([]);
+
+    const mas = loaded(
+      load(STATIC, {
+        MGS_TOKENS_BACKEND: "mas",
+        MGS_TOKENS_MAS_URL: "https://auth.example.org",
+        MGS_TOKENS_MAS_CLIENT_ID: "01J00000000000000000000000",
+        MGS_TOKENS_MAS_CLIENT_SECRET_FILE: "mas.secret",
+      }),
+    );
+    expect(mas.config.tokens?.mas?.clientSecret).toBe("SECRET-MAS");
+    expect(new Map(mas.sources.map((x) => [x.key, x.source])).get("tokens.mas.clientSecret")).toBe("MGS_TOKENS_MAS_CLIENT_SECRET_FILE");
+
+    // One set of variables for every deployment: the LDAP password with an Azure directory is unused, not an error.
+    const azure = loaded(load(AZURE, { MGS_IDP_LDAP_BIND_PASSWORD: "SECRET-LDAP", MGS_TOKENS_MAS_CLIENT_SECRET: "SECRET-MAS" }));
+    expect(azure.unused).toEqual([
+      { env: "MGS_IDP_LDAP_BIND_PASSWORD", key: "idp.ldap.bindPassword" },
+      { env: "MGS_TOKENS_MAS_CLIENT_SECRET", key: "tokens.mas.clientSecret" },
+    ]);
+    expect(JSON.stringify(azure.config)).not.toContain("SECRET-LDAP");
+  });
+
   it("an empty variable counts as unset", () => {
     const r = loaded(load(STATIC, { MGS_HOMESERVER_URL: "", MGS_SYNC_MAX_REMOVALS_COUNT: "" }));
     expect(r.config.homeserver.url).toBe("http://127.0.0.1:8008");
