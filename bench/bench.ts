@@ -318,18 +318,25 @@ async function benchGraph(): Promise<void> {
   }
 }
 
+/** An admin connection to the test PostgreSQL, or undefined (said) when it is not reachable. */
+async function connectOrSkip(url: string): Promise<pg.Client | undefined> {
+  const admin = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
+  try {
+    await admin.connect();
+    return admin;
+  } catch (err) {
+    console.log(`    skipped: PostgreSQL not reachable (${String(err)})`);
+    return undefined;
+  }
+}
+
 async function benchTakeover(): Promise<void> {
   const base = process.env["MGS_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
   const schema = `bench_leader_${process.pid}`;
   const url = `${base}?options=${encodeURIComponent(`-c search_path=${schema}`)}`;
   console.log("(e) standby takeover after the leader's database session dies (PostgreSQL advisory lock, standby retry every 2 s)");
-  const admin = new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 });
-  try {
-    await admin.connect();
-  } catch (err) {
-    console.log(`    skipped: PostgreSQL not reachable (${String(err)})`);
-    return;
-  }
+  const admin = await connectOrSkip(base);
+  if (admin === undefined) return;
   try {
     await admin.query(`create schema if not exists "${schema}"`);
     const times: number[] = [];
@@ -361,13 +368,8 @@ async function benchServeTakeover(): Promise<void> {
   const base = process.env["MGS_TEST_DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test";
   const schema = `bench_serve_${process.pid}`;
   console.log("(e2) serve-level takeover: leader SIGKILLed → first request of the new leader for a managed room (leaderRetryMs 2 s)");
-  const admin = new pg.Client({ connectionString: base, connectionTimeoutMillis: 3000 });
-  try {
-    await admin.connect();
-  } catch (err) {
-    console.log(`    skipped: PostgreSQL not reachable (${String(err)})`);
-    return;
-  }
+  const admin = await connectOrSkip(base);
+  if (admin === undefined) return;
   const dir = await mkdtemp(join(tmpdir(), "mgs-bench-e2-"));
   const hs = await FakeHomeserver.start({ serverName: DOMAIN });
   const children: import("node:child_process").ChildProcess[] = [];

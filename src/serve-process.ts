@@ -2,13 +2,14 @@
  * The `serve` process: metrics and health endpoints, the leader loop (with PostgreSQL), and
  * serve mode while this replica leads; stops cleanly on SIGTERM or SIGINT.
  */
+import { sleepUnlessAborted } from "./clock.ts";
 import { describeError } from "./result.ts";
 import type { Config } from "./config/schema.ts";
 import { createLogger } from "./log.ts";
 import { EXIT_FAILURES, EXIT_OK, type CliIo } from "./main.ts";
 import { observeHomeserverResponses } from "./matrix/bot-sdk-gateway.ts";
 import { startHttpEndpoints, type HttpEndpoints, type Role } from "./service/http.ts";
-import { sleep, waitForLeadership, type Leadership } from "./service/leader.ts";
+import { waitForLeadership, type Leadership } from "./service/leader.ts";
 import { Metrics } from "./service/metrics.ts";
 import { ServeError, startServe, type ServeHandle } from "./service/serve.ts";
 
@@ -62,7 +63,7 @@ export async function serveUntilSignal(config: Config, io: CliIo): Promise<numbe
         if (leadership === undefined) break;
         if (leadership.tookOver) {
           // Give the previous leader time to notice its loss (its keep-alive fails within one interval).
-          const lostMeanwhile = await Promise.race([sleep(retryMs, stop.signal).then(() => false), leadership.lost.then(() => true)]);
+          const lostMeanwhile = await Promise.race([sleepUnlessAborted(retryMs, stop.signal).then(() => false), leadership.lost.then(() => true)]);
           if (stop.signal.aborted || lostMeanwhile) {
             await leadership.release();
             continue;
@@ -89,15 +90,15 @@ export async function serveUntilSignal(config: Config, io: CliIo): Promise<numbe
       const lost = await Promise.race([stopped.then(() => undefined), leadership?.lost ?? new Promise<never>(() => undefined)]);
       role = "stopping";
       metrics.leader.set(0);
-      // Lost the lock: another replica may act any moment, so not one more request.
-      await handle.stop({ now: lost !== undefined });
+      // Lost the lock: the gateway has sent nothing since (mayAct aborted); the run ends now.
+      await handle.stop();
       handle = undefined;
       await leadership?.release();
       if (lost !== undefined) {
         io.err(`lost the leader lock (${lost}); standing by`);
         // Stand back so that a standby takes over rather than this process re-acquiring it.
         role = "standby";
-        await sleep(2 * retryMs, stop.signal);
+        await sleepUnlessAborted(2 * retryMs, stop.signal);
       }
     }
   } finally {

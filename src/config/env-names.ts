@@ -3,7 +3,7 @@
  * upper snake case, joined by `_`: `homeserver.requestTimeoutMs` → `MGS_HOMESERVER_REQUEST_TIMEOUT_MS`.
  * A secret also has a `_FILE` variant naming a file that holds it.
  */
-export const ENV_PREFIX = "MGS_";
+const ENV_PREFIX = "MGS_";
 
 export function envName(path: readonly string[]): string {
   return ENV_PREFIX + path.map((key) => key.replace(/([a-z0-9])([A-Z])/g, "$1_$2").toUpperCase()).join("_");

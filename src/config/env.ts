@@ -114,7 +114,7 @@ function buildSettings(): readonly EnvSetting[] {
 /** Every non-secret setting and its variable, in schema order. */
 export const ENV_SETTINGS: readonly EnvSetting[] = buildSettings();
 
-/** Every variable the service reads, with the key it sets (the config path variable first). */
+/** Every variable that sets a key (MGS_CONFIG, which names the file, is not one), with that key. */
 export function allEnvVariables(): { readonly env: string; readonly key: string; readonly secret: boolean }[] {
   return [
     ...ENV_SETTINGS.map((s) => ({ env: s.env, key: s.path.join("."), secret: false })),

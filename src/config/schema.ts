@@ -99,7 +99,10 @@ export const SECRET_FIELDS: readonly SecretField[] = (
     redact: "all",
   },
 ] satisfies Omit<SecretField, "env" | "fileEnv">[]
-).map((f) => ({ ...f, env: envName([...f.parent, f.key]), fileEnv: `${envName([...f.parent, f.key])}_FILE` }));
+).map((f) => {
+  const env = envName([...f.parent, f.key]);
+  return { ...f, env, fileEnv: `${env}_FILE` };
+});
 
 /** The environment variable that names the config file when no path is passed. */
 export const CONFIG_PATH_ENV = "MGS_CONFIG";

@@ -11,6 +11,7 @@
  * data folder, and a second process refuses to start.
  */
 import pg from "pg";
+import { sleepUnlessAborted } from "../clock.ts";
 import type { Logger } from "../log.ts";
 import { describeError } from "../result.ts";
 
@@ -68,12 +69,12 @@ export async function waitForLeadership(opts: LeaderOptions): Promise<Leadership
         if (!announced) log.info("standing by: another replica is the leader");
         announced = true;
         opts.onStandby?.();
-        await sleep(retryMs, opts.signal);
+        await sleepUnlessAborted(retryMs, opts.signal);
       }
     } catch (err) {
       log.warn("leader lock: database unavailable, retrying", { error: describeError(err) });
       await client.end().catch(() => undefined);
-      await sleep(retryMs, opts.signal);
+      await sleepUnlessAborted(retryMs, opts.signal);
     }
   }
   return undefined;
@@ -111,17 +112,4 @@ function holding(client: pg.Client, checkMs: number, log: Logger, tookOver: bool
 /** Read through a call: the flag changes while we wait, which TypeScript's narrowing cannot see. */
 function isAborted(signal: AbortSignal | undefined): boolean {
   return signal?.aborted === true;
-}
-
-/** Waits `ms`, or less when `signal` aborts first; leaves no listener behind. */
-export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(t);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }

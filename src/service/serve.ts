@@ -31,11 +31,11 @@ export interface ServeHandle {
   readonly service: Service;
   readonly managementRoomId: RoomId;
   /**
-   * Stops taking commands and runs; waits (up to serve.shutdownTimeoutMs) for the run under
-   * way. `now`: the leader lock is lost, so not one more homeserver request is sent — the
-   * action under way is abandoned, a 429 wait is cut short, and the run ends at once.
+   * Stops taking commands and runs; waits (up to serve.shutdownTimeoutMs) for the action under
+   * way. (When the leader lock is lost, `ServeOptions.signal` has already stopped every
+   * homeserver request, so that action fails at once.)
    */
-  stop(opts?: { now?: boolean }): Promise<void>;
+  stop(): Promise<void>;
 }
 
 export interface ServeOptions {
@@ -61,10 +61,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
   if (serveConfig === undefined) {
     throw new ServeError("serve needs a `serve` section in the config, with at least `managementRoom`");
   }
-  const halt = new AbortController();
-  if (opts.signal?.aborted === true) halt.abort();
-  opts.signal?.addEventListener("abort", () => halt.abort(), { once: true });
-  const opened = await openApp(config, { interactive: false, json: false, onDirectoryRequest: opts.onDirectoryRequest, signal: halt.signal });
+  const opened = await openApp(config, { interactive: false, json: false, onDirectoryRequest: opts.onDirectoryRequest, signal: opts.signal });
   if (!opened.ok) throw new ServeError(opened.error.message);
   const app: App = opts.clock ? { ...opened.value, clock: opts.clock } : opened.value;
   const log = app.log.child("serve");
@@ -226,17 +223,12 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     return {
       service,
       managementRoomId: roomId,
-      stop: (how) => {
-        if (how?.now === true) {
+      stop: () =>
+        (stopped ??= (async () => {
           stopping = true;
-          halt.abort();
-          abort.abort();
-        }
-        return (stopped ??= (async () => {
-          stopping = true;
+          abort.abort(); // the run ends between actions
           await theTask.stop();
           mclient.stop();
-          abort.abort();
           const drained = Promise.all([service.runner.close(), ...inFlight]).then(() => true);
           const timedOut = new Promise<boolean>((r) => setTimeout(() => r(false), serveConfig.shutdownTimeoutMs).unref());
           if (!(await Promise.race([drained, timedOut]))) {
@@ -245,8 +237,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
           }
           await app.close();
           log.info("stopped");
-        })());
-      },
+        })()),
     };
   } catch (err) {
     await task?.stop();
