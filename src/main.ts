@@ -1,9 +1,11 @@
 /**
  * CLI entry: `matrix-group-sync <command>`. Everything is wired by hand here and in app.ts.
- * Exit codes: 0 done, 1 the run had failures, 2 bad usage or config.
+ * Exit codes (exit-codes.ts): 0 done, 1 the run had failures, 2 bad usage or config, 3 degraded
+ * (a mapped group was incomplete or missing).
  */
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
+import { EXIT_DEGRADED, EXIT_FAILURES, EXIT_OK, EXIT_USAGE } from "./exit-codes.ts";
 import { formatConfigError, loadConfig } from "./config/load.ts";
 import { redactConfig } from "./config/redact.ts";
 import type { Config } from "./config/schema.ts";
@@ -19,9 +21,7 @@ import { tokenCommands, type TokenContext } from "./commands/token-commands.ts";
 import { createTokenService } from "./tokens/service.ts";
 import { toJson, toText } from "./reconcile/report.ts";
 
-export const EXIT_OK = 0;
-export const EXIT_FAILURES = 1;
-export const EXIT_USAGE = 2;
+export { EXIT_DEGRADED, EXIT_FAILURES, EXIT_OK, EXIT_USAGE } from "./exit-codes.ts";
 
 export interface CliIo {
   readonly out: (text: string) => void;
@@ -50,7 +50,8 @@ Options:
   --json          sync, idp: print JSON (no progress output)
   --room ROOM     sync, idp: only this room (as configured; sync also takes its id); repeatable
 
-Exit codes: 0 done, 1 the run had failures, 2 bad usage or config.`;
+Exit codes: 0 done, 1 the run had failures, 2 bad usage or config,
+3 degraded (sync: a mapped group was incomplete or missing; no removals in its rooms).`;
 
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
   if (argv[0] === "token") return runTokenCli(argv.slice(1), io);
@@ -161,7 +162,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       { dryRun: parsed.values["dry-run"], trigger: "cli", ...(parsed.values.room ? { rooms: parsed.values.room } : {}) },
     );
     io.out(parsed.values.json ? toJson(report) : toText(report));
-    return report.outcome === "ok" ? EXIT_OK : EXIT_FAILURES;
+    return report.outcome === "ok" ? EXIT_OK : report.outcome === "degraded" ? EXIT_DEGRADED : EXIT_FAILURES;
   } finally {
     await app.value.close();
   }

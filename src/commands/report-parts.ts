@@ -2,12 +2,18 @@
  * A run report as a management-room reply: a summary line first, then per room a table of
  * what was (or would be) done and its notes.
  */
-import type { RunReport } from "../reconcile/report.ts";
+import { incompleteLine, type RunReport } from "../reconcile/report.ts";
 import { bold, list, paragraph, table, type Part } from "./render.ts";
 
 export function reportParts(report: RunReport): Part[] {
   const c = report.counts;
-  const head = report.dryRun ? "Dry run (nothing changed)" : report.outcome === "interrupted" ? "Sync interrupted" : "Sync done";
+  const head = report.dryRun
+    ? "Dry run (nothing changed)"
+    : report.outcome === "interrupted"
+      ? "Sync interrupted"
+      : report.outcome === "degraded"
+        ? "Sync done, degraded"
+        : "Sync done";
   const parts: Part[] = [
     paragraph(
       bold(head),
@@ -15,6 +21,7 @@ export function reportParts(report: RunReport): Part[] {
     ),
   ];
   if (report.errors.length > 0) parts.push(list(report.errors.map((e) => `error: ${e}`)));
+  if (report.incompleteGroups.length > 0) parts.push(list(report.incompleteGroups.map(incompleteLine)));
   if (report.notes.length > 0) parts.push(list(report.notes.map((n) => `directory: ${n}`)));
   for (const room of report.rooms) {
     const title = room.roomId !== null && room.roomId !== room.room ? `${room.room} (${room.roomId})` : room.room;

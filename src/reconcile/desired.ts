@@ -306,3 +306,24 @@ function collisionNotes(table: UserTable, groups: readonly IndexedGroup[], userK
   }
   return notes;
 }
+
+/**
+ * One room reached through several configured references (two aliases of one room, or an
+ * alias and the room's id): their desired states merged into one, as if every group had been
+ * mapped to one reference — members the union, a user's level the highest any reference gives,
+ * incomplete groups and notes of them all. `room` names the merged room (the first reference).
+ */
+export function mergeDesiredRooms(room: string, parts: readonly DesiredRoom[]): DesiredRoom {
+  if (parts.length === 1 && parts[0]?.room === room) return parts[0];
+  const byUser = new Map<UserId, DesiredMember>();
+  for (const part of parts) {
+    for (const m of part.members) {
+      const before = byUser.get(m.user);
+      byUser.set(m.user, before === undefined ? m : combine(before, m));
+    }
+  }
+  const members = [...byUser.values()].sort((a, b) => compareStrings(a.user, b.user));
+  const incomplete = new Set(parts.flatMap((p) => p.incompleteGroups));
+  const notes = new Set(parts.flatMap((p) => p.notes));
+  return { room, members, incompleteGroups: [...incomplete].sort(compareStrings), notes: [...notes] };
+}

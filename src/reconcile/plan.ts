@@ -17,6 +17,7 @@
  *   applied); removals held earlier stay held until an operator releases them.
  */
 import { serverNameOf, userIdPattern, type UserId } from "../matrix/ids.ts";
+import { readLevels, type RoomLevels } from "./levels.ts";
 import type {
   Action,
   DesiredMember,
@@ -30,13 +31,6 @@ import type {
   RoomMemory,
   RoomPlan,
 } from "./types.ts";
-
-/** Spec defaults for a room that has a power levels event without these fields. */
-const DEFAULT_KICK = 50;
-const DEFAULT_INVITE = 0;
-const DEFAULT_STATE = 50;
-/** With no power levels event at all: the create sender has 100, everyone else 0, state_default 0. */
-const NO_PL_CREATOR_LEVEL = 100;
 
 export const EMPTY_MEMORY: RoomMemory = { externals: [], held: [], released: [] };
 
@@ -61,54 +55,6 @@ function compile(policy: Policy): CompiledPolicy {
   return c;
 }
 
-/** The view of a room's power levels the rules need. */
-class Levels {
-  readonly users: Readonly<Record<string, number>>;
-  readonly usersDefault: number;
-  readonly creators: ReadonlySet<string>;
-
-  constructor(readonly observed: ObservedRoom) {
-    const pl = observed.powerLevels;
-    this.creators = new Set(observed.creators);
-    if (pl) {
-      this.users = pl.users ?? {};
-      this.usersDefault = num(pl.users_default, 0);
-    } else {
-      // No power levels event: the creator has 100 (before v12; v12 creators are infinite and
-      // must never be written into `users`).
-      this.users =
-        observed.createSender && observed.creators.length === 0 ? { [observed.createSender]: NO_PL_CREATOR_LEVEL } : {};
-      this.usersDefault = 0;
-    }
-  }
-
-  of(user: string): number {
-    if (this.creators.has(user)) return Infinity;
-    return num(Object.hasOwn(this.users, user) ? this.users[user] : undefined, this.usersDefault);
-  }
-
-  hasEntry(user: string): boolean {
-    return Object.hasOwn(this.users, user);
-  }
-
-  required(kind: "kick" | "invite" | "power_levels"): number {
-    const pl = this.observed.powerLevels;
-    if (!pl) return kind === "kick" ? DEFAULT_KICK : 0;
-    switch (kind) {
-      case "kick":
-        return num(pl.kick, DEFAULT_KICK);
-      case "invite":
-        return num(pl.invite, DEFAULT_INVITE);
-      case "power_levels":
-        return num(pl.events?.["m.room.power_levels"], num(pl.state_default, DEFAULT_STATE));
-    }
-  }
-}
-
-function num(value: unknown, fallback: number): number {
-  return typeof value === "number" && Number.isFinite(value) ? value : fallback;
-}
-
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
@@ -121,10 +67,18 @@ function fmt(level: number): string {
 export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: RoomMemory, policy: Policy): RoomPlan {
   const { domains, ignore } = compile(policy);
   const bot = policy.bot;
-  const levels = new Levels(observed);
-  const botLevel = levels.of(bot);
   const notes: string[] = [...desired.notes];
   const base = { room: desired.room, roomId: observed.roomId };
+
+  // A room whose state or levels cannot be read as the auth rules read them is not judged:
+  // we would not know who is above whom.
+  const reading = readLevels(observed);
+  const problems = [...(observed.problems ?? []), ...(reading.ok ? [] : reading.problems)];
+  if (problems.length > 0 || !reading.ok) {
+    return { ...base, actions: [], held: [], notes, error: `cannot judge this room, nothing changed: ${problems.join("; ")}` };
+  }
+  const levels = reading.levels;
+  const botLevel = levels.of(bot);
 
   if (observed.members[bot] !== "join") {
     notes.push(`not managed: ${bot} is not joined to this room`);
@@ -173,10 +127,19 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
   // matter: everything collected per user is sorted below, so the plan is deterministic.
   const users: string[] = [...desiredByUser.keys()];
   for (const u of Object.keys(observed.members)) if (!desiredByUser.has(u)) users.push(u);
-  for (const u of Object.keys(levels.users)) if (!desiredByUser.has(u) && !Object.hasOwn(observed.members, u)) users.push(u);
+  for (const u of levels.users.keys()) if (!desiredByUser.has(u) && !Object.hasOwn(observed.members, u)) users.push(u);
   const userNotes: [string, string][] = [];
   const note = (u: string, text: string): void => {
     userNotes.push([u, `${u}: ${text}`]);
+  };
+
+  /** Removes a user's entry, unless that would raise them to a users_default above our own level. */
+  const dropEntry = (u: UserId, current: number): void => {
+    if (levels.usersDefault > botLevel) {
+      note(u, `entry ${current} kept: removing it would raise them to users_default ${levels.usersDefault}, above ours (${fmt(botLevel)})`);
+      return;
+    }
+    changes.push({ user: u, from: current, to: levels.usersDefault, removeEntry: true });
   };
 
   let managedMembers = 0;
@@ -241,14 +204,12 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
       removalCandidates.push(u);
     } else {
       if (present) note(u, `not in a mapped group; kicking is off, left in the room`);
-      if (hasLevel) changes.push({ user: u, from: current, to: levels.usersDefault, removeEntry: true });
+      if (hasLevel) dropEntry(u, current);
     }
   }
   userNotes.sort((a, b) => compare(a[0], b[0]));
   for (const [, text] of userNotes) notes.push(text);
-  if (notRemovedWhy.length > 0) {
-    notes.push(`not removed (directory data incomplete): ${notRemovedWhy.sort().join(", ")}`);
-  }
+  if (notRemovedWhy.length > 0) notes.push(notRemovedNote(notRemovedWhy.sort(compare)));
   invites.sort(compare);
   removalCandidates.sort(compare);
 
@@ -270,9 +231,7 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
       continue;
     }
     kicks.push(u);
-    if (levels.hasEntry(u) && levels.of(u) !== levels.usersDefault) {
-      changes.push({ user: u, from: levels.of(u), to: levels.usersDefault, removeEntry: true });
-    }
+    if (levels.hasEntry(u) && levels.of(u) !== levels.usersDefault) dropEntry(u, levels.of(u));
   }
 
   // Permission checks: a room where we lack a level gets a clear note instead of failing actions.
@@ -289,7 +248,7 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
     const need = levels.required("power_levels");
     if (botLevel >= need) {
       changes.sort((a, b) => compare(a.user, b.user));
-      actions.push({ kind: "set-power-levels", changes, content: newPowerLevels(observed, levels, changes, notes) });
+      actions.push({ kind: "set-power-levels", changes, content: newPowerLevels(levels, changes, notes) });
     } else {
       notes.push(`cannot change power levels of ${changes.length} user(s): our level ${fmt(botLevel)} is below ${need}`);
     }
@@ -304,6 +263,15 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
   }
 
   return { ...base, actions, held, notes };
+}
+
+/** How many users a note names before it only counts the rest. */
+const NOTE_NAMES = 5;
+
+/** "not removed" with a count and the first few: a 2,500-member group must not give a 60 KB note. */
+function notRemovedNote(users: readonly string[]): string {
+  if (users.length <= NOTE_NAMES) return `not removed (directory data incomplete): ${users.join(", ")}`;
+  return `not removed (directory data incomplete): ${users.length} users, among them ${users.slice(0, NOTE_NAMES).join(", ")} and ${users.length - NOTE_NAMES} more`;
 }
 
 function exceedsGuard(n: number, managed: number, limit: Policy["maxRemovals"]): boolean {
@@ -321,14 +289,12 @@ function describeGuard(limit: Policy["maxRemovals"]): string {
   return parts.join(", ");
 }
 
-/** The current content with only the changed `users` entries touched; v12 creators never written. */
-function newPowerLevels(
-  observed: ObservedRoom,
-  levels: Levels,
-  changes: readonly PowerLevelChange[],
-  notes: string[],
-): PowerLevelsContent {
-  const users: Record<string, number> = { ...levels.users };
+/**
+ * The current content with only the changed `users` entries touched (levels given as strings
+ * in old rooms written as integers, as a new event must have them); v12 creators never written.
+ */
+function newPowerLevels(levels: RoomLevels, changes: readonly PowerLevelChange[], notes: string[]): PowerLevelsContent {
+  const users: Record<string, unknown> = { ...(levels.content.users ?? {}) };
   for (const c of changes) {
     if (c.removeEntry) delete users[c.user];
     else users[c.user] = c.to;
@@ -339,7 +305,7 @@ function newPowerLevels(
       notes.push(`${creator}: creator listed in power levels users; entry dropped (room v12 forbids it)`);
     }
   }
-  return { ...(observed.powerLevels ?? {}), users };
+  return { ...levels.content, users: users as Record<string, number> };
 }
 
 /** Plans many rooms with the same policy. */
@@ -362,7 +328,10 @@ export function planLevelChange(
   user: UserId,
   level: number | undefined,
 ): { ok: true; content: PowerLevelsContent; change: PowerLevelChange } | { ok: false; reason: string } {
-  const levels = new Levels(observed);
+  const reading = readLevels(observed);
+  const problems = [...(observed.problems ?? []), ...(reading.ok ? [] : reading.problems)];
+  if (!reading.ok || problems.length > 0) return { ok: false, reason: `the room's state cannot be judged: ${problems.join("; ")}` };
+  const levels = reading.levels;
   const botLevel = levels.of(bot);
   if (levels.creators.has(user)) return { ok: false, reason: `${user} is a creator of this room (unlimited power); levels do not apply` };
   const need = levels.required("power_levels");
@@ -372,5 +341,5 @@ export function planLevelChange(
   const target = level === undefined ? levels.usersDefault : Math.min(level, botLevel);
   const change: PowerLevelChange = { user, from: current, to: target, removeEntry: level === undefined || target === levels.usersDefault };
   const notes: string[] = [];
-  return { ok: true, content: newPowerLevels(observed, levels, [change], notes), change };
+  return { ok: true, content: newPowerLevels(levels, [change], notes), change };
 }

@@ -22,6 +22,10 @@ export interface RoomReport {
   notes: string[];
   /** Why the room could not be synced at all (unknown alias, not joined, unreachable...). */
   error: string | null;
+  /** When several configured references (aliases, the room id) are this one room: all of them. */
+  references?: string[];
+  /** Groups mapped to this room that could not be read completely (no removals then). */
+  incompleteGroups?: string[];
 }
 
 export interface RunReport {
@@ -30,12 +34,15 @@ export interface RunReport {
   trigger: string;
   startedAt: string;
   finishedAt: string;
-  outcome: "ok" | "failed" | "interrupted";
+  /** `degraded`: nothing failed, but a mapped group was incomplete or missing (see incompleteGroups). */
+  outcome: "ok" | "degraded" | "failed" | "interrupted";
   rooms: RoomReport[];
   /** Run-wide failures (the directory could not be read, the homeserver is unreachable...). */
   errors: string[];
   /** Findings about the directory as a whole (members that are neither users nor groups...). */
   notes: string[];
+  /** Mapped groups that could not be read completely in this run (their rooms got no removals). */
+  incompleteGroups: string[];
   counts: { invites: number; kicks: number; powerLevels: number; held: number; failed: number; roomErrors: number };
 }
 
@@ -90,12 +97,18 @@ export function toJson(report: RunReport): string {
   return JSON.stringify(report, null, 2);
 }
 
+/** One line per mapped group that could not be read completely (every surface says the same). */
+export function incompleteLine(group: string): string {
+  return `directory group ${group} was incomplete or missing: no removals in the rooms mapped to it`;
+}
+
 /** A readable per-room table. */
 export function toText(report: RunReport): string {
   const lines: string[] = [];
   const mode = report.dryRun ? "Dry run: nothing was changed. A real run would do this:" : "Sync run:";
   lines.push(`${mode}${report.runId !== null ? ` (run ${report.runId})` : ""}`);
   for (const err of report.errors) lines.push(`  ERROR ${err}`);
+  for (const group of report.incompleteGroups) lines.push(`  DEGRADED ${incompleteLine(group)}`);
   for (const note of report.notes) lines.push(`  directory: ${note}`);
   for (const room of report.rooms) {
     const id = room.roomId && room.roomId !== room.room ? ` (${room.roomId})` : "";

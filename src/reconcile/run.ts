@@ -11,6 +11,7 @@ import type { Logger } from "../log.ts";
 import type { ActionRecord, RunTrigger, Store } from "../store/store.ts";
 import { applyRoomPlan, simulateRoomPlan, type ActionResult } from "./apply.ts";
 import { readDirectory, type DirectorySettings } from "./directory.ts";
+import { mergeDesiredRooms } from "./desired.ts";
 import { planRoom } from "./plan.ts";
 import { countReport, reportActions, reportHeld, type RoomReport, type RunReport } from "./report.ts";
 import type { DesiredRoom, Policy, RoomMemory } from "./types.ts";
@@ -66,9 +67,13 @@ export async function runSync(deps: SyncDeps, settings: SyncSettings, opts: Sync
   }
   const interrupted = opts.signal?.aborted === true;
   if (interrupted) errors.push("interrupted: the service is shutting down; the next run continues");
+  // A group that could not be read completely: the run worked, but not fully (no removals in
+  // the rooms that depend on it). Said per group, so that a directory that keeps failing shows.
+  const incomplete = incompleteGroupsOf(rooms);
+  for (const [group, inRooms] of incomplete) log.warn("directory group incomplete", { group, rooms: inRooms });
   const report = await finish(
-    interrupted ? "interrupted" : errors.length > 0 || rooms.some(failedRoom) ? "failed" : "ok",
-    errors[0] ?? null,
+    interrupted ? "interrupted" : errors.length > 0 || rooms.some(failedRoom) ? "failed" : incomplete.size > 0 ? "degraded" : "ok",
+    errors[0] ?? (incomplete.size > 0 ? `incomplete directory data: ${[...incomplete.keys()].join(", ")}` : null),
   );
   log.info("sync run finished", { runId, dryRun: opts.dryRun, outcome: report.outcome, ...report.counts });
   return report;
@@ -85,11 +90,25 @@ export async function runSync(deps: SyncDeps, settings: SyncSettings, opts: Sync
       rooms,
       errors,
       notes: directoryNotes,
+      incompleteGroups: [...incompleteGroupsOf(rooms).keys()],
       counts: countReport(rooms),
     };
-    await store.finishRun(runId, { outcome, finishedAt, summary: { counts: report.counts, errors }, error });
+    await store.finishRun(runId, { outcome, finishedAt, summary: { counts: report.counts, errors, incompleteGroups: report.incompleteGroups }, error });
     return report;
   }
+}
+
+/** Group → the rooms it made incomplete, groups sorted. */
+function incompleteGroupsOf(rooms: readonly RoomReport[]): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const room of rooms) {
+    for (const group of room.incompleteGroups ?? []) {
+      const list = out.get(group);
+      if (list) list.push(room.room);
+      else out.set(group, [room.room]);
+    }
+  }
+  return new Map([...out].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 function failedRoom(room: RoomReport): boolean {
@@ -120,18 +139,16 @@ async function syncRooms(
     errors.push(`${directory.error.message}; no room was changed`);
     return [];
   }
-  let desired: DesiredRoom[] = directory.value.desired;
+  const desired: DesiredRoom[] = directory.value.desired;
   directoryNotes.push(...directory.value.notes);
   for (const n of directory.value.notes) log.info("directory note", { note: n });
 
   const unmanaged = new Set(
     (await store.listManagedRooms()).filter((r) => !r.managed).flatMap((r) => (r.roomId ? [r.room, r.roomId] : [r.room])),
   );
-  // `--room`: aliases and ids as configured match directly; a room id given for a room
-  // configured by alias matches after resolution (one directory request for such rooms only).
+  // `--room`: a reference as configured, or a room id. Every reference is resolved, so that
+  // the room is synced with the groups of all references that reach it.
   const wanted = opts.rooms && opts.rooms.length > 0 ? new Set(opts.rooms) : undefined;
-  const wantsIds = wanted !== undefined && [...wanted].some((r) => r.startsWith("!"));
-  if (wanted) desired = desired.filter((d) => wanted.has(d.room) || (wantsIds && d.room.startsWith("#")));
 
   const policy: Policy = {
     bot,
@@ -147,23 +164,12 @@ async function syncRooms(
   const held = groupBy(heldRows.filter((h) => h.releasedAt === null), (h) => h.roomId, (h) => h.userId as UserId);
   const released = groupBy(heldRows.filter((h) => h.releasedAt !== null), (h) => h.roomId, (h) => h.userId as UserId);
 
-  let done = 0;
-  const reports = await mapConcurrent(desired, settings.concurrency, async (room) => {
+  // Resolve every reference first: two references to one room (two aliases, or an alias and
+  // the room's id) are one room, planned once with their groups merged — planned apart, each
+  // would kick the other's members, and the next run invite them back.
+  const targets = await mapConcurrent(desired, settings.concurrency, async (room): Promise<Target | RoomReport | undefined> => {
     if (opts.signal?.aborted) return undefined;
-    const report = await syncRoom(room);
-    deps.progress?.(++done, desired.length);
-    return report;
-  });
-  const selected = reports.filter((r): r is RoomReport => r !== undefined);
-  if (wanted && opts.signal?.aborted !== true) {
-    for (const r of wanted) {
-      if (!selected.some((x) => x.room === r || x.roomId === r)) errors.push(`${r}: not a managed room`);
-    }
-  }
-  return selected;
-
-  async function syncRoom(room: DesiredRoom): Promise<RoomReport | undefined> {
-    const report: RoomReport = { room: room.room, roomId: null, actions: [], held: [], notes: [], error: null };
+    const report = emptyReport(room.room);
     if (unmanaged.has(room.room)) {
       report.notes.push("unmanaged: handed back by an operator; not synced");
       return report;
@@ -174,14 +180,61 @@ async function syncRooms(
       return await recordRoomError(report, resolved.error.message);
     }
     const roomId: RoomId = resolved.value;
-    if (wanted && !wanted.has(room.room) && !wanted.has(roomId)) return undefined;
     report.roomId = roomId;
     if (unmanaged.has(roomId)) {
       report.notes.push("unmanaged: handed back by an operator; not synced");
       return report;
     }
+    return { room: room.room, roomId, desired: room };
+  });
+  const early: RoomReport[] = [];
+  const byId = new Map<RoomId, DesiredRoom[]>();
+  const wantedIds = new Set<string>(wanted ?? []);
+  for (const t of targets) if (t !== undefined && t.roomId !== null && wanted?.has(t.room) === true) wantedIds.add(t.roomId);
+  for (const t of targets) {
+    if (t === undefined) continue;
+    if (wanted && !(wanted.has(t.room) || (t.roomId !== null && wantedIds.has(t.roomId)))) continue;
+    if (!("desired" in t)) {
+      early.push(t);
+      continue;
+    }
+    const list = byId.get(t.roomId);
+    if (list) list.push(t.desired);
+    else byId.set(t.roomId, [t.desired]);
+  }
+  const rooms = [...byId].map(([roomId, parts]) => {
+    // Aliases first (a readable name for the merged room), then ids; each sorted.
+    const refs = parts.map((p) => p.room).sort((a, b) => Number(a.startsWith("!")) - Number(b.startsWith("!")) || (a < b ? -1 : a > b ? 1 : 0));
+    return { roomId, refs, desired: mergeDesiredRooms(refs[0] as string, parts) };
+  });
+
+  const total = early.length + rooms.length;
+  let done = early.length;
+  const reports = await mapConcurrent(rooms, settings.concurrency, async (room) => {
+    if (opts.signal?.aborted) return undefined;
+    const report = await syncRoom(room.roomId, room.refs, room.desired);
+    deps.progress?.(++done, total);
+    return report;
+  });
+  // In the order of the configured rooms, as the directory lists them.
+  const selected = [...early, ...reports.filter((r): r is RoomReport => r !== undefined)].sort((a, b) =>
+    a.room < b.room ? -1 : a.room > b.room ? 1 : 0,
+  );
+  if (wanted && opts.signal?.aborted !== true) {
+    for (const r of wanted) {
+      if (!selected.some((x) => x.room === r || x.roomId === r || x.references?.includes(r) === true)) errors.push(`${r}: not a managed room`);
+    }
+  }
+  return selected;
+
+  async function syncRoom(roomId: RoomId, refs: readonly string[], room: DesiredRoom): Promise<RoomReport> {
+    const report: RoomReport = { ...emptyReport(room.room), roomId };
+    if (refs.length > 1) {
+      report.references = [...refs];
+      report.notes.push(`${refs.join(", ")} are one room (${roomId}): planned once, with the groups of every reference (highest role wins)`);
+    }
     const observed = await gateway.readRoom(roomId);
-    if (!observed.ok) return await recordRoomError(report, observed.error.message);
+    if (!observed.ok) return await recordRoomError(report, observed.error.message, refs);
 
     const memory: RoomMemory = {
       externals: externals.get(roomId) ?? [],
@@ -189,11 +242,17 @@ async function syncRooms(
       released: released.get(roomId) ?? [],
     };
     const plan = planRoom(room, observed.value, memory, policy);
+    if (plan.error !== undefined) {
+      // Not judged: nothing planned, and what was held stays held.
+      report.notes.push(...plan.notes);
+      return await recordRoomError(report, plan.error, refs);
+    }
     const results: ActionResult[] = opts.dryRun ? simulateRoomPlan(plan) : await applyRoomPlan(gateway, plan, opts.signal);
 
     report.actions = reportActions(results);
     report.held = reportHeld(plan.held);
-    report.notes = [...plan.notes];
+    report.notes.push(...plan.notes);
+    if (room.incompleteGroups.length > 0) report.incompleteGroups = [...room.incompleteGroups];
 
     const at = clock.now();
     const rows: ActionRecord[] = [
@@ -217,19 +276,21 @@ async function syncRooms(
     if (!opts.dryRun) {
       await store.replaceHeld(roomId, room.room, plan.held.map((h) => ({ userId: h.user, reason: h.reason })), runId, at);
       const failed = report.actions.filter((a) => a.outcome === "failed").length;
-      await store.upsertManagedRoom({
-        room: room.room,
-        roomId,
-        lastRunId: runId,
-        lastOutcome: failed > 0 ? "failed" : "ok",
-        lastSummary: countReport([report]),
-        now: at,
-      });
+      for (const ref of refs) {
+        await store.upsertManagedRoom({
+          room: ref,
+          roomId,
+          lastRunId: runId,
+          lastOutcome: failed > 0 ? "failed" : "ok",
+          lastSummary: countReport([report]),
+          now: at,
+        });
+      }
     }
     return report;
   }
 
-  async function recordRoomError(report: RoomReport, message: string): Promise<RoomReport> {
+  async function recordRoomError(report: RoomReport, message: string, refs: readonly string[] = [report.room]): Promise<RoomReport> {
     report.error = message;
     log.warn("room not synced", { room: report.room, error: message });
     const at = clock.now();
@@ -237,10 +298,22 @@ async function syncRooms(
       { runId, room: report.room, roomId: report.roomId, kind: "room-error", userId: null, detail: {}, outcome: "failed", error: message, at },
     ]);
     if (!opts.dryRun) {
-      await store.upsertManagedRoom({ room: report.room, roomId: report.roomId, lastRunId: runId, lastOutcome: "failed", lastSummary: { error: message }, now: at });
+      for (const ref of refs) {
+        await store.upsertManagedRoom({ room: ref, roomId: report.roomId, lastRunId: runId, lastOutcome: "failed", lastSummary: { error: message }, now: at });
+      }
     }
     return report;
   }
+}
+
+interface Target {
+  readonly room: string;
+  readonly roomId: RoomId;
+  readonly desired: DesiredRoom;
+}
+
+function emptyReport(room: string): RoomReport {
+  return { room, roomId: null, actions: [], held: [], notes: [], error: null };
 }
 
 function groupBy<T, V>(items: readonly T[], key: (t: T) => string, value: (t: T) => V): Map<string, V[]> {

@@ -23,7 +23,10 @@ export interface DesiredRoom {
   readonly notes: readonly string[];
 }
 
-/** The content of `m.room.power_levels`, kept whole so that a change preserves every field. */
+/**
+ * The content of `m.room.power_levels` as we write it, kept whole so that a change preserves
+ * every field.
+ */
 export interface PowerLevelsContent {
   readonly users?: Readonly<Record<string, number>>;
   readonly users_default?: number;
@@ -37,6 +40,9 @@ export interface PowerLevelsContent {
   readonly [other: string]: unknown;
 }
 
+/** `m.room.power_levels` content as the homeserver gave it: untrusted until levels.ts reads it. */
+export type RawPowerLevels = Readonly<Record<string, unknown>>;
+
 /** What the homeserver says one room looks like now (read in one `/state` request). */
 export interface ObservedRoom {
   readonly roomId: RoomId;
@@ -45,9 +51,14 @@ export interface ObservedRoom {
   readonly creators: readonly UserId[];
   readonly members: Readonly<Record<string, Membership>>;
   /** Absent when the room has no power levels event (then the creator has 100, everyone else 0). */
-  readonly powerLevels?: PowerLevelsContent;
+  readonly powerLevels?: RawPowerLevels;
   /** Sender of `m.room.create` (for rooms without a power levels event). */
   readonly createSender?: UserId;
+  /**
+   * What made the state unreadable (no create event, two power levels events...): such a room
+   * cannot be judged, and the planner changes nothing in it.
+   */
+  readonly problems?: readonly string[];
 }
 
 /** Room-specific inputs that come from our own store, not from the directory or homeserver. */
@@ -108,4 +119,9 @@ export interface RoomPlan {
   readonly actions: readonly Action[];
   readonly held: readonly HeldRemoval[];
   readonly notes: readonly string[];
+  /**
+   * Set when the room cannot be judged (its power levels or state are invalid): then there
+   * are no actions and no held removals, and earlier held removals stay as they are.
+   */
+  readonly error?: string;
 }

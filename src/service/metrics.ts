@@ -40,6 +40,11 @@ export class Metrics {
     registers: [this.registry],
   });
   readonly rateLimited = new Counter({ name: "mgs_homeserver_rate_limited_total", help: "429 answers seen from the homeserver", registers: [this.registry] });
+  readonly incompleteGroups = new Gauge({
+    name: "mgs_directory_groups_incomplete",
+    help: "Mapped groups that were incomplete or missing in the last run (their rooms got no removals)",
+    registers: [this.registry],
+  });
   readonly leader = new Gauge({ name: "mgs_leader", help: "1 when this process is the leader, 0 on standby", registers: [this.registry] });
 
   constructor(opts: { processMetrics?: boolean } = {}) {
@@ -54,6 +59,7 @@ export class Metrics {
       if (room.error !== null) this.actions.inc({ kind: "room", outcome: "failed" });
     }
     if (!report.dryRun) this.held.set(report.counts.held);
+    this.incompleteGroups.set(report.incompleteGroups.length);
   }
 
   recordDirectoryRequest(request: DirectoryRequest): void {

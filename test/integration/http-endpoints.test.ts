@@ -40,6 +40,7 @@ describe("/healthz, /readyz, /metrics", () => {
       startedAt: "2026-11-25T10:00:00.000Z",
       finishedAt: "2026-11-25T10:00:02.000Z",
       outcome: "ok",
+      incompleteGroups: [],
       rooms: [
         {
           room: "#a:x",

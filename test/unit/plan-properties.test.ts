@@ -58,9 +58,15 @@ function serverOf(user: string): string {
   return user.slice(user.indexOf(":") + 1);
 }
 
+/** The generated rooms carry integer levels only (hostile values are in plan-hostile.test.ts). */
+function plOf(room: ObservedRoom): PowerLevelsContent | undefined {
+  return room.powerLevels;
+}
+
 /** The `users` map in force: with no power levels event, the create sender has 100 (not a v12 creator: infinite). */
 function usersOf(room: ObservedRoom): Readonly<Record<string, number>> {
-  if (room.powerLevels) return room.powerLevels.users ?? {};
+  const pl = plOf(room);
+  if (pl) return pl.users ?? {};
   const sender = room.createSender;
   return sender !== undefined && !room.creators.includes(sender) ? { [sender]: 100 } : {};
 }
@@ -70,12 +76,12 @@ function levelOf(room: ObservedRoom, user: string): number {
   const users = usersOf(room);
   const entry = Object.hasOwn(users, user) ? users[user] : undefined;
   if (typeof entry === "number") return entry;
-  const def = room.powerLevels?.users_default;
+  const def = plOf(room)?.users_default;
   return typeof def === "number" ? def : 0;
 }
 
 function required(room: ObservedRoom, what: "kick" | "invite" | "power_levels"): number {
-  const pl = room.powerLevels;
+  const pl = plOf(room);
   if (!pl) return what === "kick" ? 50 : 0; // no event: state_default 0, invite 0, kick 50
   if (what === "kick") return pl.kick ?? 50;
   if (what === "invite") return pl.invite ?? 0;
@@ -147,7 +153,7 @@ function refusal(room: ObservedRoom, action: Action, bot: UserId): string | unde
         if (room.creators.includes(user as UserId)) return `creator ${user} written into users`;
       }
       if (!room.powerLevels) return undefined; // the first power levels event is always allowed
-      const before = room.powerLevels.users ?? {};
+      const before = plOf(room)?.users ?? {};
       for (const user of changedEntries(room, { ...room, powerLevels: next })) {
         const old = before[user];
         const now = written[user];
@@ -606,7 +612,7 @@ function reorder(s: Scenario, seed: number): Scenario {
   const observed: ObservedRoom = {
     ...s.observed,
     members: shuffleKeys(s.observed.members, seed),
-    ...(pl ? { powerLevels: { ...pl, users: shuffleKeys(pl.users ?? {}, seed + 1) } } : {}),
+    ...(pl ? { powerLevels: { ...pl, users: shuffleKeys((pl as PowerLevelsContent).users ?? {}, seed + 1) } } : {}),
   };
   return { ...s, desired: { ...s.desired, members: shuffle(s.desired.members, seed + 2) }, observed };
 }
