@@ -2,14 +2,13 @@
  * The CLI as an operator uses it: exit codes, check-config redaction, the JSON report,
  * and the installed `matrix-group-sync` command itself.
  */
-import { execFile } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli, type CliIo } from "../../src/main.ts";
 import { FakeHomeserver } from "../fakes/homeserver.ts";
+import { runBin } from "../helpers/processes.ts";
 
 const BOT = "@mgs-bot:example.org";
 const SECRET = "syt_c2VjcmV0LXRva2Vu_do-not-print-me";
@@ -152,11 +151,10 @@ mapping:
   });
 
   it("the installed command runs (bin entry)", async () => {
-    const bin = join(import.meta.dirname, "../../bin/matrix-group-sync.js");
-    const run = promisify(execFile);
-    const help = await run(process.execPath, [bin, "help"]);
+    const [help, bad] = await Promise.all([runBin(["help"]), runBin(["nope"])]);
+    expect(help.code, help.stderr).toBe(0);
     expect(help.stdout).toMatch(/Usage: matrix-group-sync/);
-    const bad = await run(process.execPath, [bin, "nope"]).catch((e: { code: number; stderr: string }) => e);
-    expect("code" in bad && bad.code).toBe(2);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/unknown command: nope/);
   });
 });

@@ -3,7 +3,6 @@
  * is applied at most once (the test homeserver counts), nothing is lost, the next run
  * converges, and what was held stays held.
  */
-import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runCli, type CliIo } from "../../src/main.ts";
 import { openStore } from "../../src/store/kysely-store.ts";
 import { FakeHomeserver } from "../fakes/homeserver.ts";
+import { HANG_GUARD_MS, startBin } from "../helpers/processes.ts";
+import { waitUntil } from "../helpers/wait.ts";
 
 const BOT = "@bot:example.org";
 const u = (n: string): string => `@${n}:example.org`;
@@ -76,7 +77,7 @@ describe("faults", () => {
     expect(new Set(invites.map((c) => c.target)).size).toBe(6);
   });
 
-  it("SIGKILL in the middle of a run: the next run converges, held removals stay held, the dead run is marked interrupted", async () => {
+  it("SIGKILL in the middle of a run: the next run converges, held removals stay held, the dead run is marked interrupted", { timeout: 2 * HANG_GUARD_MS }, async () => {
     const room = hs.createRoom({
       creator: BOT,
       alias: "#f2:example.org",
@@ -90,14 +91,11 @@ describe("faults", () => {
     // A second run is killed while it waits on a rate-limited room read.
     hs.resetCounts();
     hs.rateLimit({ count: 1, retryAfterMs: 30_000, endpoints: ["state"] });
-    const bin = join(import.meta.dirname, "../../bin/matrix-group-sync.js");
-    const child = spawn(process.execPath, [bin, "sync", "--config", config], { stdio: "ignore" });
+    const child = startBin(["sync", "--config", config]);
     // The child has started its run once its room read was answered with 429 (it now waits 30 s).
-    const deadline = Date.now() + 30_000;
-    while (hs.requestCounts().state === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await waitUntil("the child's run reads the room", () => hs.requestCounts().state > 0, () => child.tail());
     expect(hs.requestCounts().state).toBe(1);
-    child.kill("SIGKILL");
-    await new Promise((r) => child.on("exit", r));
+    await child.kill();
 
     const store = await openStore({ dataDir: join(dir, "data-f2") });
     try {

@@ -6,7 +6,6 @@
  * is searched. `token create` shows the new token string to the operator on stdout; it must not
  * reach the log lines on stderr.
  */
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -18,9 +17,9 @@ import { FakeHomeserver } from "../fakes/homeserver.ts";
 import { FakeMas } from "../fakes/mas.ts";
 import { GraphServer, guid } from "../graph/graph-server.ts";
 import { postgresUnreachable, TEST_DATABASE_URL } from "../helpers/postgres.ts";
+import { runBin } from "../helpers/processes.ts";
 import { FIXTURE_LDIF, GROUPS_DN, PEOPLE_DN, slapdAvailable, startSlapd, type Slapd } from "../ldap/slapd.ts";
 
-const BIN = join(import.meta.dirname, "../../bin/matrix-group-sync.js");
 /** Every secret below starts with this, so a cut-off copy is caught too. */
 const MARK = "SECRET-";
 const BOT_TOKEN = "SECRET-HS-BOT-TOKEN-0b7e";
@@ -66,15 +65,11 @@ const childEnv: Record<string, string> = Object.fromEntries(
   Object.entries(process.env).filter((e): e is [string, string] => !e[0].startsWith("MGS_") && e[1] !== undefined),
 );
 
-function cli(cwd: string, args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
+async function cli(cwd: string, args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
   const what = `${Object.keys(env).join(" ")} ${args.join(" ")}`.trim();
   const store = withPg ? {} : { MGS_DATA_DIR: join(cwd, `data-${++runCount}`) };
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { cwd, env: { ...childEnv, ...store, ...env }, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === "number" ? error.code : -1;
-      resolve({ what, code, stdout, stderr });
-    });
-  });
+  const r = await runBin(args, { cwd, env: { ...childEnv, ...store, ...env } });
+  return { what, code: r.code ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** Every line of every run, stdout and stderr, is free of every secret (and of any cut-off copy). */

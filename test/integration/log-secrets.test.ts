@@ -3,14 +3,13 @@
  * recognisable secrets in the homeserver token, the database URL and the LDAP-free static
  * setup, syncing against the test homeserver; every line it writes is searched.
  */
-import { execFile } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeHomeserver } from "../fakes/homeserver.ts";
 import { postgresUnreachable, TEST_DATABASE_URL } from "../helpers/postgres.ts";
+import { runBin } from "../helpers/processes.ts";
 
 const TOKEN = "syt_SECRET_HOMESERVER_TOKEN_7f3a9c";
 const DB_PASSWORD = "SECRET-DB-PASSWORD-41b2";
@@ -51,16 +50,13 @@ mapping:
 log: { level: trace, format: json }
 `,
     );
-    const bin = join(import.meta.dirname, "../../bin/matrix-group-sync.js");
-    const run = promisify(execFile);
-    const outputs: string[] = [];
-    for (const args of [["sync"], ["sync", "--dry-run", "--json"], ["check-config"]]) {
-      const r = await run(process.execPath, [bin, ...args, "--config", join(dir, "config.yaml")]).catch(
-        (e: { stdout: string; stderr: string }) => e,
-      );
-      outputs.push(r.stdout, r.stderr);
-    }
-    const all = outputs.join("\n");
+    const run = (args: string[]): ReturnType<typeof runBin> => runBin([...args, "--config", join(dir, "config.yaml")]);
+    // The two syncs one after the other (one store); check-config opens no store.
+    const [syncs, check] = await Promise.all([
+      (async () => [await run(["sync"]), await run(["sync", "--dry-run", "--json"])])(),
+      run(["check-config"]),
+    ]);
+    const all = [...syncs, check].flatMap((r) => [r.stdout, r.stderr]).join("\n");
     // The run really happened and logged at trace level (so there was something to leak).
     expect(all).toMatch(/"level":"(trace|debug)"/);
     expect(all).toContain("#missing:example.org");

@@ -17,7 +17,6 @@
  *   say standby), stays alive, and keeps standing by once it reaches the database again;
  * - the rooms end as the last directory says.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -26,7 +25,9 @@ import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { FakeHomeserver, type EndpointKind, type RequestLogEntry } from "../fakes/homeserver.ts";
 import { postgresUnreachable, TEST_DATABASE_URL } from "../helpers/postgres.ts";
+import { HANG_GUARD_MS, startBin, type Exit, type TestProcess } from "../helpers/processes.ts";
 import { hostPort, TcpProxy, viaProxy } from "../helpers/tcp-proxy.ts";
+import { waitUntil } from "../helpers/wait.ts";
 
 const skip = (await postgresUnreachable()) !== undefined && !process.env["CI"];
 if (skip) console.warn("replica tests: PostgreSQL is not reachable: skipping (set CI to make this fail)");
@@ -35,7 +36,6 @@ const BOT = "@mgs-bot:example.org";
 const OP = "@op:example.org";
 const USERS = 18;
 const ROOMS = 4;
-const BIN = join(import.meta.dirname, "../../bin/matrix-group-sync.js");
 
 /** Requests that read a managed room's state or change a managed room: a sync run's work. */
 const RECONCILE_KINDS: ReadonlySet<EndpointKind> = new Set<EndpointKind>([
@@ -58,48 +58,27 @@ const isManagedUser = (id: string): boolean => /^@u\d\d:example\.org$/.test(id);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-async function waitUntil<T>(what: string, check: () => T | false | undefined | Promise<T | false | undefined>, timeoutMs: number, diagnose?: () => string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== false && v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}${diagnose ? `\n${diagnose()}` : ""}`);
-    await sleep(50);
-  }
-}
-
-interface Exit {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly at: number;
-}
-
-/** One `serve` process. */
+/** One `serve` process (stopped with its test, whatever the outcome: test/helpers/processes.ts). */
 class Replica {
-  private lines: string[] = [];
-  exited: Exit | undefined;
-  readonly exit: Promise<Exit>;
-
   constructor(
     readonly name: string,
     /** The homeserver device of this replica's access token. */
     readonly device: string,
-    readonly child: ChildProcess,
+    readonly proc: TestProcess,
     /** Its only way to PostgreSQL. */
     readonly proxy: TcpProxy,
-  ) {
-    let partial = "";
-    child.stderr!.on("data", (d: Buffer) => {
-      const parts = (partial + d.toString()).split("\n");
-      partial = parts.pop() ?? "";
-      this.lines.push(...parts);
-    });
-    this.exit = new Promise((resolve) =>
-      child.on("exit", (code, signal) => {
-        this.exited = { code, signal, at: Date.now() };
-        resolve(this.exited);
-      }),
-    );
+  ) {}
+
+  get exited(): Exit | undefined {
+    return this.proc.exited;
+  }
+
+  get exit(): Promise<Exit> {
+    return this.proc.exit;
+  }
+
+  private get lines(): readonly string[] {
+    return this.proc.outputLines("stderr");
   }
 
   stderr(): string {
@@ -150,13 +129,7 @@ class Replica {
 
   /** SIGTERM, then SIGKILL if it does not exit in time. */
   async stop(): Promise<void> {
-    if (this.exited || this.child.exitCode !== null || this.child.signalCode !== null) return;
-    this.child.kill("SIGTERM");
-    const done = await Promise.race([this.exit, sleep(10_000).then(() => undefined)]);
-    if (done === undefined) {
-      this.child.kill("SIGKILL");
-      await this.exit;
-    }
+    await this.proc.stop(10_000);
   }
 }
 
@@ -279,8 +252,8 @@ log: { level: info }
     );
     // Overrides from the environment would change the config under test.
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("MGS_")));
-    const child = spawn(process.execPath, [BIN, "serve", "--config", config], { cwd: this.dir, env, stdio: ["ignore", "ignore", "pipe"] });
-    const replica = new Replica(name, who.device_id, child, proxy);
+    const proc = startBin(["serve", "--config", config], { cwd: this.dir, env, stdio: ["ignore", "ignore", "pipe"], name: `replica ${name}`, graceMs: 10_000 });
+    const replica = new Replica(name, who.device_id, proc, proxy);
     this.replicas.push(replica);
     return replica;
   }
@@ -427,12 +400,12 @@ async function twoReplicas(world: World): Promise<[Replica, Replica]> {
   const a = await world.startReplica("a");
   const b = await world.startReplica("b");
   world.startChurn();
-  const leader = await waitUntil("one replica serves", () => [a, b].find((r) => r.servings() > 0), 45_000, () => world.diagnose());
+  const leader = await waitUntil("one replica serves", () => [a, b].find((r) => r.servings() > 0), () => world.diagnose());
   const standby = leader === a ? b : a;
-  await waitUntil("the leader has finished two runs", async () => (await world.finishedRuns()) >= 2, 20_000, () => world.diagnose());
+  await waitUntil("the leader has finished two runs", async () => (await world.finishedRuns()) >= 2, () => world.diagnose());
   expect(world.reconcileRequests(standby.device)).toEqual([]);
   expect(standby.servings()).toBe(0);
-  await waitUntil("the standby's endpoints are up", () => standby.httpUrl(), 20_000, () => world.diagnose());
+  await waitUntil("the standby's endpoints are up", () => standby.httpUrl(), () => world.diagnose());
   expect(await standby.readyz()).toEqual({ status: 200, role: "standby" });
   expect(await standby.leaderGauge()).toBe(0);
   expect(await leader.readyz()).toEqual({ status: 200, role: "leader" });
@@ -458,8 +431,8 @@ async function terminateLockSession(world: World, leader: Replica): Promise<numb
 async function standbyHasJustTried(world: World, standby: Replica): Promise<void> {
   const lockTry = async (): Promise<string | undefined> =>
     (await world.sessions(standby)).find((x) => x.state === "idle" && x.query.includes("pg_try_advisory_lock"))?.stateChange;
-  const before = await waitUntil("the standby tries the lock", lockTry, 20_000, () => world.diagnose());
-  const deadline = Date.now() + 20_000;
+  const before = await waitUntil("the standby tries the lock", lockTry, () => world.diagnose());
+  const deadline = Date.now() + HANG_GUARD_MS;
   while (Date.now() < deadline) {
     const now = await lockTry();
     if (now !== undefined && now !== before) return;
@@ -470,26 +443,26 @@ async function standbyHasJustTried(world: World, standby: Replica): Promise<void
 
 /** Waits until `next` reconciles (after `since`) and a run has finished since. */
 async function takesOver(world: World, next: Replica, since: number): Promise<void> {
-  await waitUntil(`${next.name} reconciles`, () => world.reconcileRequests(next.device).some((e) => e.receivedAt >= since), 30_000, () => world.diagnose());
+  await waitUntil(`${next.name} reconciles`, () => world.reconcileRequests(next.device).some((e) => e.receivedAt >= since), () => world.diagnose());
   const runs = await world.finishedRuns();
-  await waitUntil(`${next.name} finishes a run`, async () => (await world.finishedRuns()) > runs, 20_000, () => world.diagnose());
+  await waitUntil(`${next.name} finishes a run`, async () => (await world.finishedRuns()) > runs, () => world.diagnose());
 }
 
 /** The directory stops changing; the rooms end as it says. */
 async function converges(world: World): Promise<void> {
   await world.stopChurn();
-  await waitUntil("the rooms match the last directory", () => world.differences().length === 0, 20_000, () => `${world.differences().join("\n")}\n${world.diagnose()}`);
+  await waitUntil("the rooms match the last directory", () => world.differences().length === 0, () => `${world.differences().join("\n")}\n${world.diagnose()}`);
 }
 
 /** The leader's next invite is answered 429 ("retry in `ms`"): it is caught in the middle of a run. */
 async function catchInARun(world: World, retryAfterMs: number): Promise<void> {
   const before = world.hs.requestLog().filter((e) => e.status === 429).length;
   world.hs.rateLimit({ count: 1, retryAfterMs, endpoints: ["invite"] });
-  await waitUntil("the leader waits on a rate-limited invite", () => world.hs.requestLog().filter((e) => e.kind === "invite" && e.status === 429).length > before, 20_000, () => world.diagnose());
+  await waitUntil("the leader waits on a rate-limited invite", () => world.hs.requestLog().filter((e) => e.kind === "invite" && e.status === 429).length > before, () => world.diagnose());
 }
 
 describe.skipIf(skip)("two replicas of serve on one PostgreSQL schema", () => {
-  it("the leader is cut off from PostgreSQL, later the next leader is killed mid-run: each time the standby takes over, one at a time, and the rooms converge", { timeout: 180_000 }, async () => {
+  it("the leader is cut off from PostgreSQL, later the next leader is killed mid-run: each time the standby takes over, one at a time, and the rooms converge", { timeout: 4 * HANG_GUARD_MS }, async () => {
     const world = await World.create("failover");
     const [first, second] = await twoReplicas(world);
 
@@ -507,7 +480,7 @@ describe.skipIf(skip)("two replicas of serve on one PostgreSQL schema", () => {
     // Back in touch with the database, it finds the lock taken and keeps standing by.
     const standbyLines = first.count(/another replica is the leader/);
     first.proxy.restore();
-    await waitUntil("the old leader finds the lock taken", () => first.count(/another replica is the leader/) > standbyLines, 20_000, () => world.diagnose());
+    await waitUntil("the old leader finds the lock taken", () => first.count(/another replica is the leader/) > standbyLines, () => world.diagnose());
     expect(first.servings()).toBe(1);
     expect(await first.readyz()).toEqual({ status: 200, role: "standby" });
     expect(await world.lockHolders()).toHaveLength(1);
@@ -515,8 +488,7 @@ describe.skipIf(skip)("two replicas of serve on one PostgreSQL schema", () => {
     // 2. The new leader is killed while a run waits on a rate-limited invite.
     await catchInARun(world, 5_000);
     const killedAt = Date.now();
-    second.child.kill("SIGKILL");
-    await second.exit;
+    await second.proc.kill();
     await takesOver(world, first, killedAt);
     expect(await first.readyz()).toEqual({ status: 200, role: "leader" });
     expect(await first.leaderGauge()).toBe(1);
@@ -528,7 +500,7 @@ describe.skipIf(skip)("two replicas of serve on one PostgreSQL schema", () => {
     expect(dangling.rows).toEqual([]);
   });
 
-  it("the leader's lock session is terminated between runs: the standby takes over", { timeout: 120_000 }, async () => {
+  it("the leader's lock session is terminated between runs: the standby takes over", { timeout: 3 * HANG_GUARD_MS }, async () => {
     const world = await World.create("terminate");
     const [leader, standby] = await twoReplicas(world);
 
@@ -540,14 +512,13 @@ describe.skipIf(skip)("two replicas of serve on one PostgreSQL schema", () => {
         const idle = last?.finishedAt != null ? Date.now() - last.finishedAt : 0;
         return idle > 150 && idle < 600;
       },
-      20_000,
     );
     // Cut right after one of the standby's tries, so that its next try is a full retry
     // interval (200 ms) away: the standby must still be the one that takes over.
     await standbyHasJustTried(world, standby);
     const servings = new Map([leader, standby].map((r) => [r, r.servings()]));
     const cutAt = await terminateLockSession(world, leader);
-    const next = await waitUntil("a replica serves again", () => [leader, standby].find((r) => r.servings() > servings.get(r)!), 30_000, () => world.diagnose());
+    const next = await waitUntil("a replica serves again", () => [leader, standby].find((r) => r.servings() > servings.get(r)!), () => world.diagnose());
     expect(next.name, `the lock went back to the old leader ${leader.name}, not to the standby ${standby.name}:\n${world.diagnose()}`).toBe(standby.name);
     await takesOver(world, standby, cutAt);
     await converges(world);
@@ -555,7 +526,7 @@ describe.skipIf(skip)("two replicas of serve on one PostgreSQL schema", () => {
     expect(await leader.readyz()).toEqual({ status: 200, role: "standby" });
   });
 
-  it("the leader's lock session is terminated while an action waits on Retry-After: the old leader sends nothing more", { timeout: 120_000 }, async () => {
+  it("the leader's lock session is terminated while an action waits on Retry-After: the old leader sends nothing more", { timeout: 3 * HANG_GUARD_MS }, async () => {
     const world = await World.create("retry");
     const [leader, standby] = await twoReplicas(world);
 
@@ -564,7 +535,7 @@ describe.skipIf(skip)("two replicas of serve on one PostgreSQL schema", () => {
     await takesOver(world, standby, cutAt);
     // The old leader reports the lost lock once its run under way has ended: by then it has
     // sent whatever it was going to send.
-    await waitUntil("the old leader stands by", () => leader.stderr().includes("lost the leader lock"), 20_000, () => world.diagnose());
+    await waitUntil("the old leader stands by", () => leader.stderr().includes("lost the leader lock"), () => world.diagnose());
     await converges(world);
     checkOneAtATime(world, [leader, standby], [cutAt]);
   });

@@ -3,7 +3,6 @@
  * against the test homeserver. Commands are typed as another user; the tests read the
  * bot's replies and the rooms' end state.
  */
-import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +12,8 @@ import type { Config } from "../../src/config/schema.ts";
 import { ServeError, startServe, type ServeHandle } from "../../src/service/serve.ts";
 import { openStore } from "../../src/store/kysely-store.ts";
 import { FakeHomeserver } from "../fakes/homeserver.ts";
+import { HANG_GUARD_MS, startBin } from "../helpers/processes.ts";
+import { waitUntil } from "../helpers/wait.ts";
 
 const BOT = "@mgs-bot:example.org";
 const OP = "@op:example.org";
@@ -235,16 +236,12 @@ describe("serve: restarts, schedule and shutdown", () => {
     expect(hs.members(eng)["@late:partner.example"]).toBeUndefined();
   });
 
-  it("runs on the schedule", async () => {
+  it("runs on the schedule", { timeout: 2 * HANG_GUARD_MS }, async () => {
     await handle!.stop();
     handle = await startServe(await config({ schedule: "*/1 * * * * *" }));
     const store = handle.service.app.store;
-    const deadline = Date.now() + 10_000;
-    let scheduled = 0;
-    while (Date.now() < deadline && scheduled === 0) {
-      await new Promise((r) => setTimeout(r, 200));
-      scheduled = (await store.listRuns(20)).filter((r) => r.trigger === "schedule").length;
-    }
+    // Every second: the first scheduled run is recorded soon; the cap only guards against a hang.
+    const scheduled = await waitUntil("a scheduled run is recorded", async () => (await store.listRuns(20)).filter((r) => r.trigger === "schedule").length || undefined, undefined, { everyMs: 200 });
     expect(scheduled).toBeGreaterThan(0);
     await handle.stop();
     handle = await startServe(await config());
@@ -258,37 +255,38 @@ describe("serve: restarts, schedule and shutdown", () => {
     await expect(startServe(withSecret)).rejects.toThrow(/encrypted; matrix-group-sync cannot read encrypted messages/);
   });
 
-  it("SIGTERM during a run: the process stops within a bounded time, exits 0, and the run is recorded", async () => {
+  it("SIGTERM during a run: the process stops within a bounded time, exits 0, and the run is recorded", { timeout: 2 * HANG_GUARD_MS }, async () => {
     await handle!.stop();
     handle = undefined;
-    const childDir = join(dir, "child");
-    await writeFile(join(dir, "child.yaml"), configText({ runAtStart: true, dataDir: "./data-child" }));
-    // Make the start-up run slow: every room read waits 2 s first.
-    hs.rateLimit({ count: 3, retryAfterMs: 2_000, endpoints: ["state"] });
-    const bin = join(import.meta.dirname, "../../bin/matrix-group-sync.js");
-    const child = spawn(process.execPath, [bin, "serve", "--config", join(dir, "child.yaml")], { stdio: ["ignore", "pipe", "pipe"] });
-    let stderr = "";
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const serving = Date.now() + 30_000;
-    while (!stderr.includes("is serving") && Date.now() < serving) await new Promise((r) => setTimeout(r, 100));
-    expect(stderr).toContain("is serving");
-    await new Promise((r) => setTimeout(r, 500));
-    const t0 = Date.now();
-    child.kill("SIGTERM");
-    const code = await new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
-    expect(code, stderr).toBe(0);
-    expect(Date.now() - t0).toBeLessThan(15_000);
-    const store = await openStore({ dataDir: join(dir, "data-child") });
     try {
-      const runs = await store.listRuns(5);
-      expect(runs[0]?.trigger).toBe("startup");
-      expect(["interrupted", "ok"]).toContain(runs[0]?.outcome);
-      expect(runs.every((r) => r.outcome !== "running")).toBe(true);
+      await writeFile(join(dir, "child.yaml"), configText({ runAtStart: true, dataDir: "./data-child" }));
+      // Make the start-up run slow: every room read waits 2 s first.
+      hs.rateLimit({ count: 3, retryAfterMs: 2_000, endpoints: ["state"] });
+      const limited = (): number => hs.requestLog().filter((e) => e.kind === "state" && e.status === 429 && decodeURIComponent(e.path).includes(eng)).length;
+      const before = limited();
+      const child = startBin(["serve", "--config", join(dir, "child.yaml")]);
+      await child.waitForLine("is serving");
+      // The start-up run is under way once one of its reads of the managed room was answered
+      // 429: it now waits 2 s, and the SIGTERM comes in the middle of the run.
+      await waitUntil("the start-up run reads the managed room", () => limited() > before, () => child.tail());
+      const t0 = Date.now();
+      child.signal("SIGTERM");
+      const exit = await child.exit;
+      expect(exit.code, child.stderr()).toBe(0);
+      expect(exit.at - t0).toBeLessThan(15_000);
+      const store = await openStore({ dataDir: join(dir, "data-child") });
+      try {
+        const runs = await store.listRuns(5);
+        expect(runs[0]?.trigger).toBe("startup");
+        expect(["interrupted", "ok"]).toContain(runs[0]?.outcome);
+        expect(runs.every((r) => r.outcome !== "running")).toBe(true);
+      } finally {
+        await store.close();
+      }
     } finally {
-      await store.close();
+      // The child (if still running) is stopped when the test finishes; the next tests need serve.
+      handle = await startServe(await config());
     }
-    void childDir;
-    handle = await startServe(await config());
   });
 });
 

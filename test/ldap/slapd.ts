@@ -21,7 +21,6 @@
  *
  * Requires slapd and ldap-utils (`apt-get install -y slapd ldap-utils`); openssl for `tls`.
  */
-import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { accessSync, closeSync, constants, existsSync, openSync, rmSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -30,6 +29,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Client } from "ldapts";
+import { HANG_GUARD_MS, runProcess, startProcess, type TestProcess } from "../helpers/processes.ts";
 
 export const BASE_DN = "dc=example,dc=org";
 export const ADMIN_DN = `cn=admin,${BASE_DN}`;
@@ -208,23 +208,16 @@ async function freePorts(count: number): Promise<number[]> {
   }
 }
 
-function run(file: string, args: readonly string[], what: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    // LDAPNOINIT: ignore ~/.ldaprc and /etc/ldap/ldap.conf, so the host's client config
-    // cannot change what the tools do.
-    execFile(
-      file,
-      args,
-      { env: { ...process.env, LDAPNOINIT: "1" }, maxBuffer: 64 * 1024 * 1024 },
-      (error, stdout, stderr) => {
-        if (!error) return resolve(stdout);
-        // Not error.message: it repeats the command line, passwords included.
-        const status = typeof error.code === "number" ? `exit ${error.code}` : String(error.code ?? error.signal ?? error.message);
-        const lastEntry = stdout.trim().split("\n").filter((l) => l.startsWith("adding new entry")).at(-1);
-        reject(new Error(`${what} failed (${status})${lastEntry ? ` at ${lastEntry}` : ""}: ${stderr.trim() || stdout.trim()}`));
-      },
-    );
-  });
+async function run(file: string, args: readonly string[], what: string): Promise<string> {
+  // LDAPNOINIT: ignore ~/.ldaprc and /etc/ldap/ldap.conf, so the host's client config
+  // cannot change what the tools do. Started through the test process registry: a hook that
+  // times out in the middle of a big ldapadd does not leave it running.
+  const r = await runProcess(file, args, { env: { ...process.env, LDAPNOINIT: "1" }, name: path.basename(file) });
+  if (r.code === 0) return r.stdout;
+  // Not the command line: it holds passwords.
+  const status = r.code !== null ? `exit ${r.code}` : `signal ${r.signal}`;
+  const lastEntry = r.stdout.trim().split("\n").filter((l) => l.startsWith("adding new entry")).at(-1);
+  throw new Error(`${what} failed (${status})${lastEntry ? ` at ${lastEntry}` : ""}: ${r.stderr.trim() || r.stdout.trim()}`);
 }
 
 const escapeConf = (value: string): string => `"${value.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
@@ -282,15 +275,19 @@ function baseLdif(readerPassword: string): string {
   ].join("\n");
 }
 
-/** Processes still running, killed if the test process exits without stop(). */
-const live = new Map<ChildProcess, string>();
+/**
+ * Folders of servers still running, removed if the test process exits without stop(). The
+ * servers themselves are killed with their test, or with the test worker however it ends
+ * (test/helpers/processes.ts).
+ */
+const live = new Map<TestProcess, string>();
 let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   process.once("exit", () => {
-    for (const [child, dir] of live) {
-      child.kill("SIGKILL");
+    for (const [server, dir] of live) {
+      server.signal("SIGKILL");
       rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -310,31 +307,13 @@ async function answers(url: string, password: string): Promise<boolean> {
   }
 }
 
-function waitForExit(child: ChildProcess, ms: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      child.off("exit", onExit);
-      resolve(false);
-    }, ms);
-    const onExit = (): void => {
-      clearTimeout(timer);
-      resolve(true);
-    };
-    child.once("exit", onExit);
-  });
-}
-
-async function kill(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill("SIGTERM");
-  if (await waitForExit(child, 5000)) return;
-  child.kill("SIGKILL");
-  await waitForExit(child, 5000);
+/** SIGTERM, SIGKILL after 5 s; resolves once it has exited. */
+async function kill(server: TestProcess): Promise<void> {
+  await server.stop(5_000);
 }
 
 interface Running {
-  readonly child: ChildProcess;
+  readonly server: TestProcess;
   readonly url: string;
   readonly ldapsUrl: string | undefined;
 }
@@ -350,27 +329,30 @@ async function launch(install: Installation, conf: string, dir: string, tls: boo
     const fd = openSync(log, "w"); // this attempt only
     // -d: stay in the foreground (no fork), so this is the server's own pid. Level 32768
     // ("none") logs only what slapd always logs: startup errors such as a taken port.
-    const child = spawn(install.slapd, ["-d", "32768", "-f", conf, "-h", listen], { stdio: ["ignore", fd, fd] });
-    closeSync(fd);
-    live.set(child, dir);
-    child.once("exit", () => live.delete(child));
-    let failure: Error | undefined;
-    child.once("error", (e) => (failure = e));
+    let server: TestProcess;
+    try {
+      server = startProcess(install.slapd, ["-d", "32768", "-f", conf, "-h", listen], { stdio: ["ignore", fd, fd], name: "slapd" });
+    } finally {
+      closeSync(fd);
+    }
+    live.set(server, dir);
+    void server.exit.then(() => live.delete(server));
 
-    const deadline = Date.now() + 10_000;
+    // Ready when it answers a bind; the time cap only guards against a hang (it takes ~0.2 s).
+    const deadline = Date.now() + HANG_GUARD_MS;
     for (let delay = 5; ; delay = Math.min(delay * 2, 100)) {
-      if (failure) throw new Error(`cannot run ${install.slapd}: ${failure.message}`);
-      if (child.exitCode !== null || child.signalCode !== null) break;
-      if (await answers(url, adminPassword)) return { child, url, ldapsUrl };
+      if (!server.running) break;
+      if (await answers(url, adminPassword)) return { server, url, ldapsUrl };
       if (Date.now() > deadline) {
-        await kill(child);
-        throw new Error(`slapd did not answer on ${url} within 10 s:\n${await tail(log)}`);
+        await kill(server);
+        throw new Error(`slapd did not answer on ${url} within ${HANG_GUARD_MS} ms:\n${await tail(log)}`);
       }
       await sleep(delay);
     }
+    const exit = await server.exit;
     const output = await tail(log);
     if (attempt < 5 && /bind\(.*\) failed|Address already in use/i.test(output)) continue;
-    throw new Error(`slapd exited at startup (code ${child.exitCode ?? child.signalCode}):\n${output}`);
+    throw new Error(`slapd exited at startup (${exit.code !== null ? `code ${exit.code}` : exit.signal}):\n${output}`);
   }
 }
 
@@ -407,7 +389,7 @@ export async function startSlapd(opts: SlapdOptions = {}): Promise<Slapd> {
   installExitHook();
 
   const dir = await mkdtemp(path.join(tmpdir(), "mgs-slapd-"));
-  let child: ChildProcess | undefined;
+  let server: TestProcess | undefined;
   try {
     const adminPassword = randomBytes(12).toString("base64url");
     const readerPassword = randomBytes(12).toString("base64url");
@@ -428,13 +410,13 @@ export async function startSlapd(opts: SlapdOptions = {}): Promise<Slapd> {
     }
 
     const running = await launch(install, conf, dir, tls !== undefined, adminPassword);
-    child = running.child;
+    server = running.server;
     const ldapadd = (file: string): Promise<string> =>
       run(install.ldapadd, ["-x", "-H", running.url, "-D", ADMIN_DN, "-w", adminPassword, "-f", file], `ldapadd -f ${file}`);
     if (opts.bulkLdif === undefined) await ldapadd(base);
     for (const file of opts.ldif ?? []) await ldapadd(file);
 
-    const started = child;
+    const started = server;
     let stopped: Promise<void> | undefined;
     return {
       url: running.url,
@@ -447,7 +429,7 @@ export async function startSlapd(opts: SlapdOptions = {}): Promise<Slapd> {
       adminPassword,
       readerDn: READER_DN,
       readerPassword,
-      pid: started.pid!,
+      pid: started.pid,
       dir,
       stop: () =>
         (stopped ??= (async () => {
@@ -456,7 +438,7 @@ export async function startSlapd(opts: SlapdOptions = {}): Promise<Slapd> {
         })()),
     };
   } catch (err) {
-    if (child) await kill(child);
+    if (server) await kill(server);
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
