@@ -12,7 +12,7 @@ import type { Config } from "./config/schema.ts";
 import { describeError } from "./result.ts";
 import { serverNameOf } from "./matrix/ids.ts";
 import { directoryText, listDirectory, readDirectory } from "./reconcile/directory.ts";
-import { runSync } from "./reconcile/run.ts";
+import { runSync, withTimeLimit } from "./reconcile/run.ts";
 import { helpFor, helpText } from "./commands/help.ts";
 import { parseCommandLine } from "./commands/parse.ts";
 import type { Part } from "./commands/render.ts";
@@ -156,11 +156,17 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       io.interactive && !parsed.values.json
         ? (done: number, total: number) => io.err(`\rrooms ${done}/${total}${done === total ? "\n" : ""}`)
         : undefined;
+    const limit = config.sync.maxRunMs !== undefined ? withTimeLimit(config.sync.maxRunMs, `sync.maxRunMs ${config.sync.maxRunMs} ms`) : undefined;
     const report = await runSync(
       { ...app.value, ...(progress ? { progress } : {}) },
       settingsFrom(config),
-      { dryRun: parsed.values["dry-run"], trigger: "cli", ...(parsed.values.room ? { rooms: parsed.values.room } : {}) },
-    );
+      {
+        dryRun: parsed.values["dry-run"],
+        trigger: "cli",
+        ...(parsed.values.room ? { rooms: parsed.values.room } : {}),
+        ...(limit ? { signal: limit.signal } : {}),
+      },
+    ).finally(() => limit?.clear());
     io.out(parsed.values.json ? toJson(report) : toText(report));
     return report.outcome === "ok" ? EXIT_OK : report.outcome === "degraded" ? EXIT_DEGRADED : EXIT_FAILURES;
   } finally {

@@ -39,6 +39,22 @@ export interface SyncDeps {
   readonly progress?: (done: number, total: number) => void;
 }
 
+/**
+ * The reason a run's signal carries when it hit its time limit (`sync.maxRunMs`, or the next
+ * scheduled slot under serve), as opposed to a shutdown.
+ */
+export class RunTimeLimit extends Error {
+  override readonly name = "RunTimeLimit";
+}
+
+/** A signal that aborts with a RunTimeLimit after `ms`, joined with `signal` when given. */
+export function withTimeLimit(ms: number, what: string, signal?: AbortSignal): { signal: AbortSignal; clear: () => void } {
+  const limit = new AbortController();
+  const timer = setTimeout(() => limit.abort(new RunTimeLimit(`the run reached its time limit (${what}): no further room or action was started`)), ms);
+  timer.unref();
+  return { signal: signal ? AbortSignal.any([signal, limit.signal]) : limit.signal, clear: () => clearTimeout(timer) };
+}
+
 export interface SyncOptions {
   readonly dryRun: boolean;
   readonly trigger: RunTrigger;
@@ -66,13 +82,15 @@ export async function runSync(deps: SyncDeps, settings: SyncSettings, opts: Sync
     throw err;
   }
   const interrupted = opts.signal?.aborted === true;
-  if (interrupted) errors.push("interrupted: the service is shutting down; the next run continues");
+  const timedOut = interrupted && opts.signal?.reason instanceof RunTimeLimit;
+  if (timedOut) errors.push(`${(opts.signal?.reason as RunTimeLimit).message}; the next run continues`);
+  else if (interrupted) errors.push("interrupted: the service is shutting down; the next run continues");
   // A group that could not be read completely: the run worked, but not fully (no removals in
   // the rooms that depend on it). Said per group, so that a directory that keeps failing shows.
   const incomplete = incompleteGroupsOf(rooms);
   for (const [group, inRooms] of incomplete) log.warn("directory group incomplete", { group, rooms: inRooms });
   const report = await finish(
-    interrupted ? "interrupted" : errors.length > 0 || rooms.some(failedRoom) ? "failed" : incomplete.size > 0 ? "degraded" : "ok",
+    interrupted && !timedOut ? "interrupted" : errors.length > 0 || rooms.some(failedRoom) ? "failed" : incomplete.size > 0 ? "degraded" : "ok",
     errors[0] ?? (incomplete.size > 0 ? `incomplete directory data: ${[...incomplete.keys()].join(", ")}` : null),
   );
   log.info("sync run finished", { runId, dryRun: opts.dryRun, outcome: report.outcome, ...report.counts });

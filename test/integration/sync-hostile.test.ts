@@ -43,12 +43,12 @@ afterAll(async () => {
 });
 
 /** A config of its own for each test; one data folder for all (a new PGlite folder costs seconds). */
-async function writeConfig(mappingYaml: string, extra = ""): Promise<{ path: string; dataDir: string }> {
+async function writeConfig(mappingYaml: string, extra = "", homeserver = "concurrency: 2"): Promise<{ path: string; dataDir: string }> {
   const name = `c${++n}`;
   const path = join(dir, `${name}.yaml`);
   await writeFile(
     path,
-    `homeserver: { url: ${hs.url}, accessToken: ${token}, concurrency: 2, maxRetries: 3 }
+    `homeserver: { url: ${hs.url}, accessToken: ${token}, maxRetries: 3, ${homeserver} }
 dataDir: ./data
 idp: { kind: static, static: { file: directory.yaml } }
 mapping:
@@ -236,5 +236,32 @@ describe("a run with incomplete directory data", () => {
       `not removed (directory data incomplete): 2500 users, among them ${[0, 1, 2, 3, 4].map((i) => u(`m000${i}`)).join(", ")} and 2495 more`,
     );
     expect(hs.members(room)[u("m2499")]).toBe("join");
+  });
+});
+
+describe("a run's time limit", () => {
+  it("sync.maxRunMs: a run stuck on a room ends failed at its limit, starting no further room; the next run continues", async () => {
+    const rooms = ["#slow1:example.org", "#slow2:example.org", "#slow3:example.org"].map((alias) => hs.createRoom({ creator: BOT, alias }));
+    const { path } = await writeConfig(
+      `    - { room: "#slow1:example.org", groups: [ { group: ga } ] }
+    - { room: "#slow2:example.org", groups: [ { group: ga } ] }
+    - { room: "#slow3:example.org", groups: [ { group: ga } ] }`,
+      "sync: { maxRunMs: 1000 }",
+      "concurrency: 1, requestTimeoutMs: 3000",
+    );
+    // One /state read hangs until the request deadline (3 s, well past the 1 s limit).
+    hs.stallNext("state", 1, { apply: false });
+    const r = await sync(path);
+    expect(r.code).toBe(EXIT_FAILURES);
+    expect(r.report.outcome).toBe("failed");
+    expect(r.report.errors.join("\n")).toContain("the run reached its time limit (sync.maxRunMs 1000 ms)");
+    // The stuck room failed; no room after it was started.
+    expect(r.report.rooms.filter((x) => x.actions.length > 0)).toEqual([]);
+    const invited = rooms.filter((id) => hs.members(id)[u("alice")] === "invite");
+    expect(invited).toEqual([]);
+
+    const next = await sync(path);
+    expect(next.code).toBe(EXIT_OK);
+    for (const id of rooms) expect(hs.members(id)[u("alice")]).toBe("invite");
   });
 });
