@@ -3,6 +3,11 @@
  * block-level pieces of a reply (a paragraph, a list, a table) whose `text` and `html` say
  * the same thing. `splitMessage` packs parts into as many messages as needed to stay under
  * the event size limit, never dropping content.
+ *
+ * Every piece of text goes through `clean` in the builders below: a reply echoes what people
+ * typed (arguments, room names, regexes), and control or bidi characters in it must not reach
+ * the room or the terminal. Builders are the one way to make a `Part`, so every reply, in the
+ * management room and on the CLI, is covered.
  */
 
 /** A block of a reply. `text` is its plain form, `html` its HTML form (block-level). */
@@ -48,21 +53,44 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c] ?? c);
 }
 
+/**
+ * What is never echoed: C0 and C1 controls except tab and newline (NUL, escape sequences, a
+ * lone carriage return that rewrites a terminal line), and the invisible format characters
+ * that reorder or hide text: the marks U+200E/U+200F and U+061C, the embeddings and overrides
+ * U+202A–U+202E, the isolates U+2066–U+2069 and the deprecated format controls up to U+206F,
+ * zero-width space and word joiners (U+200B, U+2060–U+2064, U+FEFF), U+180E and the
+ * interlinear annotation marks U+FFF9–U+FFFB. Zero-width (non-)joiners stay: emoji and
+ * several scripts need them.
+ */
+// eslint-disable-next-line no-control-regex -- finding control characters is the point
+const UNSAFE_CHARS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\u061C\u180E\u200B\u200E\u200F\u202A-\u202E\u2060-\u2064\u2066-\u206F\uFEFF\uFFF9-\uFFFB]/g;
+
+/**
+ * Text made safe to echo: line breaks of any kind (CR LF, a lone CR, U+2028, U+2029) become
+ * `\n`, which each builder then renders as its block allows (a `<br>` in a paragraph, a space
+ * in a table cell); the characters of `UNSAFE_CHARS` are removed.
+ */
+export function clean(text: string): string {
+  return text.replace(/\r\n?|[\u2028\u2029]/g, "\n").replace(UNSAFE_CHARS, "");
+}
+
 function inlineText(parts: readonly Inline[]): string {
-  return parts.map((p) => (typeof p === "string" ? p : p.text)).join("");
+  return parts.map((p) => (typeof p === "string" ? clean(p) : clean(p.text))).join("");
 }
 
 function inlineHtml(parts: readonly Inline[]): string {
-  return parts.map((p) => (typeof p === "string" ? escapeHtml(p).replace(/\r?\n/g, "<br>") : p.html)).join("");
+  return parts.map((p) => (typeof p === "string" ? escapeHtml(clean(p)).replace(/\n/g, "<br>") : clean(p.html))).join("");
 }
 
 /** Inline code: shown as is in the body, `<code>` in HTML. */
 export function code(text: string): Inline {
-  return { text, html: `<code>${escapeHtml(text)}</code>` };
+  const safe = clean(text);
+  return { text: safe, html: `<code>${escapeHtml(safe)}</code>` };
 }
 
 export function bold(text: string): Inline {
-  return { text, html: `<strong>${escapeHtml(text)}</strong>` };
+  const safe = clean(text);
+  return { text: safe, html: `<strong>${escapeHtml(safe)}</strong>` };
 }
 
 /** A paragraph of inline pieces; newlines in plain strings become `<br>`. */
@@ -72,14 +100,15 @@ export function paragraph(...content: Inline[]): Part {
 
 /** Preformatted text (`<pre>`), e.g. a log excerpt. */
 export function preformatted(text: string): Part {
-  return { text, html: `<pre>${escapeHtml(text)}</pre>` };
+  const safe = clean(text);
+  return { text: safe, html: `<pre>${escapeHtml(safe)}</pre>` };
 }
 
 /** A bulleted list; each item is one inline run (a plain string or inline pieces). */
 export function list(items: readonly (Inline | readonly Inline[])[]): Part {
   const rows = items.map((item) => {
     const content = typeof item === "string" || !Array.isArray(item) ? [item as Inline] : (item as readonly Inline[]);
-    return { text: `• ${inlineText(content).replace(/\r?\n/g, "\n  ")}`, html: `<li>${inlineHtml(content)}</li>` };
+    return { text: `• ${inlineText(content).replace(/\n/g, "\n  ")}`, html: `<li>${inlineHtml(content)}</li>` };
   });
   return fromRows({ textHead: "", htmlOpen: "<ul>", htmlClose: "</ul>", items: rows });
 }
@@ -91,7 +120,7 @@ function codePoints(text: string): number {
 }
 
 function cell(text: string): string {
-  return text.replace(/\r\n|[\r\n]/g, " ");
+  return clean(text).replace(/\n/g, " ");
 }
 
 /**

@@ -7,6 +7,7 @@ import type { UserId } from "../matrix/ids.ts";
 import type { DirectoryState } from "../reconcile/directory.ts";
 import { planLevelChange } from "../reconcile/plan.ts";
 import type { Command, CommandContext } from "./context.ts";
+import { inviteAdminLevel, planHandover } from "./levels-for-commands.ts";
 import { list, paragraph, type Part } from "./render.ts";
 import { defineCommand, type RoomRef } from "./spec.ts";
 
@@ -19,7 +20,7 @@ function directoryKnows(state: DirectoryState, user: UserId): string | undefined
   return undefined;
 }
 
-async function inviteExternal(ctx: CommandContext, roomRef: RoomRef, user: UserId, role: "member" | "admin"): Promise<Part[]> {
+async function inviteExternal(ctx: CommandContext, roomRef: RoomRef, user: UserId, role: "member" | "admin", opts: { equal: boolean } = { equal: false }): Promise<Part[]> {
   const { service } = ctx;
   const state = await service.directory();
   if (!state.ok) return [paragraph(`The directory could not be read, so I cannot tell whether it manages ${user}: ${state.error.message}`)];
@@ -43,13 +44,14 @@ async function inviteExternal(ctx: CommandContext, roomRef: RoomRef, user: UserI
     done.push(`${user} is already ${membership === "join" ? "in" : "invited to"} the room`);
   }
   if (role === "admin") {
-    const level = service.config.roles["admin"] ?? 100;
-    const change = planLevelChange(observed.value, service.bot, user, level);
+    const given = inviteAdminLevel(observed.value, service.bot, service.config.roles["admin"] ?? 100, opts.equal);
+    const change = planLevelChange(observed.value, service.bot, user, given.level);
     if (!change.ok) done.push(`level not changed: ${change.reason}`);
     else if (change.change.from === change.change.to) done.push(`already at level ${change.change.to}`);
     else {
       const set = await gateway.setPowerLevels(room.value.roomId, change.content);
       done.push(set.ok ? `level ${change.change.from} → ${change.change.to}` : `level not changed: ${set.error.message}`);
+      if (set.ok && given.note !== undefined) done.push(given.note);
     }
   }
   await store.addExternal({ roomId: room.value.roomId, userId: user, role, addedBy: ctx.sender, addedAt: clock.now() });
@@ -69,18 +71,23 @@ export const inviteMemberCommand: Command = defineCommand({
 
 export const inviteAdminCommand: Command = defineCommand({
   name: "invite-admin",
-  summary: "Like invite-member, and raise them to the admin role's level",
+  summary: "Like invite-member, and raise them to the admin role's level (below ours unless --equal)",
+  description:
+    "Invites the user like invite-member and raises them to the admin role's level. When that level is at or above the bot's own, they get one below ours, so that !kick-member can still remove them; --equal gives them the bot's own level instead, after which !kick-member can no longer remove them or lower their level (the homeserver lets us do that only to users below us).",
   params: [
     { name: "room", kind: "room", description: "the managed room" },
     { name: "user", kind: "user", description: "who to invite" },
   ],
+  flags: [{ name: "equal", description: "give them our own level when the admin role's is at or above it; !kick-member cannot remove them afterwards" }],
   permission: "operator",
-  run: (ctx, args) => inviteExternal(ctx, args.values["room"] as RoomRef, args.values["user"] as UserId, "admin"),
+  run: (ctx, args) => inviteExternal(ctx, args.values["room"] as RoomRef, args.values["user"] as UserId, "admin", { equal: args.flags["equal"] === true }),
 });
 
 export const kickMemberCommand: Command = defineCommand({
   name: "kick-member",
   summary: "Remove a user added with invite-member/invite-admin, and forget them",
+  description:
+    "Lowers their level, removes them from the room and forgets them as an external. Someone at or above the bot's own level (given with invite-admin --equal, or raised by hand) cannot be removed: the homeserver lets us kick or demote only users below us.",
   params: [
     { name: "room", kind: "room", description: "the managed room" },
     { name: "user", kind: "user", description: "the external to remove" },
@@ -101,7 +108,7 @@ export const kickMemberCommand: Command = defineCommand({
     const pl = observed.value.powerLevels?.users ?? {};
     if (Object.hasOwn(pl, user)) {
       const change = planLevelChange(observed.value, ctx.service.bot, user, undefined);
-      if (!change.ok) return [paragraph(`Cannot remove ${user}: ${change.reason}`)];
+      if (!change.ok) return [paragraph(`Cannot remove ${user}: ${change.reason}. Only someone above us can lower or remove them now.`)];
       const set = await gateway.setPowerLevels(room.value.roomId, change.content);
       if (!set.ok) return [paragraph(`Cannot lower ${user}'s level: ${set.error.message}`)];
       done.push(`level ${change.change.from} → ${change.change.to}`);
@@ -122,7 +129,7 @@ export const unmanageCommand: Command = defineCommand({
   name: "unmanage",
   summary: "Stop managing a room and hand it to a new admin",
   description:
-    "Makes sure the new admin has joined, raises them to admin, then (as configured) lowers the bot's own level and leaves. The room is remembered as unmanaged: no sync touches it until !manage.",
+    "Makes sure the new admin has joined, raises them to admin (at most the bot's own level), then (as configured) lowers the bot's own level and leaves. The room is remembered as unmanaged: no sync touches it until !manage. Refused for the bot itself, and for someone who could not administer the room afterwards; a room creator (room version 12) or someone already at or above the bot's level keeps their level. Users of other homeservers may take a room over.",
   params: [
     { name: "room", kind: "room", description: "the managed room" },
     { name: "admin", kind: "user", description: "the person who takes the room over" },
@@ -145,14 +152,18 @@ export const unmanageCommand: Command = defineCommand({
       return [paragraph(`${admin} has not joined ${room.value.room} yet; they are invited. Run this again once they have joined.`)];
     }
     const done: string[] = [];
-    const level = service.config.roles["admin"] ?? 100;
-    const raise = planLevelChange(observed.value, service.bot, admin, level);
-    if (!raise.ok) return [paragraph(`Cannot hand ${room.value.room} over: ${raise.reason}`)];
-    if (raise.change.from !== raise.change.to) {
-      const set = await gateway.setPowerLevels(room.value.roomId, raise.content);
-      if (!set.ok) return [paragraph(`Cannot raise ${admin}: ${set.error.message}`)];
-      done.push(`${admin}: level ${raise.change.from} → ${raise.change.to}`);
-    } else done.push(`${admin} is already at level ${raise.change.to}`);
+    const handover = planHandover(observed.value, service.bot, admin, service.config.roles["admin"] ?? 100);
+    if (handover.kind === "refuse") return [paragraph(`Cannot hand ${room.value.room} over: ${handover.reason}`)];
+    if (handover.kind === "keep") done.push(handover.note);
+    else {
+      const raise = planLevelChange(observed.value, service.bot, admin, handover.level);
+      if (!raise.ok) return [paragraph(`Cannot hand ${room.value.room} over: ${raise.reason}`)];
+      if (raise.change.from !== raise.change.to) {
+        const set = await gateway.setPowerLevels(room.value.roomId, raise.content);
+        if (!set.ok) return [paragraph(`Cannot raise ${admin}: ${set.error.message}`)];
+        done.push(`${admin}: level ${raise.change.from} → ${raise.change.to}`);
+      } else done.push(`${admin} is already at level ${raise.change.to}`);
+    }
     await store.setManaged(room.value.room, room.value.roomId, false, clock.now());
     done.push("the room is no longer managed");
     const { demoteSelf, leave } = service.config.serve?.unmanage ?? { demoteSelf: true, leave: true };

@@ -3,7 +3,7 @@
  * and on the CLI (`matrix-group-sync token list`). Input is checked before any request; every
  * action is audited; a created token's full string appears only in the reply.
  */
-import { parseRoomId, parseUserId, tryUserIdPattern } from "../matrix/ids.ts";
+import { parseRoomId, parseUserId, tryUserIdPattern, type RoomId } from "../matrix/ids.ts";
 import type { TokenService } from "../tokens/service.ts";
 import { TOKEN_SCOPE } from "../tokens/service.ts";
 import { checkTokenRef, describeExpiry, describeUses, tokenStatus, type RegistrationToken } from "../tokens/types.ts";
@@ -21,6 +21,16 @@ export interface TokenContext {
   readonly managementRoomId: string | undefined;
   /** Whether the actor passes the management room's command allow list. */
   readonly isOperator: boolean;
+  /** Serve only: the rooms where token commands are heard. Absent on the CLI. */
+  readonly tokenRooms?: TokenRooms;
+}
+
+/** What serve does when a room joins or leaves the token allow list at run time. */
+export interface TokenRooms {
+  /** Joins the room and hears token commands there from now on; the joined room's id, or why not. */
+  listen(room: RoomId): Promise<Result<RoomId, string>>;
+  /** No longer hears commands there (the bot stays in the room: it may be a managed room too). */
+  unlisten(room: RoomId): void;
 }
 
 export type TokenCommand = CommandSpec<TokenContext, Part[]>;
@@ -34,6 +44,18 @@ async function gate(ctx: TokenContext): Promise<{ ok: true; tokens: TokenService
     return { ok: false, reply: [failed(paragraph(`Sorry ${ctx.actor}, token commands are not allowed for you here.`))] };
   }
   return { ok: true, tokens: ctx.tokens };
+}
+
+/**
+ * Changes to who may use token commands, and deleting every token, are for operators: on the
+ * CLI (the shell user) or in the management room by someone on the command allow list. In a
+ * token room anyone present may use tokens, but must not widen that to others.
+ */
+async function operatorGate(ctx: TokenContext, what: string): Promise<{ ok: true; tokens: TokenService } | { ok: false; reply: Part[] }> {
+  if (ctx.tokens === undefined) return { ok: false, reply: NOT_CONFIGURED };
+  if (ctx.place === "cli" || (ctx.place === ctx.managementRoomId && ctx.isOperator)) return { ok: true, tokens: ctx.tokens };
+  await ctx.tokens.audit(ctx.actor, ctx.place, what, null, "refused: not an operator in the management room");
+  return { ok: false, reply: [failed(paragraph(`Sorry ${ctx.actor}, only operators in the management room may ${what === "delete-all" ? "delete every token" : "change the token allow list"}.`))] };
 }
 
 /**
@@ -195,11 +217,12 @@ const deleteCommand: TokenCommand = defineCommand({
 const deleteAllCommand: TokenCommand = defineCommand({
   name: "token delete-all",
   summary: "Delete (MAS: revoke) every valid token; asks for --yes",
+  description: "Deletes (MAS: revokes) every valid registration token. Only operators in the management room (or on the CLI) may; without --yes it says how many it would delete.",
   params: [],
   flags: [{ name: "yes", description: "really do it" }],
-  permission: "anyone-in-room",
+  permission: "operator",
   async run(ctx, args) {
-    const g = await gate(ctx);
+    const g = await operatorGate(ctx, "delete-all");
     if (!g.ok) return g.reply;
     const r = await g.tokens.backend.list("valid");
     if (!r.ok) return [failed(paragraph(r.error.message))];
@@ -236,32 +259,56 @@ function allowKind(entry: string): "user" | "room" | "regex" | undefined {
 const allowCommand: TokenCommand = defineCommand({
   name: "token allow",
   summary: "Let a user, a regex of users, or everyone in a room (room id) use token commands",
+  description:
+    "Adds to the token allow list; only operators in the management room (or on the CLI) may. For a room, the bot joins it (invite it first) and hears token commands there at once; from the CLI, the serve process joins it when it next starts.",
   params: [{ name: "entry", kind: "string", description: "@user:server, a regex, or !room:server" }],
-  permission: "anyone-in-room",
+  permission: "operator",
   async run(ctx, args) {
-    const g = await gate(ctx);
+    const g = await operatorGate(ctx, "allow");
     if (!g.ok) return g.reply;
     const entry = args.values["entry"] as string;
     const kind = allowKind(entry);
     if (kind === undefined) return [failed(paragraph(`entry: "${entry}" is not a user id, a room id or a valid regular expression`))];
+    let heard = "";
+    if (kind === "room") {
+      if (ctx.tokenRooms === undefined) heard = " The serve process joins it and listens there when it next starts (a running one does not).";
+      else {
+        const joined = await ctx.tokenRooms.listen(entry as RoomId);
+        if (!joined.ok) {
+          await g.tokens.audit(ctx.actor, ctx.place, "allow", null, `cannot join: ${joined.error}`, { entry, kind });
+          return [failed(paragraph(`Cannot join ${entry}, so token commands there would go unheard: ${joined.error}. Invite the bot to the room and try again; the allow list is unchanged.`))];
+        }
+        heard = " I have joined it and listen there now.";
+      }
+    }
     await g.tokens.store.addAllowed({ scope: TOKEN_SCOPE, entry, kind, source: "command", addedBy: ctx.actor, addedAt: g.tokens.clock.now() });
     await g.tokens.audit(ctx.actor, ctx.place, "allow", null, "ok", { entry, kind });
-    return [paragraph(`Token commands are now allowed for ${kind} ${entry}.`)];
+    return [paragraph(`Token commands are now allowed for ${kind} ${entry}.${heard}`)];
   },
 });
 
 const disallowCommand: TokenCommand = defineCommand({
   name: "token disallow",
   summary: "Remove an entry from the token allow list",
+  description:
+    "Removes an entry from the token allow list; only operators in the management room (or on the CLI) may. For a room, the bot stops listening there at once but stays in the room. An entry from the config (tokens.allow) comes back at the next start unless it is removed there too.",
   params: [{ name: "entry", kind: "string", description: "as given to token allow" }],
-  permission: "anyone-in-room",
+  permission: "operator",
   async run(ctx, args) {
-    const g = await gate(ctx);
+    const g = await operatorGate(ctx, "disallow");
     if (!g.ok) return g.reply;
     const entry = args.values["entry"] as string;
+    const listed = (await g.tokens.store.listAllowed(TOKEN_SCOPE)).find((e) => e.entry === entry);
     const removed = await g.tokens.store.removeAllowed(TOKEN_SCOPE, entry);
     await g.tokens.audit(ctx.actor, ctx.place, "disallow", null, removed ? "ok" : "not listed", { entry });
-    return [paragraph(removed ? `Removed ${entry} from the token allow list.` : `${entry} was not on the token allow list.`)];
+    if (!removed) return [paragraph(`${entry} was not on the token allow list.`)];
+    const notes: string[] = [];
+    if (listed?.kind === "room" && ctx.tokenRooms !== undefined) {
+      ctx.tokenRooms.unlisten(entry as RoomId);
+      notes.push(" I no longer listen there (I stay in the room).");
+    }
+    if (listed?.source === "config") notes.push(" It is in the config (tokens.allow) and comes back at the next start: remove it there too.");
+    return [paragraph(`Removed ${entry} from the token allow list.${notes.join("")}`)];
   },
 });
 

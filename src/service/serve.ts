@@ -3,15 +3,17 @@
  * and answers commands typed into the management room (matrix-bot-sdk's sync loop).
  *
  * - Only messages in the management room are commands, and only from people the allow list
- *   admits (everyone in the room when it is empty).
- * - A message from before the service started, or one already handled (the store records
- *   every command event), is never executed: a restart does not replay `!sync` or
- *   `!kick-member`.
+ *   admits (everyone in the room when it is empty). In token rooms (rooms on the token allow
+ *   list, from the config or added with `!token allow`) only token commands are heard.
+ * - Whether a message is new is decided by the sync stream, not by its timestamp: nothing in
+ *   the first sync (said before the service started, or while it was down) is executed, and a
+ *   message already handled (the store records every command event) never again, so a restart
+ *   does not replay `!sync` or `!kick-member` (see command-sync.ts).
  * - Runs never overlap (SerialRunner). On stop: no new commands or runs, the action under
  *   way finishes, the run is recorded as interrupted, and stop() resolves.
  */
 import { randomBytes } from "node:crypto";
-import { MatrixClient, MemoryStorageProvider } from "matrix-bot-sdk";
+import type { MatrixClient } from "matrix-bot-sdk";
 import { schedule, setLogger, type ScheduledTask } from "node-cron";
 import { openApp, type App } from "../app.ts";
 import type { Clock } from "../clock.ts";
@@ -22,9 +24,10 @@ import { commandTable } from "../commands/table.ts";
 import type { Config } from "../config/schema.ts";
 import type { DirectoryRequestObserver } from "../idp/types.ts";
 import { parseUserId, type RoomId, type UserId } from "../matrix/ids.ts";
-import { describeError } from "../result.ts";
+import { describeError, ok } from "../result.ts";
 import { createTokenService, TOKEN_SCOPE } from "../tokens/service.ts";
 import type { RunReport } from "../reconcile/report.ts";
+import { CommandSyncClient } from "./command-sync.ts";
 import { Service } from "./service.ts";
 
 export interface ServeHandle {
@@ -65,7 +68,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
   if (!opened.ok) throw new ServeError(opened.error.message);
   const app: App = opts.clock ? { ...opened.value, clock: opts.clock } : opened.value;
   const log = app.log.child("serve");
-  let client: MatrixClient | undefined;
+  let client: CommandSyncClient | undefined;
   let task: ScheduledTask | undefined;
   try {
     const dangling = await app.store.interruptDanglingRuns(app.clock.now());
@@ -80,7 +83,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     if (!me.ok) throw new ServeError(`cannot start: ${me.error.message}`);
     const bot = me.value;
 
-    client = new MatrixClient(config.homeserver.url, config.homeserver.accessToken, new MemoryStorageProvider());
+    client = new CommandSyncClient(config.homeserver.url, config.homeserver.accessToken);
     let roomId: RoomId;
     try {
       roomId = (await client.joinRoom(serveConfig.managementRoom)) as RoomId;
@@ -101,11 +104,13 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
       tokenAllow.map((entry) => ({ entry, kind: parseUserId(entry) !== undefined ? "user" : entry.startsWith("!") ? "room" : "regex", addedBy: "config" })),
       app.clock.now(),
     );
-    // Rooms where anyone present may use token commands (and only those): the bot joins them.
-    const tokenRooms = new Set<string>();
-    for (const room of tokenAllow.filter((e) => e.startsWith("!"))) {
+    // Rooms where anyone present may use token commands (and only those), from the config and
+    // from `!token allow !room`: the bot joins them and listens there.
+    const tokenRooms = (await app.store.listAllowed(TOKEN_SCOPE)).filter((e) => e.kind === "room").map((e) => e.entry);
+    client.listenJoined(roomId);
+    for (const room of tokenRooms) {
       try {
-        tokenRooms.add(await client.joinRoom(room));
+        await client.listen(room);
       } catch (err) {
         log.warn("cannot join a token room", { room, error: describeError(err) });
       }
@@ -115,10 +120,21 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     const service = new Service(config, app, bot, client, abort.signal, opts.onRun);
     const table = commandTable();
     const prefix = serveConfig.commandPrefix;
-    const startedAtMs = service.startedAt.getTime();
     let stopping = false;
     const inFlight = new Set<Promise<void>>();
     const mclient = client;
+    const listenForTokens: CommandContext["tokenRooms"] = {
+      listen: async (room) => {
+        try {
+          return ok((await mclient.listen(room)) as RoomId);
+        } catch (err) {
+          return { ok: false, error: describeError(err) };
+        }
+      },
+      unlisten: (room) => {
+        if (room !== roomId) mclient.unlisten(room);
+      },
+    };
 
     const send = async (parts: Part[], replyTo: string, inRoom: string = roomId): Promise<void> => {
       for (const content of splitMessage(parts)) {
@@ -127,10 +143,9 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     };
 
     const handle = async (eventRoom: string, event: unknown): Promise<void> => {
-      if (stopping || (eventRoom !== roomId && !tokenRooms.has(eventRoom))) return;
+      if (stopping || !mclient.listensTo(eventRoom)) return;
       const ev = decodeMessage(event);
       if (ev === undefined || ev.sender === bot) return;
-      if (ev.ts < startedAtMs) return; // from before we started: never executed
       const parsed = parseCommandLine(table, ev.body, { prefix, ...(ev.formattedBody !== undefined ? { formattedBody: ev.formattedBody } : {}) });
       if (parsed.kind === "not-a-command") return;
       // Outside the management room only token commands are heard.
@@ -158,6 +173,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
         tokens: tokenService,
         managementRoomId: roomId,
         isOperator: openToRoom ? await service.mayCommand(ev.sender) : true,
+        tokenRooms: listenForTokens,
         sender: ev.sender,
         eventId: ev.eventId,
         prefix,
@@ -189,18 +205,12 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
       void job.finally(() => inFlight.delete(job));
     });
 
-    // Only the management room matters to the sync loop: a filter keeps it small however many
-    // rooms the bot manages (room state with lazy-loaded members, no presence or receipts).
-    await client.start({
-      room: {
-        rooms: [roomId, ...tokenRooms],
-        timeline: { limit: 20, types: ["m.room.message"] },
-        state: { lazy_load_members: true, types: [] },
-        ephemeral: { types: [] },
-        account_data: { types: [] },
-      },
-      presence: { types: [] },
-      account_data: { types: [] },
+    // Only the management room and the token rooms matter to the sync loop: its filter keeps it
+    // small however many rooms the bot manages. Serving starts once the first sync is in: what
+    // it brought is history, and a command sent from now on is heard.
+    await client.start();
+    await untilAborted(client.firstSync, opts.signal).catch((err: unknown) => {
+      throw new ServeError(`cannot start: the first sync failed: ${describeError(err)}`);
     });
     log.info("serving", { bot, managementRoom: roomId, schedule: serveConfig.schedule, timezone: serveConfig.timezone });
 
@@ -250,7 +260,6 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
 interface Message {
   eventId: string;
   sender: UserId;
-  ts: number;
   body: string;
   formattedBody?: string;
 }
@@ -269,10 +278,20 @@ function decodeMessage(event: unknown): Message | undefined {
   return {
     eventId: e.event_id,
     sender,
-    ts: e.origin_server_ts,
     body: c.body,
     ...(c.format === "org.matrix.custom.html" && typeof c.formatted_body === "string" ? { formattedBody: c.formatted_body } : {}),
   };
+}
+
+/** `promise`, or a rejection once `signal` is aborted. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(new Error("this replica may no longer act"));
+    if (signal.aborted) onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 async function isEncrypted(client: MatrixClient, roomId: string): Promise<boolean> {

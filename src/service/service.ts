@@ -23,7 +23,6 @@ export interface ManagedRoom {
 
 export class Service {
   readonly runner = new SerialRunner<RunReport>();
-  readonly startedAt: Date;
 
   constructor(
     readonly config: Config,
@@ -34,9 +33,7 @@ export class Service {
     /** Aborted at shutdown: a run in progress stops after its current action. */
     readonly shutdown: AbortSignal,
     private readonly onRun?: (report: RunReport) => void,
-  ) {
-    this.startedAt = app.clock.now();
-  }
+  ) {}
 
   get serverName(): string {
     return serverNameOf(this.bot);
