@@ -34,12 +34,26 @@ export interface AppOptions {
 
 export async function openApp(config: Config, opts: AppOptions): Promise<Result<App>> {
   const log = createLogger({ level: config.log.level, format: config.log.format });
+  const storeLog = log.child("store");
   let store: Store;
   try {
-    store = await openStore({ dataDir: config.dataDir, ...(config.database ? { databaseUrl: config.database.url } : {}) });
+    store = await openStore({
+      dataDir: config.dataDir,
+      ...(config.database ? { databaseUrl: config.database.url } : {}),
+      onWarning: (message, fields) => storeLog.warn(message, fields),
+    });
   } catch (err) {
     const where = config.database ? "the PostgreSQL database (database.url)" : `the embedded database in ${config.dataDir}`;
     return fail(`cannot open ${where}: ${describeError(err)}`);
+  }
+  // Whoever takes the store (a CLI command, serve as leader) closes the books of runs whose
+  // process is gone (killed mid-run): otherwise they stay "running" for ever.
+  try {
+    const dangling = await store.interruptDanglingRuns(systemClock.now());
+    if (dangling > 0) storeLog.warn("runs left running by a process that is gone marked interrupted", { count: dangling });
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    return fail(`cannot update the runs left by a stopped process: ${describeError(err)}`);
   }
   const idp = await createIdentityProvider(config.idp, config.users, log, opts.onDirectoryRequest);
   const gateway = createBotSdkGateway({

@@ -4,12 +4,14 @@
  * `format: "pretty"`. Fields whose names look like secrets are replaced before anything is
  * written, at any depth, so a stray token never reaches the sink; errors are reduced to
  * their name and message (a stack or a request object may carry headers), and credentials
- * written inside text (`access_token=…`, `Bearer …`) are masked too.
+ * written inside text (`access_token=…`, `Bearer …`, the `user:password@` or `token@` of a
+ * URL) are masked too.
  *
  * Writes are synchronous: a line logged just before a crash or an exit is not lost.
  */
 import { pino, type DestinationStream, type Logger as PinoLogger } from "pino";
 import { prettyFactory } from "pino-pretty";
+import { redactUrl, redactUrlsInText } from "./redact-url.ts";
 
 export type LogLevel = "trace" | "debug" | "info" | "warn" | "error" | "silent";
 
@@ -98,25 +100,18 @@ function scrub(value: Record<string, unknown>, depth: number): Record<string, un
   return out;
 }
 
-/** Credentials inside free text: `access_token=...` in a query, `Bearer ...` in a header dump. */
+/** Credentials inside free text: `access_token=...` in a query, `Bearer ...` in a header dump (URL userinfo: redact-url.ts). */
 const SECRET_IN_TEXT = /(access_token=|"access_token"\s*:\s*"|Bearer\s+|Basic\s+)[^&\s"]+/gi;
 
 function scrubValue(v: unknown, depth: number): unknown {
-  if (typeof v === "string") return v.replace(SECRET_IN_TEXT, "$1***");
+  if (typeof v === "string") return redactUrlsInText(v.replace(SECRET_IN_TEXT, "$1***"));
   if (v instanceof Error) return { name: v.name, message: scrubValue(v.message, depth) };
   if (v === null || typeof v !== "object") return v;
   if (depth > MAX_DEPTH) return "[nested too deep]";
   if (Array.isArray(v)) return v.map((item) => scrubValue(item, depth + 1));
   if (v instanceof Date) return v.toISOString();
-  if (v instanceof URL) return withoutPassword(v);
+  if (v instanceof URL) return redactUrl(v);
   const proto = Object.getPrototypeOf(v) as unknown;
   if (proto !== Object.prototype && proto !== null) return `[${(v).constructor.name}]`;
   return scrub(v as Record<string, unknown>, depth);
-}
-
-function withoutPassword(url: URL): string {
-  if (url.password === "") return url.toString();
-  const copy = new URL(url.toString());
-  copy.password = "***";
-  return copy.toString();
 }

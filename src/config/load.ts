@@ -16,7 +16,7 @@
  * Relative paths in the file are resolved against the file's folder; relative paths from
  * the environment against the working directory.
  */
-import { readFileSync } from "node:fs";
+import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, readSync, type Stats } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { LineCounter, parseDocument, type Document } from "yaml";
 import type { z } from "zod";
@@ -29,6 +29,7 @@ import {
   type ConfigFile,
   type IdpConfig,
 } from "./schema.ts";
+import { redactUrlsInText } from "../redact-url.ts";
 import { ENV_SETTINGS, readEnvValue } from "./env.ts";
 
 export interface ConfigError {
@@ -287,13 +288,12 @@ function readSecretFiles(
     if (typeof given !== "string" || given === "" || parent[secret.key] !== undefined) continue;
     const filePath = [...secret.parent, secret.fileKey];
     const file = resolve(baseDir, given);
-    let content: string;
-    try {
-      content = readFileSync(file, "utf8").trimEnd();
-    } catch (err) {
-      found.push({ path: filePath, message: `cannot read ${file}: ${describeFsError(err)}` });
+    const read = readSecretFile(file);
+    if (!read.ok) {
+      found.push({ path: filePath, message: read.message });
       continue;
     }
+    const content = read.text.trimEnd();
     if (content === "") {
       found.push({ path: filePath, message: `${file} is empty` });
       continue;
@@ -303,6 +303,56 @@ function readSecretFiles(
     const variable = fromEnv.get(toPointer(filePath));
     if (variable !== undefined) fromEnv.set(toPointer([...secret.parent, secret.key]), variable);
   }
+}
+
+/** A secret is a token, a password or a URL: anything longer is not one (and must not be read into memory whole). */
+export const SECRET_FILE_MAX_BYTES = 64 * 1024;
+
+/**
+ * The text of a secret file, read with a bound. Only a regular file (or a link to one) is
+ * read: a FIFO would block until someone writes to it, `/dev/zero` never ends, a folder is
+ * not a secret. The file is opened non-blocking (opening a FIFO for reading otherwise
+ * waits for a writer) and checked on its descriptor, so what is checked is what is read.
+ */
+function readSecretFile(file: string): { ok: true; text: string } | { ok: false; message: string } {
+  let fd: number;
+  try {
+    fd = openSync(file, fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0));
+  } catch (err) {
+    return { ok: false, message: `cannot read ${file}: ${describeFsError(err)}` };
+  }
+  try {
+    const stats = fstatSync(fd);
+    if (!stats.isFile()) return { ok: false, message: `${file} is ${describeFileType(stats)}, not a regular file; a secret file must be a plain file` };
+    if (stats.size > SECRET_FILE_MAX_BYTES) return { ok: false, message: tooLarge(file) };
+    // Read one byte past the bound: a file that grows after fstat is caught too.
+    const buffer = Buffer.alloc(SECRET_FILE_MAX_BYTES + 1);
+    let length = 0;
+    for (;;) {
+      const n = readSync(fd, buffer, length, buffer.length - length, null);
+      if (n === 0) break;
+      length += n;
+      if (length > SECRET_FILE_MAX_BYTES) return { ok: false, message: tooLarge(file) };
+    }
+    return { ok: true, text: buffer.subarray(0, length).toString("utf8") };
+  } catch (err) {
+    return { ok: false, message: `cannot read ${file}: ${describeFsError(err)}` };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function tooLarge(file: string): string {
+  return `${file} is larger than ${SECRET_FILE_MAX_BYTES / 1024} KiB; a secret file holds one secret`;
+}
+
+function describeFileType(stats: Stats): string {
+  if (stats.isDirectory()) return "a folder";
+  if (stats.isFIFO()) return "a named pipe (FIFO)";
+  if (stats.isCharacterDevice()) return "a character device";
+  if (stats.isBlockDevice()) return "a block device";
+  if (stats.isSocket()) return "a socket";
+  return "something other than a file";
 }
 
 // ---------------------------------------------------------------------------------------
@@ -449,7 +499,8 @@ function describeValue(value: unknown, secret: boolean): string {
   switch (typeof value) {
     case "string":
       if (secret) return "a string";
-      return JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
+      // A URL's `user:password@` is a secret even where the URL itself is not.
+      return JSON.stringify(shorten(redactUrlsInText(value)));
     case "number":
       return secret ? "a number" : String(value);
     case "boolean":
@@ -459,6 +510,10 @@ function describeValue(value: unknown, secret: boolean): string {
     default:
       return typeof value;
   }
+}
+
+function shorten(text: string): string {
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
 
 function isSecretPath(path: Path): boolean {

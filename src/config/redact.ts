@@ -1,11 +1,13 @@
 /**
  * The configuration with its secrets hidden, for `check-config` and for logs. Which fields
  * are secret comes from `SECRET_FIELDS` in schema.ts: a new secret is redacted as soon as
- * it is listed there.
+ * it is listed there. Every other value that is a URL (the homeserver, the LDAP server, the
+ * authority...) is shown without its userinfo (`user:password@`), see redact-url.ts.
  */
+import { REDACTED, redactUrl } from "../redact-url.ts";
 import { SECRET_FIELDS, type Config, type SecretField } from "./schema.ts";
 
-export const REDACTED = "***";
+export { REDACTED };
 
 export function redactConfig(config: Config): unknown {
   const copy: unknown = structuredClone(config);
@@ -15,31 +17,22 @@ export function redactConfig(config: Config): unknown {
       parent[secret.key] = redactValue(parent[secret.key] as string, secret.redact);
     }
   }
-  return copy;
+  return redactUrls(copy);
 }
 
 export function redactValue(value: string, how: SecretField["redact"]): string {
-  return how === "url-password" ? redactUrlPassword(value) : REDACTED;
+  // A URL-shaped secret (`postgres://user:secret@host/db`) keeps its host and user; anything unparsable is hidden whole.
+  return how === "url-password" ? redactUrl(value) : REDACTED;
 }
 
-/**
- * `postgres://user:secret@host/db?password=x` → `postgres://user:***@host/db?password=***`.
- * Anything that does not parse as one plain URL (a second "@", a fragment, a key=value
- * connection string) is hidden whole: a misread URL could show part of its password.
- */
-function redactUrlPassword(value: string): string {
-  if (value.split("@").length > 2 || value.includes("#")) return REDACTED;
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    return REDACTED;
-  }
-  if (url.password !== "") url.password = REDACTED;
-  for (const key of [...url.searchParams.keys()]) {
-    if (/pass|secret|token|key/i.test(key)) url.searchParams.set(key, REDACTED);
-  }
-  return url.toString();
+const URL_LIKE = /^[a-z][a-z0-9+.-]*:\/\//i;
+
+/** Every string that looks like a URL, at any depth, without its userinfo. */
+function redactUrls(value: unknown): unknown {
+  if (typeof value === "string") return URL_LIKE.test(value) ? redactUrl(value) : value;
+  if (Array.isArray(value)) return value.map(redactUrls);
+  if (isRecord(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactUrls(v)]));
+  return value;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

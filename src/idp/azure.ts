@@ -14,6 +14,7 @@
  * Graph host is ever followed by `@odata.nextLink`.
  */
 import { readFileSync } from "node:fs";
+import { request as httpsRequest } from "node:https";
 import { ClientCertificateCredential, ClientSecretCredential, type TokenCredential } from "@azure/identity";
 import { AzureLogger } from "@azure/logger";
 import { AuthenticationHandler, Client, GraphError, HTTPMessageHandler } from "@microsoft/microsoft-graph-client";
@@ -21,6 +22,7 @@ import { TokenCredentialAuthenticationProvider } from "@microsoft/microsoft-grap
 import type { AzureIdpConfig } from "../config/schema.ts";
 import { realSleep, type Sleep } from "../clock.ts";
 import type { Logger } from "../log.ts";
+import { redactUrl } from "../redact-url.ts";
 import { describeError, fail, ok, type Result } from "../result.ts";
 import type {
   DirectoryGroup,
@@ -129,7 +131,7 @@ export class AzureIdentityProvider implements IdentityProvider {
     try {
       return ok(await this.read(stats, hint));
     } catch (err) {
-      const message = `Microsoft Graph (tenant ${this.settings.tenantId}): ${describeError(err)}`;
+      const message = `Microsoft Graph (tenant ${this.settings.tenantId}): ${await explainReadFailure(err, this.settings)}`;
       this.log.warn("directory read failed", { error: message });
       return fail(message, { cause: err });
     }
@@ -416,6 +418,86 @@ function authMessage(err: unknown): string {
   if (/AADSTS700016|unauthorized_client/.test(text)) return `sign-in refused: unknown application (client) id`;
   if (/AADSTS90002|invalid_tenant/.test(text)) return `sign-in refused: unknown tenant`;
   return `sign-in failed: ${firstLine(text)}`;
+}
+
+/**
+ * What a failed read says. MSAL reports an unknown tenant, an authority it cannot reach and
+ * one whose certificate is not trusted all alike, as `endpoints_resolution_error`: it drops
+ * the cause while fetching the tenant's OpenID configuration. For that error the
+ * configuration is fetched once more, by us and without credentials, to tell which it is.
+ */
+async function explainReadFailure(err: unknown, s: AzureSettings): Promise<string> {
+  if (!(err instanceof AuthError) || !/endpoints_resolution_error/.test(err.message)) return describeError(err);
+  return diagnoseAuthority(s);
+}
+
+/** Errors of a TLS handshake whose certificate Node does not accept. */
+const UNTRUSTED_CERT = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER|HOSTNAME_MISMATCH/;
+/** Errors of a connection that was never made or that broke. */
+const UNREACHABLE = new Set(["ECONNREFUSED", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH", "ENETUNREACH", "ECONNRESET", "ETIMEDOUT", "EPIPE"]);
+const OPENID_BODY_MAX = 64 * 1024;
+
+async function diagnoseAuthority(s: AzureSettings): Promise<string> {
+  const authority = redactUrl(s.authorityHost);
+  const url = new URL(`${encodeURIComponent(s.tenantId)}/v2.0/.well-known/openid-configuration`, s.authorityHost.replace(/\/*$/, "/"));
+  const answer = await fetchOnce(url, s.timeoutMs);
+  if (answer.kind === "error") {
+    const code = answer.code ?? "";
+    if (UNTRUSTED_CERT.test(code)) {
+      return (
+        `sign-in failed: the authority at ${authority} presented a TLS certificate that is not trusted (${code}: ${firstLine(answer.message)}); ` +
+        `check idp.azure.authorityHost, or make its CA trusted (NODE_EXTRA_CA_CERTS)`
+      );
+    }
+    if (code === "TIMEOUT") return `sign-in failed: the authority at ${authority} did not answer within ${s.timeoutMs} ms (idp.azure.timeoutMs)`;
+    if (UNREACHABLE.has(code)) return `sign-in failed: cannot reach the authority at ${authority} (${code}); check idp.azure.authorityHost and the network`;
+    return `sign-in failed: cannot read the OpenID configuration at ${authority}: ${firstLine(answer.message)}`;
+  }
+  const body = parseJsonObject(answer.body);
+  const text = `${typeof body?.["error"] === "string" ? body["error"] : ""} ${typeof body?.["error_description"] === "string" ? body["error_description"] : ""}`;
+  if (/invalid_tenant|AADSTS90002/.test(text)) {
+    return `sign-in refused: unknown tenant: the authority at ${authority} does not know tenant ${s.tenantId} (AADSTS90002); check idp.azure.tenantId`;
+  }
+  if (answer.status === 200 && typeof body?.["token_endpoint"] === "string") {
+    return `sign-in failed: the authority's OpenID configuration could not be read (endpoints_resolution_error), though ${authority} answers it now; try again`;
+  }
+  const code = /AADSTS\d+/.exec(text)?.[0];
+  return (
+    `sign-in failed: the authority at ${authority} answered HTTP ${answer.status}${code !== undefined ? ` (${code})` : ""} instead of the tenant's OpenID configuration; ` +
+    `check idp.azure.authorityHost`
+  );
+}
+
+type FetchAnswer = { kind: "answer"; status: number; body: string } | { kind: "error"; code: string | undefined; message: string };
+
+/** One GET, no redirect followed, the body cut at OPENID_BODY_MAX; never throws. */
+function fetchOnce(url: URL, timeoutMs: number): Promise<FetchAnswer> {
+  return new Promise((resolve) => {
+    const req = httpsRequest(url, { method: "GET", headers: { accept: "application/json" } }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        if (body.length < OPENID_BODY_MAX) body += chunk;
+      });
+      res.on("end", () => resolve({ kind: "answer", status: res.statusCode ?? 0, body }));
+      res.on("error", (err) => resolve({ kind: "error", code: (err as NodeJS.ErrnoException).code, message: describeError(err) }));
+    });
+    req.setTimeout(timeoutMs, () => {
+      resolve({ kind: "error", code: "TIMEOUT", message: `no answer within ${timeoutMs} ms` });
+      req.destroy();
+    });
+    req.on("error", (err) => resolve({ kind: "error", code: (err as NodeJS.ErrnoException).code, message: describeError(err) }));
+    req.end();
+  });
+}
+
+function parseJsonObject(text: string): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(text);
+    return value !== null && typeof value === "object" && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function describeGraphError(err: unknown): string {

@@ -6,12 +6,25 @@
  *   `<dataDir>/pglite.lock` (PGlite does not lock its folder, and two processes on one
  *   folder silently lose writes).
  *
+ * The embedded database is private to the service's user: the folders are created 0700 and
+ * the lock file 0600; `pglite/` and the files in it are tightened to 0700/0600 at each open
+ * (PGlite writes its files 0644). A data folder that already exists and is open to others is
+ * left as it is (it may be a folder the operator shares) and reported through `onWarning`.
+ *
+ * Who runs what (`RunOwner`): with PostgreSQL each open store holds, on a connection of its
+ * own, a session advisory lock with a random key, recorded in every run it starts. A run
+ * still "running" whose key is no longer locked belongs to a process that is gone (its
+ * session ended, which releases the lock), so any process may mark it interrupted, without
+ * touching the runs of a live leader or of a CLI run next to it. With PGlite the folder lock
+ * already says it: whoever holds it is the only process, and every running run is its own
+ * or a dead one's.
+ *
  * Both engines are given the same type parsers, so queries return the same JS values:
  * int8 (bigserial ids, `count(*)`) as `number`, timestamptz as `Date`, json/jsonb parsed.
  * jsonb is written as JSON text (`toJson`), which both drivers pass through unchanged.
  */
-import { randomBytes } from "node:crypto";
-import { mkdir, link, readFile, unlink, writeFile } from "node:fs/promises";
+import { randomBytes, randomInt } from "node:crypto";
+import { chmod, lstat, mkdir, link, readdir, readFile, stat, unlink, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
 import { PGlite } from "@electric-sql/pglite";
@@ -35,6 +48,10 @@ export interface SyncRunsTable {
   outcome: string;
   summary: Json;
   error: string | null;
+  /** Who started the run (see `RunOwner`); null in runs recorded before these columns existed. */
+  owner_pid: number | null;
+  owner_host: string | null;
+  owner_lock_key: number | null;
 }
 
 export interface RunActionsTable {
@@ -131,11 +148,32 @@ export interface OpenDatabaseOptions {
   readonly schema?: string | undefined;
   /** Errors of idle pooled PostgreSQL connections (e.g. server restart); default: ignored — the pool replaces them. */
   readonly onBackgroundError?: ((err: Error) => void) | undefined;
+  /** Told of something the operator should fix but that does not stop the store (a data folder open to others). */
+  readonly onWarning?: ((message: string, fields: Record<string, unknown>) => void) | undefined;
 }
+
+/** The process behind a run, recorded in each run it starts. */
+export interface RunOwner {
+  readonly pid: number;
+  readonly host: string;
+  /**
+   * PostgreSQL: the key of the session advisory lock (`RUN_OWNER_LOCK_CLASS`, key) this store
+   * holds for as long as it is open. Null with PGlite, whose folder lock says the same.
+   */
+  readonly lockKey: number | null;
+}
+
+/**
+ * The first key of the two-key advisory locks that mark a live run owner ("mgsr"). The
+ * leader lock uses the one-key form, a separate key space.
+ */
+export const RUN_OWNER_LOCK_CLASS = 0x6d677372;
 
 export interface OpenedDatabase {
   readonly db: Kysely<Database>;
   readonly engine: Engine;
+  /** This process, as recorded in the runs it starts. */
+  readonly owner: RunOwner;
   /** Closes the pool / the PGlite instance, and releases the data-folder lock. Idempotent. */
   close(): Promise<void>;
 }
@@ -192,17 +230,52 @@ async function openPostgres(databaseUrl: string, options: OpenDatabaseOptions): 
     await pool.end().catch(() => undefined);
     throw new Error(`cannot use PostgreSQL at ${describeDatabaseUrl(databaseUrl)}: ${connectionErrorText(err)}`, { cause: err });
   }
+  let ownerSession: pg.Client;
+  let lockKey: number;
+  try {
+    ({ client: ownerSession, key: lockKey } = await holdOwnerLock(databaseUrl, onError));
+  } catch (err) {
+    await pool.end().catch(() => undefined);
+    throw new Error(`cannot use PostgreSQL at ${describeDatabaseUrl(databaseUrl)}: ${connectionErrorText(err)}`, { cause: err });
+  }
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   let closed = false;
   return {
     db,
     engine: "postgres",
+    owner: { pid: process.pid, host: hostname(), lockKey },
     async close() {
       if (closed) return;
       closed = true;
-      await db.destroy(); // ends the pool
+      try {
+        await db.destroy(); // ends the pool
+      } finally {
+        await ownerSession.end().catch(() => undefined); // ending the session releases the owner lock
+      }
     },
   };
+}
+
+/**
+ * A connection of its own holding a run-owner advisory lock with a random key: held until
+ * the store closes or the process dies. A key some other live process holds is not taken;
+ * another is drawn.
+ */
+async function holdOwnerLock(databaseUrl: string, onError: ((err: Error) => void) | undefined): Promise<{ client: pg.Client; key: number }> {
+  const client = new pg.Client({ connectionString: databaseUrl, keepAlive: true });
+  client.on("error", (err) => onError?.(err));
+  try {
+    await client.connect();
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const key = randomInt(1, 2 ** 31 - 1);
+      const r = await client.query<{ ok: boolean }>("select pg_try_advisory_lock($1::int4, $2::int4) as ok", [RUN_OWNER_LOCK_CLASS, key]);
+      if (r.rows[0]?.ok === true) return { client, key };
+    }
+    throw new Error("no free run-owner lock key found");
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw err;
+  }
 }
 
 /** Node reports a refused connection to every address of a name as an AggregateError with an empty message. */
@@ -226,12 +299,16 @@ export function describeDatabaseUrl(databaseUrl: string): string {
 }
 
 async function openPglite(options: OpenDatabaseOptions): Promise<OpenedDatabase> {
-  const pgliteDir = path.resolve(options.dataDir, "pglite");
-  await mkdir(pgliteDir, { recursive: true });
-  const releaseLock = await acquireFolderLock(path.resolve(options.dataDir, "pglite.lock"), pgliteDir);
+  const dataDir = path.resolve(options.dataDir);
+  const pgliteDir = path.resolve(dataDir, "pglite");
+  await mkdir(pgliteDir, { recursive: true, mode: PRIVATE_DIR });
+  await warnIfOpen(dataDir, options.onWarning);
+  await tighten(pgliteDir, PRIVATE_DIR);
+  const releaseLock = await acquireFolderLock(path.resolve(dataDir, "pglite.lock"), pgliteDir);
   let client: PGlite;
   try {
     client = await PGlite.create(pgliteDir, { parsers: { [pg.types.builtins.INT8]: parseInt8 } });
+    await tightenTree(pgliteDir);
     if (options.schema !== undefined) {
       // A single session: the setting holds for every later query.
       await client.exec(`create schema if not exists "${options.schema}"; set search_path to "${options.schema}"`);
@@ -245,6 +322,7 @@ async function openPglite(options: OpenDatabaseOptions): Promise<OpenedDatabase>
   return {
     db,
     engine: "pglite",
+    owner: { pid: process.pid, host: hostname(), lockKey: null },
     async close() {
       if (closed) return;
       closed = true;
@@ -255,6 +333,47 @@ async function openPglite(options: OpenDatabaseOptions): Promise<OpenedDatabase>
       }
     },
   };
+}
+
+// ---------------------------------------------------------------------------------------
+// File modes of the embedded database: the service's user only.
+
+const PRIVATE_DIR = 0o700;
+const PRIVATE_FILE = 0o600;
+/** Modes mean little on Windows (no group/other bits to check or set). */
+const POSIX_MODES = process.platform !== "win32";
+
+/** A data folder that others may list or enter: told, not changed (the operator may share it on purpose). */
+async function warnIfOpen(dataDir: string, onWarning: OpenDatabaseOptions["onWarning"]): Promise<void> {
+  if (!POSIX_MODES) return;
+  const mode = (await stat(dataDir)).mode & 0o777;
+  if ((mode & 0o077) !== 0) {
+    onWarning?.("the data folder is open to other users; the embedded database inside it is kept private, but consider chmod 700", {
+      dataDir,
+      mode: `0${mode.toString(8)}`,
+    });
+  }
+}
+
+/** Removes group and other bits from one file or folder that is ours alone. */
+async function tighten(file: string, mode: number): Promise<void> {
+  if (!POSIX_MODES) return;
+  const current = (await lstat(file)).mode & 0o777;
+  if ((current & 0o077) !== 0) await chmod(file, mode);
+}
+
+/** Every folder (0700) and file (0600) below `dir`; symbolic links are left alone. */
+async function tightenTree(dir: string): Promise<void> {
+  if (!POSIX_MODES) return;
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isDirectory()) {
+      await tighten(full, PRIVATE_DIR);
+      await tightenTree(full);
+    } else if (entry.isFile()) {
+      await tighten(full, PRIVATE_FILE);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -285,7 +404,7 @@ async function acquireFolderLock(lockFile: string, guarded: string): Promise<() 
   };
   const content = JSON.stringify(me);
   const aside = `${lockFile}.${me.token}`;
-  await writeFile(aside, content);
+  await writeFile(aside, content, { mode: PRIVATE_FILE });
   try {
     for (let attempt = 0; ; attempt++) {
       try {

@@ -9,7 +9,7 @@
  * Kysely's migration bookkeeping, so test files sharing one PostgreSQL database do not
  * collide. Drop it afterwards (`drop schema "t_abc" cascade`).
  */
-import type { Kysely, Selectable, Transaction } from "kysely";
+import { sql, type Kysely, type Selectable, type SqlBool, type Transaction } from "kysely";
 import type {
   ActionOutcome,
   AllowEntry,
@@ -24,9 +24,12 @@ import type {
   Store,
 } from "./store.ts";
 import {
+  RUN_OWNER_LOCK_CLASS,
   openDatabase,
   toJson,
   type Database,
+  type Engine,
+  type RunOwner,
   type ManagedRoomsTable,
   type OpenDatabaseOptions,
   type RunActionsTable,
@@ -45,10 +48,18 @@ function* batches<T>(items: readonly T[], size: number): Generator<T[]> {
 
 // --- runs --------------------------------------------------------------------------------
 
-export async function startRun(db: Db, input: { trigger: RunTrigger; dryRun: boolean; startedAt: Date }): Promise<number> {
+export async function startRun(db: Db, input: { trigger: RunTrigger; dryRun: boolean; startedAt: Date; owner?: RunOwner }): Promise<number> {
   const row = await db
     .insertInto("sync_runs")
-    .values({ trigger: input.trigger, dry_run: input.dryRun, started_at: input.startedAt, outcome: "running" })
+    .values({
+      trigger: input.trigger,
+      dry_run: input.dryRun,
+      started_at: input.startedAt,
+      outcome: "running",
+      owner_pid: input.owner?.pid ?? null,
+      owner_host: input.owner?.host ?? null,
+      owner_lock_key: input.owner?.lockKey ?? null,
+    })
     .returning("id")
     .executeTakeFirstOrThrow();
   return row.id;
@@ -78,12 +89,29 @@ export async function listRuns(db: Db, limit: number): Promise<RunRecord[]> {
   return rows.map(toRunRecord);
 }
 
-export async function interruptDanglingRuns(db: Db, finishedAt: Date): Promise<number> {
-  const result = await db
+/**
+ * Marks interrupted the runs still "running" that nobody carries on: this store's own (its
+ * caller says they stopped) and those of a process that is gone. With PGlite that is every
+ * running run (the folder lock admits one process). With PostgreSQL it is the runs whose
+ * owner lock is free — the owner's session ended — plus runs recorded before owners were
+ * (no lock key); the runs of a live leader, or of a CLI run beside it, are left alone.
+ */
+export async function interruptDanglingRuns(db: Db, finishedAt: Date, engine: Engine, owner: RunOwner): Promise<number> {
+  let query = db
     .updateTable("sync_runs")
     .set({ outcome: "interrupted", finished_at: finishedAt, error: "the process stopped before the run finished" })
-    .where("outcome", "=", "running")
-    .executeTakeFirst();
+    .where("outcome", "=", "running");
+  if (engine === "postgres") {
+    const ownerGone = sql<SqlBool>`not exists (
+      select 1 from pg_locks l
+      where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+        and l.database = (select oid from pg_database where datname = current_database())
+        and l.classid = ${RUN_OWNER_LOCK_CLASS}::int8::oid and l.objid = sync_runs.owner_lock_key::int8::oid)`;
+    query = query.where((eb) =>
+      eb.or([eb("owner_lock_key", "is", null), ...(owner.lockKey !== null ? [eb("owner_lock_key", "=", owner.lockKey)] : []), ownerGone]),
+    );
+  }
+  const result = await query.executeTakeFirst();
   return Number(result.numUpdatedRows);
 }
 
@@ -425,10 +453,10 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
   const { db } = opened;
   return {
     engine: opened.engine,
-    startRun: (input) => startRun(db, input),
+    startRun: (input) => startRun(db, { ...input, owner: opened.owner }),
     finishRun: (id, input) => finishRun(db, id, input),
     listRuns: (limit) => listRuns(db, limit),
-    interruptDanglingRuns: (finishedAt) => interruptDanglingRuns(db, finishedAt),
+    interruptDanglingRuns: (finishedAt) => interruptDanglingRuns(db, finishedAt, opened.engine, opened.owner),
     recordActions: (rows) => recordActions(db, rows),
     listActions: (runId) => listActions(db, runId),
     listHeld: (roomId) => listHeld(db, roomId),

@@ -4,7 +4,8 @@
  * Times are passed in by the caller (injected clock); the store never reads the clock.
  */
 export type RunTrigger = "cli" | "schedule" | "command" | "startup" | "demo";
-export type RunOutcome = "running" | "ok" | "failed" | "interrupted";
+/** `degraded`: the run worked, but a mapped group was incomplete or missing (no removals in its rooms). */
+export type RunOutcome = "running" | "ok" | "degraded" | "failed" | "interrupted";
 export type ActionOutcome = "planned" | "applied" | "failed" | "held" | "skipped";
 
 export interface RunRecord {
@@ -97,7 +98,12 @@ export interface Store {
   finishRun(id: number, input: { outcome: Exclude<RunOutcome, "running">; finishedAt: Date; summary: unknown; error?: string | null }): Promise<void>;
   /** Newest first. */
   listRuns(limit: number): Promise<RunRecord[]>;
-  /** Marks runs still "running" (left by a killed process) as interrupted; returns how many. */
+  /**
+   * Marks interrupted the runs still "running" that no live process carries on — left by a
+   * killed process, or started through this store and stopped — and returns how many. The
+   * runs of another live process sharing the database (a PostgreSQL leader, a CLI run beside
+   * it) are left alone. Called whenever the store is taken (app.ts), and by serve on stop.
+   */
   interruptDanglingRuns(finishedAt: Date): Promise<number>;
 
   /** Batch insert; one statement per call (not one per row) where the engine allows. */
