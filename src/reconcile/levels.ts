@@ -37,8 +37,8 @@ export type LevelKind = "kick" | "invite" | "power_levels";
 
 /** The view of a room's power levels the rules need, every value decoded. */
 export interface RoomLevels {
-  /** The decoded `users` entries. */
-  readonly users: ReadonlyMap<string, number>;
+  /** The decoded `users` entries of user ids (keys that are not user ids are left out). */
+  readonly users: Readonly<Record<string, number>>;
   readonly usersDefault: number;
   readonly creators: ReadonlySet<string>;
   /** A user's effective level: Infinity for a v12 creator. */
@@ -96,11 +96,11 @@ export function readLevels(observed: ObservedRoom): LevelsReading {
   if (raw === undefined) {
     // No power levels event: the creator has 100 (before v12; v12 creators are infinite and
     // must never be written into `users`).
-    const users = new Map<string, number>();
-    if (observed.createSender && observed.creators.length === 0) users.set(observed.createSender, NO_PL_CREATOR_LEVEL);
+    const users: Record<string, number> = {};
+    if (observed.createSender && observed.creators.length === 0) users[observed.createSender] = NO_PL_CREATOR_LEVEL;
     return {
       ok: true,
-      levels: makeLevels(users, 0, creators, { kick: DEFAULTS.kick, invite: 0, power_levels: 0 }, { users: Object.fromEntries(users) }),
+      levels: makeLevels(users, 0, creators, { kick: DEFAULTS.kick, invite: 0, power_levels: 0 }, { users: { ...users } }),
     };
   }
 
@@ -119,28 +119,41 @@ export function readLevels(observed: ObservedRoom): LevelsReading {
     }
   }
 
-  const users = new Map<string, number>();
+  // The common case — every entry an integer, every key a user id — shares the event's own
+  // object: a room of 10,000 members is not copied to be read.
+  let users: Record<string, number> = {};
   if (Object.hasOwn(raw, "users")) {
     const rawUsers = raw["users"];
     if (!isObject(rawUsers)) {
       problems.push(`power levels: users is ${show(rawUsers)}, not an object`);
     } else {
-      const out: Record<string, unknown> = {};
-      for (const [user, value] of Object.entries(rawUsers)) {
-        if (parseUserId(user) === undefined) {
-          // Not a user we could manage: kept as it is, never judged or named.
-          out[user] = value;
-          continue;
-        }
-        const d = decodeLevel(value, version);
-        if (d.ok) {
-          users.set(user, d.level);
-          out[user] = d.level;
-        } else {
-          problems.push(`power levels: users[${show(user)}] is ${show(value)} (${d.why})`);
-        }
+      let clean = true;
+      for (const user in rawUsers) {
+        const value = rawUsers[user];
+        if (typeof value === "number" && Number.isInteger(value) && Math.abs(value) <= MAX_LEVEL && parseUserId(user) !== undefined) continue;
+        clean = false;
+        break;
       }
-      normalized["users"] = out;
+      if (clean) {
+        users = rawUsers as Record<string, number>;
+      } else {
+        const out: Record<string, unknown> = {};
+        for (const [user, value] of Object.entries(rawUsers)) {
+          if (parseUserId(user) === undefined) {
+            // Not a user we could manage: kept in the content as it is, never judged or named.
+            out[user] = value;
+            continue;
+          }
+          const d = decodeLevel(value, version);
+          if (d.ok) {
+            users[user] = d.level;
+            out[user] = d.level;
+          } else {
+            problems.push(`power levels: users[${show(user)}] is ${show(value)} (${d.why})`);
+          }
+        }
+        normalized["users"] = out;
+      }
     }
   }
 
@@ -179,7 +192,7 @@ export function readLevels(observed: ObservedRoom): LevelsReading {
 }
 
 function makeLevels(
-  users: ReadonlyMap<string, number>,
+  users: Readonly<Record<string, number>>,
   usersDefault: number,
   creators: ReadonlySet<string>,
   required: Readonly<Record<LevelKind, number>>,
@@ -190,8 +203,8 @@ function makeLevels(
     usersDefault,
     creators,
     content,
-    of: (user) => (creators.has(user) ? Infinity : (users.get(user) ?? usersDefault)),
-    hasEntry: (user) => users.has(user),
+    of: (user) => (creators.has(user) ? Infinity : Object.hasOwn(users, user) ? (users[user] as number) : usersDefault),
+    hasEntry: (user) => Object.hasOwn(users, user),
     required: (kind) => required[kind],
   };
 }

@@ -127,7 +127,7 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
   // matter: everything collected per user is sorted below, so the plan is deterministic.
   const users: string[] = [...desiredByUser.keys()];
   for (const u of Object.keys(observed.members)) if (!desiredByUser.has(u)) users.push(u);
-  for (const u of levels.users.keys()) if (!desiredByUser.has(u) && !Object.hasOwn(observed.members, u)) users.push(u);
+  for (const u of Object.keys(levels.users)) if (!desiredByUser.has(u) && !Object.hasOwn(observed.members, u)) users.push(u);
   const userNotes: [string, string][] = [];
   const note = (u: string, text: string): void => {
     userNotes.push([u, `${u}: ${text}`]);

@@ -226,6 +226,8 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
       request.done.catch((err: unknown) => log.error("scheduled run failed", { error: describeError(err) }));
     };
     task = schedule(serveConfig.schedule, () => scheduledRun("schedule"), { timezone: serveConfig.timezone, noOverlap: true, name: "sync" });
+    const slots = task;
+    service.nextSlots = (count) => slots.getNextRuns(count);
     if (serveConfig.runAtStart) scheduledRun("startup");
 
     const theTask = task;

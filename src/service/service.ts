@@ -10,7 +10,7 @@ import type { RoomRef } from "../commands/spec.ts";
 import { serverNameOf, tryUserIdPattern, type RoomId, type UserId } from "../matrix/ids.ts";
 import { readDirectory, type DirectoryState } from "../reconcile/directory.ts";
 import type { RunReport } from "../reconcile/report.ts";
-import { runSync } from "../reconcile/run.ts";
+import { runSync, withTimeLimit } from "../reconcile/run.ts";
 import { fail, ok, type Result } from "../result.ts";
 import type { RunTrigger } from "../store/store.ts";
 import { SerialRunner, type RunRequest } from "./runner.ts";
@@ -39,18 +39,46 @@ export class Service {
     return serverNameOf(this.bot);
   }
 
-  /** A sync run, never two at once (see SerialRunner). */
+  /** The schedule's next slots from now (set by serve once the schedule runs). */
+  nextSlots: ((count: number) => readonly Date[]) | undefined;
+
+  /**
+   * A sync run, never two at once (see SerialRunner). A run cannot outlive its schedule slot:
+   * it stops starting rooms and actions at the next scheduled slot (the slot after, when the
+   * next one is less than half an interval away), or after `sync.maxRunMs` if that is sooner.
+   */
   requestSync(trigger: RunTrigger, opts: { dryRun: boolean; rooms?: readonly string[] }): RunRequest<RunReport> {
     return this.runner.request(async () => {
-      const report = await runSync(this.app, settingsFrom(this.config), {
-        dryRun: opts.dryRun,
-        trigger,
-        signal: this.shutdown,
-        ...(opts.rooms && opts.rooms.length > 0 ? { rooms: opts.rooms } : {}),
-      });
-      this.onRun?.(report);
-      return report;
+      const limit = this.timeLimit();
+      try {
+        const report = await runSync(this.app, settingsFrom(this.config), {
+          dryRun: opts.dryRun,
+          trigger,
+          signal: limit?.signal ?? this.shutdown,
+          ...(opts.rooms && opts.rooms.length > 0 ? { rooms: opts.rooms } : {}),
+        });
+        this.onRun?.(report);
+        return report;
+      } finally {
+        limit?.clear();
+      }
     });
+  }
+
+  private timeLimit(): ReturnType<typeof withTimeLimit> | undefined {
+    const now = this.app.clock.now().getTime();
+    const [next, after] = this.nextSlots?.(2) ?? [];
+    let slotMs: number | undefined;
+    if (next !== undefined) {
+      slotMs = next.getTime() - now;
+      if (after !== undefined && slotMs < (after.getTime() - next.getTime()) / 2) slotMs = after.getTime() - now;
+    }
+    const maxRunMs = this.config.sync.maxRunMs;
+    if (slotMs === undefined && maxRunMs === undefined) return undefined;
+    if (slotMs !== undefined && (maxRunMs === undefined || slotMs < maxRunMs)) {
+      return withTimeLimit(Math.max(0, slotMs), "the next scheduled slot", this.shutdown);
+    }
+    return withTimeLimit(maxRunMs as number, `sync.maxRunMs ${String(maxRunMs)} ms`, this.shutdown);
   }
 
   async directory(): Promise<Result<DirectoryState>> {

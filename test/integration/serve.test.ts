@@ -160,8 +160,10 @@ describe("serve: the management room", () => {
     expect(await command("!invite-member #eng:example.org @bob:example.org")).toMatch(/Refused: @bob:example.org is managed by the directory/);
     expect(await command("!invite-member https://matrix.to/#/%23eng:example.org @guest:partner.example")).toMatch(/invited @guest:partner.example/);
     expect(hs.members(eng)["@guest:partner.example"]).toBe("invite");
+    // One below our own level unless --equal: !kick-member must still be able to remove them.
     await command("!invite-admin #eng:example.org @boss:partner.example");
-    expect(hs.powerLevels(eng)!["users"]).toMatchObject({ "@boss:partner.example": 100 });
+    expect(hs.powerLevels(eng)!["users"]).toMatchObject({ "@boss:partner.example": 99 });
+    expect(await command("!kick-member #eng:example.org @boss:partner.example")).toMatch(/removed from the room/);
     expect(await command("!kick-member #eng:example.org @guest:partner.example")).toMatch(/removed from the room/);
     expect(hs.members(eng)["@guest:partner.example"]).toBe("leave");
     expect(await command("!kick-member #eng:example.org @alice:example.org")).toMatch(/Refused/);
