@@ -16,7 +16,7 @@
  * Relative paths in the file are resolved against the file's folder; relative paths from
  * the environment against the working directory.
  */
-import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, readSync, type Stats } from "node:fs";
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, type Stats } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { LineCounter, parseDocument, type Document } from "yaml";
 import type { z } from "zod";
@@ -89,13 +89,10 @@ export function loadConfig(opts: LoadOptions = {}): ConfigResult {
     return failed([{ path: "", message: `no config file given: pass its path or set ${CONFIG_PATH_ENV}` }]);
   }
   const file = resolve(cwd, given);
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (err) {
-    return failed([{ path: "", message: `cannot read the config file ${file}: ${describeFsError(err)}` }]);
-  }
-  return loadFromText(text, file, env, cwd);
+  // Bounded like a secret file: `--config /dev/zero` or a FIFO must not hang check-config.
+  const read = readRegularFile(file, CONFIG_FILE_MAX_BYTES, "the config file");
+  if (!read.ok) return failed([{ path: "", message: read.message.startsWith("cannot read") ? read.message.replace("cannot read ", "cannot read the config file ") : read.message }]);
+  return loadFromText(read.text, file, env, cwd);
 }
 
 function loadFromText(text: string, file: string, env: NodeJS.ProcessEnv, cwd: string): ConfigResult {
@@ -315,6 +312,14 @@ export const SECRET_FILE_MAX_BYTES = 64 * 1024;
  * waits for a writer) and checked on its descriptor, so what is checked is what is read.
  */
 function readSecretFile(file: string): { ok: true; text: string } | { ok: false; message: string } {
+  return readRegularFile(file, SECRET_FILE_MAX_BYTES, "a secret file");
+}
+
+/** The largest config file read (a config of thousands of room mappings stays far below). */
+const CONFIG_FILE_MAX_BYTES = 8 * 1024 * 1024;
+
+/** The text of a regular file of at most `max` bytes (see readSecretFile for why each check). */
+function readRegularFile(file: string, max: number, what: string): { ok: true; text: string } | { ok: false; message: string } {
   let fd: number;
   try {
     fd = openSync(file, fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0));
@@ -323,16 +328,17 @@ function readSecretFile(file: string): { ok: true; text: string } | { ok: false;
   }
   try {
     const stats = fstatSync(fd);
-    if (!stats.isFile()) return { ok: false, message: `${file} is ${describeFileType(stats)}, not a regular file; a secret file must be a plain file` };
-    if (stats.size > SECRET_FILE_MAX_BYTES) return { ok: false, message: tooLarge(file) };
+    if (!stats.isFile()) return { ok: false, message: `${file} is ${describeFileType(stats)}, not a regular file; ${what} must be a plain file` };
+    if (stats.size > max) return { ok: false, message: tooLarge(file, max, what) };
     // Read one byte past the bound: a file that grows after fstat is caught too.
-    const buffer = Buffer.alloc(SECRET_FILE_MAX_BYTES + 1);
+    const buffer = Buffer.alloc(Math.min(max, stats.size + 64 * 1024) + 1);
     let length = 0;
     for (;;) {
       const n = readSync(fd, buffer, length, buffer.length - length, null);
       if (n === 0) break;
       length += n;
-      if (length > SECRET_FILE_MAX_BYTES) return { ok: false, message: tooLarge(file) };
+      if (length > max) return { ok: false, message: tooLarge(file, max, what) };
+      if (length === buffer.length) return { ok: false, message: `${file} grew while it was read; try again` };
     }
     return { ok: true, text: buffer.subarray(0, length).toString("utf8") };
   } catch (err) {
@@ -342,8 +348,8 @@ function readSecretFile(file: string): { ok: true; text: string } | { ok: false;
   }
 }
 
-function tooLarge(file: string): string {
-  return `${file} is larger than ${SECRET_FILE_MAX_BYTES / 1024} KiB; a secret file holds one secret`;
+function tooLarge(file: string, max: number, what: string): string {
+  return `${file} is larger than ${max / 1024} KiB${what === "a secret file" ? "; a secret file holds one secret" : `, too large for ${what}`}`;
 }
 
 function describeFileType(stats: Stats): string {

@@ -17,6 +17,7 @@ import type { ConnectionOptions } from "node:tls";
 import { AndFilter, Client, EqualityFilter, ExtensibleFilter, FilterParser, type Entry, type Filter } from "ldapts";
 import type { LdapIdpConfig } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
+import { redactUrl } from "../redact-url.ts";
 import { describeError, fail, ok, type Result } from "../result.ts";
 import { firstRdnValue, isUnder, normalizeDn } from "./dn.ts";
 import type {
@@ -165,8 +166,8 @@ export class LdapIdentityProvider implements IdentityProvider {
       }
       return ok(await fn(new Reader(client, s, stats, this.observe)));
     } catch (err) {
-      const message = `LDAP server ${s.url}: ${explain(err, s)}`;
-      this.log.warn("directory read failed", { url: s.url, error: message });
+      const message = `LDAP server ${redactUrl(s.url)}: ${explain(err, s)}`;
+      this.log.warn("directory read failed", { url: redactUrl(s.url), error: message });
       return fail(message, { cause: err });
     } finally {
       await client.unbind().catch(() => undefined);

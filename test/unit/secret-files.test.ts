@@ -77,4 +77,13 @@ describe("secret files", () => {
     expect(r.err).toContain(`/homeserver/accessTokenFile: ${join(dir, "huge")} is larger than 64 KiB`);
     expect(r.err).not.toContain("xxxxxxxx");
   });
+
+  it("the config file itself: /dev/zero or a FIFO is an error, not a hang", async () => {
+    for (const path of ["/dev/zero", join(dir, "config.fifo")]) {
+      if (path.endsWith(".fifo")) execFileSync("mkfifo", [path]);
+      const r = await runBin(["check-config", "--config", path], { cwd: dir, env: { ...process.env } });
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/not a regular file; the config file must be a plain file/);
+    }
+  });
 });
