@@ -61,6 +61,7 @@ export async function openApp(config: Config, opts: AppOptions): Promise<Result<
     accessToken: config.homeserver.accessToken,
     requestTimeoutMs: config.homeserver.requestTimeoutMs,
     maxRetries: config.homeserver.maxRetries,
+    maxRetryWaitMs: config.homeserver.maxRetryWaitMs,
     log: log.child("matrix"),
     ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
   });

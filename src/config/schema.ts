@@ -186,10 +186,18 @@ const homeserverSchema = z.strictObject({
   accessTokenFile: nonEmpty.exactOptional(),
   /** Rooms processed at once. */
   concurrency: z.number().int().min(1).max(64).default(4),
-  /** Time limit of one HTTP request to the homeserver, in milliseconds. */
+  /**
+   * Time limit of one HTTP request to the homeserver (also the token admin APIs), in
+   * milliseconds: the whole answer, body included, must arrive within it.
+   */
   requestTimeoutMs: z.number().int().min(1).max(600_000).default(30_000),
   /** How often one request is retried after a 429 (rate limited) answer. */
   maxRetries: z.number().int().min(0).max(100).default(5),
+  /**
+   * Longest wait a `Retry-After` may ask for (homeserver 429s, token admin API 429/503), in
+   * milliseconds; a longer one fails the request at once instead of sleeping for hours.
+   */
+  maxRetryWaitMs: z.number().int().min(0).max(86_400_000).default(300_000),
 });
 
 const databaseSchema = z.strictObject({
@@ -326,7 +334,7 @@ const azureIdpSchema = z.strictObject({
     pageSize: z.number().int().min(1).max(999).default(999),
     /** Retries of one request after 429 or 503 (Retry-After honoured; exponential back-off without it). */
     maxRetries: z.number().int().min(0).max(20).default(5),
-    /** Time limit of one request, in milliseconds. */
+    /** Time limit of one request (Graph, and the sign-in's token requests), in milliseconds: the whole answer, body included. */
     timeoutMs: z.number().int().min(1).max(600_000).default(30_000),
   }),
 });
@@ -417,6 +425,12 @@ const syncSchema = z.strictObject({
   ignoreUsers: z.array(userPattern).default(() => []),
   /** How deep nested groups are followed. */
   maxDepth: z.number().int().min(1).max(100).default(10),
+  /**
+   * The longest one run may take (milliseconds); past it no further room or action is
+   * started and the run ends failed (the next run continues). Under `serve` a run also ends
+   * at the next scheduled slot. Absent: no limit beyond that.
+   */
+  maxRunMs: z.number().int().min(1000).max(7 * 24 * 3_600_000).exactOptional(),
 });
 
 const cronExpression = checked(nonEmpty, (s) => {

@@ -8,22 +8,28 @@
  * one `owners` request. Never one request per user: disabled accounts and guests are known
  * from the member pages themselves.
  *
- * Faults: 429 and 503 wait for `Retry-After` (exponential back-off when absent) within a
- * retry budget. A group whose pages could not all be read is incomplete (no removals in its
- * rooms) and says why; a credential failure fails the whole snapshot. Only the configured
- * Graph host is ever followed by `@odata.nextLink`.
+ * Transport (graph-transport.ts): Graph requests and the sign-in's token requests follow no
+ * redirect and must complete, body included, within `timeoutMs`.
+ *
+ * Faults: 429 and 503 wait for `Retry-After` (seconds or an HTTP-date; exponential back-off
+ * when absent) within a retry budget; a wait longer than 5 minutes fails the request. A group
+ * whose pages could not all be read is incomplete (no removals in its rooms) and says why; a
+ * credential failure fails the whole snapshot. Only the configured Graph host is ever
+ * followed by `@odata.nextLink`.
  */
 import { readFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
 import { ClientCertificateCredential, ClientSecretCredential, type TokenCredential } from "@azure/identity";
 import { AzureLogger } from "@azure/logger";
-import { AuthenticationHandler, Client, GraphError, HTTPMessageHandler } from "@microsoft/microsoft-graph-client";
+import { AuthenticationHandler, Client, GraphError } from "@microsoft/microsoft-graph-client";
 import { TokenCredentialAuthenticationProvider } from "@microsoft/microsoft-graph-client/authProviders/azureTokenCredentials/index.js";
 import type { AzureIdpConfig } from "../config/schema.ts";
-import { realSleep, type Sleep } from "../clock.ts";
+import { realSleep, systemClock, type Clock, type Sleep } from "../clock.ts";
+import { DEFAULT_MAX_RETRY_WAIT_MS, parseRetryAfter, waitTooLong } from "../http/retry-after.ts";
 import type { Logger } from "../log.ts";
 import { redactUrl } from "../redact-url.ts";
 import { describeError, fail, ok, type Result } from "../result.ts";
+import { GraphTransportHandler, identityTransport, type IdentityTransport } from "./graph-transport.ts";
 import type {
   DirectoryGroup,
   DirectoryRequest,
@@ -57,6 +63,8 @@ export interface AzureProviderOptions {
   readonly userAttributes: readonly string[];
   readonly log: Logger;
   readonly sleep?: Sleep;
+  /** Reads `Retry-After` dates. */
+  readonly clock?: Clock;
   /** For tests: a credential other than the one the settings describe. */
   readonly credential?: TokenCredential;
   /** Told of every Graph GET, with its latency (metrics). */
@@ -92,6 +100,9 @@ export class AzureIdentityProvider implements IdentityProvider {
   private readonly graphBase: string;
   private readonly log: Logger;
   private readonly sleep: Sleep;
+  private readonly clock: Clock;
+  /** The sign-in's transport; undefined with a credential given by a test. */
+  private readonly identity: IdentityTransport | undefined;
   private readonly select: string[];
   private readonly onRequest: DirectoryRequestObserver | undefined;
 
@@ -102,14 +113,18 @@ export class AzureIdentityProvider implements IdentityProvider {
     routeAzureSdkLogs(opts.log.child("azure-sdk"));
     this.log = opts.log;
     this.sleep = opts.sleep ?? realSleep;
+    this.clock = opts.clock ?? systemClock;
     this.graphBase = s.graphBaseUrl.replace(/\/+$/, "");
     this.graphHost = new URL(this.graphBase).host;
     const builtIn = ["id", "userPrincipalName", "mail", "accountEnabled", "userType", "onPremisesSamAccountName"];
     const derived = new Set(["uid"]);
     this.select = [...new Set([...builtIn, ...s.extraAttributes, ...opts.userAttributes.filter((a) => !derived.has(a))])];
-    const credential = opts.credential ?? makeCredential(s);
+    this.identity = opts.credential === undefined ? identityTransport(s.timeoutMs) : undefined;
+    const credential = opts.credential ?? makeCredential(s, this.identity);
     const auth = new AuthenticationHandler(new TokenCredentialAuthenticationProvider(credential, { scopes: [GRAPH_SCOPE] }));
-    auth.setNext(new HTTPMessageHandler());
+    // The whole chain: the token, then our transport. No RedirectHandler (a 3xx is an error)
+    // and no RetryHandler (`get` has the retry budget).
+    auth.setNext(new GraphTransportHandler(s.timeoutMs));
     this.client = Client.initWithMiddleware({
       middleware: auth,
       baseUrl: new URL(this.graphBase).origin,
@@ -284,6 +299,7 @@ export class AzureIdentityProvider implements IdentityProvider {
       const started = performance.now();
       const observe = (outcome: DirectoryRequest["outcome"]): void =>
         this.onRequest?.({ provider: "azure", operation: kind, outcome, seconds: (performance.now() - started) / 1000 });
+      this.identity?.takeFailure(); // only a failure of this request's sign-in counts below
       try {
         let request = this.client.api(url);
         if (advanced) request = request.header("ConsistencyLevel", "eventual");
@@ -291,12 +307,22 @@ export class AzureIdentityProvider implements IdentityProvider {
         observe("ok");
         return body;
       } catch (err) {
+        if (err instanceof GraphError && err.code === "HttpTransportError") {
+          // No answer in time, a redirect, no connection: said as it is, never retried.
+          observe("error");
+          throw new ReadError(err.message);
+        }
         const status = err instanceof GraphError ? err.statusCode : undefined;
         observe(status === 429 || status === 503 ? "throttled" : status === 404 && notFoundOk ? "ok" : "error");
+        // MSAL says "network_error" for any failure of the sign-in's transport: say which.
+        const signIn = this.identity?.takeFailure();
+        if (signIn !== undefined && isAuthFailure(err)) throw new AuthError(`sign-in failed: ${signIn.message}`);
         if (isAuthFailure(err)) throw new AuthError(authMessage(err));
         if (status === 404 && notFoundOk) return undefined;
         if ((status === 429 || status === 503) && attempt < this.settings.maxRetries) {
-          const wait = retryAfterMs(err) ?? Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** attempt);
+          const asked = retryAfterMs(err, this.clock.now());
+          if (asked !== undefined && asked > DEFAULT_MAX_RETRY_WAIT_MS) throw new ReadError(waitTooLong(`Graph (${status})`, asked, DEFAULT_MAX_RETRY_WAIT_MS));
+          const wait = asked ?? Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** attempt);
           stats.retries++;
           this.log.debug("graph throttled, waiting", { status, waitMs: wait, attempt });
           await this.sleep(wait);
@@ -322,8 +348,9 @@ function routeAzureSdkLogs(log: Logger): void {
   };
 }
 
-function makeCredential(s: AzureSettings): TokenCredential {
-  const options = { authorityHost: s.authorityHost, disableInstanceDiscovery: true };
+function makeCredential(s: AzureSettings, transport: IdentityTransport | undefined): TokenCredential {
+  // Token and discovery requests over our transport: no redirects, idp.azure.timeoutMs for the whole answer.
+  const options = { authorityHost: s.authorityHost, disableInstanceDiscovery: true, ...(transport ? { httpClient: transport.httpClient } : {}) };
   if (s.certificateFile !== undefined) {
     return new ClientCertificateCredential(s.tenantId, s.clientId, { certificate: readFileSync(s.certificateFile, "utf8") }, options);
   }
@@ -386,14 +413,8 @@ function safeUrl(text: string): URL | undefined {
   }
 }
 
-function retryAfterMs(err: unknown): number | undefined {
-  if (!(err instanceof GraphError)) return undefined;
-  const header = err.headers?.get("retry-after");
-  if (header === null || header === undefined || header.trim() === "") return undefined;
-  const seconds = Number(header);
-  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
-  const date = Date.parse(header);
-  return Number.isFinite(date) ? Math.max(0, date - Date.now()) : undefined;
+function retryAfterMs(err: unknown, now: Date): number | undefined {
+  return err instanceof GraphError ? parseRetryAfter(err.headers?.get("retry-after"), now) : undefined;
 }
 
 const SIGN_IN_FAILURE = /AuthenticationError|AuthenticationRequiredError|CredentialUnavailableError|AADSTS\d+|invalid_client|unauthorized_client|invalid_tenant/;

@@ -1,19 +1,28 @@
 /**
  * The MatrixGateway over matrix-bot-sdk. Exceptions become Result values here, once.
  *
+ * Transport: every SDK request goes through our own (`installTransportBridge`, over fetch):
+ * no redirect is followed (a 3xx names its Location), and `requestTimeoutMs` is the deadline
+ * of the whole answer, body included, not an idle timeout.
+ *
  * Rate limits: matrix-bot-sdk has no retry of its own; it throws a MatrixError with
  * `retryAfterMs` read from the deprecated body field only. The spec (v1.10+) says servers
- * SHOULD send `Retry-After`, so `installTransportBridge` copies that header into the error
- * body at the transport edge. A 429 waits for exactly that long (or backs off exponentially
- * when the server gave nothing) and is retried up to `maxRetries` times. No fixed sleeps.
+ * SHOULD send `Retry-After` (seconds or an HTTP-date), so `installTransportBridge` keeps that
+ * header beside the error body, and the gateway reads it against its clock. A 429 waits for
+ * exactly that long (or backs off exponentially when the server gave nothing) and is retried
+ * up to `maxRetries` times; a wait longer than `maxRetryWaitMs` fails the request at once
+ * instead of sleeping for hours. No fixed sleeps.
  */
-import { getRequestFn, LogService, MatrixClient, MatrixError, setRequestFn, type ILogger } from "matrix-bot-sdk";
-import { realSleep, type Sleep } from "../clock.ts";
+import { LogService, MatrixClient, MatrixError, setRequestFn, type ILogger } from "matrix-bot-sdk";
+import { realSleep, systemClock, type Clock, type Sleep } from "../clock.ts";
+import { requestOverTransport, type SdkRequestCallback } from "../http/bot-sdk-request.ts";
+import { DEFAULT_MAX_RETRY_WAIT_MS, parseRetryAfter, waitTooLong } from "../http/retry-after.ts";
+import { describeHttpFailure, HttpTransportError } from "../http/transport.ts";
 import type { Logger } from "../log.ts";
 import { describeError, fail, ok, type Result } from "../result.ts";
-import type { Membership, ObservedRoom, PowerLevelsContent } from "../reconcile/types.ts";
 import type { MatrixGateway } from "./gateway.ts";
-import { parseRoomAlias, parseRoomId, parseUserId, type RoomId, type UserId } from "./ids.ts";
+import { parseRoomAlias, parseRoomId, parseUserId } from "./ids.ts";
+import { decodeRoomState } from "./room-state.ts";
 
 export interface GatewayOptions {
   readonly homeserverUrl: string;
@@ -21,8 +30,12 @@ export interface GatewayOptions {
   readonly requestTimeoutMs: number;
   /** How many times one request is retried after a 429. */
   readonly maxRetries: number;
+  /** Longest `Retry-After` wait honoured; a longer one fails the request (default 5 minutes). */
+  readonly maxRetryWaitMs?: number;
   readonly log: Logger;
   readonly sleep?: Sleep;
+  /** Reads `Retry-After` dates. */
+  readonly clock?: Clock;
   /**
    * Once aborted, no request is sent any more (not even a retry after a 429): every call
    * fails at once. Serve aborts it when this replica loses the leader lock.
@@ -30,18 +43,14 @@ export interface GatewayOptions {
   readonly signal?: AbortSignal;
 }
 
-const MEMBERSHIPS: ReadonlySet<string> = new Set(["join", "invite", "leave", "ban", "knock"]);
 const BACKOFF_START_MS = 500;
 const BACKOFF_MAX_MS = 60_000;
 
-type RequestCallback = (
-  err: unknown,
-  res: { statusCode?: number; headers?: Record<string, unknown>; body?: unknown } | undefined,
-  body: unknown,
-) => void;
-type RequestFn = (params: unknown, cb: RequestCallback) => unknown;
+type RequestFn = (params: unknown, cb: SdkRequestCallback) => void;
 
 let bridgeInstalled = false;
+/** The `Retry-After` header of a 429, by the error body the SDK will put in its MatrixError. */
+const retryAfterOf = new WeakMap<object, string>();
 let observer: ((status: number, ms: number) => void) | undefined;
 
 /** Called after every homeserver answer (status, milliseconds): for metrics. */
@@ -50,19 +59,21 @@ export function observeHomeserverResponses(fn: ((status: number, ms: number) => 
 }
 
 /**
- * Wraps the SDK's transport once per process:
- * - copies a 429's `Retry-After` header (seconds) into the body's `retry_after_ms`, the only
- *   place the SDK looks;
+ * Gives the SDK our transport, once per process (for every MatrixClient, serve's too):
+ * - requests go over fetch with no redirects and a total deadline (http/bot-sdk-request.ts);
+ * - a 429's `Retry-After` header is kept beside its error body (the SDK reads only the
+ *   body's `retry_after_ms`), and a 429 without a JSON body gets one, so the SDK throws a
+ *   MatrixError for it too;
  * - parses a JSON body once (the SDK would parse the same text twice, which dominates the
  *   cost of reading a room of 10,000 members).
  */
 export function installTransportBridge(): void {
   if (bridgeInstalled) return;
   bridgeInstalled = true;
-  const inner = getRequestFn() as RequestFn;
+  const inner: RequestFn = requestOverTransport;
   const wrapped: RequestFn = (params, cb) => {
     const started = performance.now();
-    return inner(params, (err, res, body) => {
+    inner(params, (err, res, body) => {
       observer?.(res?.statusCode ?? 0, performance.now() - started);
       if (err || !res) {
         cb(err, res, body);
@@ -76,7 +87,7 @@ export function installTransportBridge(): void {
           parsed = body;
         }
       }
-      if (res.statusCode === 429) parsed = withRetryAfter(parsed, res.headers?.["retry-after"]);
+      if (res.statusCode === 429) parsed = withRetryAfter(parsed, res.headers["retry-after"]);
       res.body = parsed;
       cb(err, res, parsed);
     });
@@ -84,18 +95,16 @@ export function installTransportBridge(): void {
   setRequestFn(wrapped);
 }
 
-function isJsonResponse(headers: Record<string, unknown> | undefined): boolean {
-  const type = headers?.["content-type"];
+function isJsonResponse(headers: Record<string, string>): boolean {
+  const type = headers["content-type"];
   return typeof type === "string" && type.toLowerCase().includes("json");
 }
 
-function withRetryAfter(body: unknown, header: unknown): unknown {
-  const seconds = typeof header === "string" && header.trim() !== "" ? Number(header) : NaN;
-  if (!Number.isFinite(seconds) || seconds < 0) return body;
-  if (body && typeof body === "object" && !Array.isArray(body)) {
-    return { ...(body as Record<string, unknown>), retry_after_ms: seconds * 1000 };
-  }
-  return { errcode: "M_LIMIT_EXCEEDED", error: "Too Many Requests", retry_after_ms: seconds * 1000 };
+function withRetryAfter(body: unknown, header: string | undefined): unknown {
+  const errorBody =
+    body && typeof body === "object" && !Array.isArray(body) && "errcode" in body ? body : { errcode: "M_LIMIT_EXCEEDED", error: "Too Many Requests" };
+  if (header !== undefined && header.trim() !== "") retryAfterOf.set(errorBody, header);
+  return errorBody;
 }
 
 /** Routes matrix-bot-sdk's own logging into ours (it logs every error body at error level). */
@@ -117,6 +126,8 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
   routeSdkLogs(opts.log.child("matrix-bot-sdk"));
   const client = new MatrixClient(opts.homeserverUrl, opts.accessToken);
   const sleep = opts.sleep ?? realSleep;
+  const clock = opts.clock ?? systemClock;
+  const maxWait = opts.maxRetryWaitMs ?? DEFAULT_MAX_RETRY_WAIT_MS;
   const log = opts.log;
 
   const signal = opts.signal;
@@ -140,12 +151,17 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
       try {
         return ok((await client.doRequest(method, path, null, body ?? null, opts.requestTimeoutMs)) as T);
       } catch (err) {
-        const limited = rateLimit(err);
+        const limited = rateLimit(err, clock.now());
         if (limited) {
           if (attempt >= opts.maxRetries) {
             return fail(`${what}: still rate-limited by the homeserver after ${opts.maxRetries} retries`, { code: "M_LIMIT_EXCEEDED" });
           }
-          const delay = limited.retryAfterMs ?? Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** attempt);
+          if (limited.retryAfterMs !== undefined && limited.retryAfterMs > maxWait) {
+            return fail(`${what}: ${waitTooLong("the homeserver", limited.retryAfterMs, maxWait, "homeserver.maxRetryWaitMs")}`, {
+              code: "M_LIMIT_EXCEEDED",
+            });
+          }
+          const delay = limited.retryAfterMs ?? Math.min(BACKOFF_MAX_MS, maxWait, BACKOFF_START_MS * 2 ** attempt);
           log.debug("rate limited, waiting", { what, waitMs: delay, attempt });
           await wait(delay);
           continue;
@@ -211,15 +227,19 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
   };
 }
 
-/** A 429 (or M_LIMIT_EXCEEDED), with the wait the server asked for when it named one. */
-function rateLimit(err: unknown): { retryAfterMs?: number } | undefined {
+/**
+ * A 429 (or M_LIMIT_EXCEEDED), with the wait the server asked for when it named one: the
+ * `Retry-After` header (seconds or an HTTP-date, read against `now`) wins over the deprecated
+ * body field `retry_after_ms`.
+ */
+function rateLimit(err: unknown, now: Date): { retryAfterMs?: number } | undefined {
   if (err instanceof MatrixError) {
     if (err.statusCode !== 429 && err.errcode !== "M_LIMIT_EXCEEDED") return undefined;
+    const header = typeof err.body === "object" ? parseRetryAfter(retryAfterOf.get(err.body), now) : undefined;
+    if (header !== undefined) return { retryAfterMs: header };
     const ms = err.retryAfterMs;
     return typeof ms === "number" && Number.isFinite(ms) && ms >= 0 ? { retryAfterMs: ms } : {};
   }
-  // A 429 without a JSON error body: the SDK throws the bare response.
-  if (err && typeof err === "object" && (err as { statusCode?: unknown }).statusCode === 429) return {};
   return undefined;
 }
 
@@ -230,6 +250,21 @@ function codeOf(err: unknown): { code?: string; cause: unknown } {
 
 function explain(err: unknown, url: string): string {
   if (err instanceof MatrixError) return `${err.statusCode} ${err.errcode}: ${err.error}`;
+  if (err instanceof HttpTransportError) {
+    const f = err.failure;
+    switch (f.kind) {
+      case "deadline":
+        return f.phase === "headers"
+          ? `the homeserver at ${url} did not answer in time`
+          : `the homeserver at ${url} did not send its whole answer in time (${f.ms} ms, homeserver.requestTimeoutMs)`;
+      case "network":
+        return f.code === undefined ? `cannot reach the homeserver at ${url}: ${f.detail}` : `cannot reach the homeserver at ${url} (${f.code})`;
+      case "redirect":
+        return `the homeserver at ${url} ${describeHttpFailure(f)}`;
+      case "aborted":
+        return `the request to the homeserver at ${url} was cancelled`;
+    }
+  }
   if (err && typeof err === "object") {
     const e = err as { statusCode?: unknown; code?: unknown; message?: unknown };
     if (typeof e.statusCode === "number") return `HTTP ${e.statusCode} from the homeserver`;
@@ -239,59 +274,4 @@ function explain(err: unknown, url: string): string {
     if (e.code === "ETIMEDOUT" || e.code === "ESOCKETTIMEDOUT") return `the homeserver at ${url} did not answer in time`;
   }
   return describeError(err);
-}
-
-/** Decodes `/state` at the boundary: anything malformed is skipped, never trusted. */
-export function decodeRoomState(roomId: RoomId, raw: unknown): Result<ObservedRoom> {
-  if (!Array.isArray(raw)) return fail(`reading the state of ${roomId}: the homeserver did not answer with a list of events`);
-  const members: Record<string, Membership> = {};
-  let powerLevels: PowerLevelsContent | undefined;
-  let roomVersion = "1";
-  let createSender: UserId | undefined;
-  let additionalCreators: UserId[] = [];
-  for (const ev of raw as unknown[]) {
-    if (!ev || typeof ev !== "object") continue;
-    const e = ev as { type?: unknown; state_key?: unknown; content?: unknown; sender?: unknown };
-    const content = e.content && typeof e.content === "object" && !Array.isArray(e.content) ? (e.content as Record<string, unknown>) : undefined;
-    if (typeof e.type !== "string" || typeof e.state_key !== "string" || !content) continue;
-    switch (e.type) {
-      case "m.room.member": {
-        const user = parseUserId(e.state_key);
-        const m = content["membership"];
-        if (user && typeof m === "string" && MEMBERSHIPS.has(m)) members[user] = m as Membership;
-        break;
-      }
-      case "m.room.power_levels":
-        if (e.state_key === "") powerLevels = content;
-        break;
-      case "m.room.create":
-        if (e.state_key === "") {
-          const v = content["room_version"];
-          roomVersion = typeof v === "string" ? v : "1";
-          createSender = typeof e.sender === "string" ? parseUserId(e.sender) : undefined;
-          const extra = content["additional_creators"];
-          additionalCreators = Array.isArray(extra)
-            ? extra.flatMap((x) => (typeof x === "string" ? (parseUserId(x) ?? []) : []))
-            : [];
-        }
-        break;
-      default:
-        break;
-    }
-  }
-  const creators = hasCreatorPower(roomVersion) && createSender ? [createSender, ...additionalCreators] : [];
-  return ok({
-    roomId,
-    roomVersion,
-    creators,
-    members,
-    ...(powerLevels ? { powerLevels } : {}),
-    ...(createSender ? { createSender } : {}),
-  });
-}
-
-/** Room versions 12 and later give creators infinite power (and forbid them in `users`). */
-export function hasCreatorPower(roomVersion: string): boolean {
-  const n = Number(roomVersion);
-  return Number.isInteger(n) ? n >= 12 : roomVersion === "org.matrix.hydra.11";
 }

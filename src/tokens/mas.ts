@@ -3,13 +3,14 @@
  * OAuth2 client credentials (`POST {issuer}/oauth2/token`, HTTP Basic, scope urn:mas:admin);
  * the access token is cached until shortly before it expires and fetched again once on a 401.
  * Lists follow `links.next` to the end. MAS never deletes a token: `delete` revokes it.
+ * A 429 or 503 with `Retry-After` is retried within the retry options (see http.ts).
  */
 import type { Clock } from "../clock.ts";
 import { fail, ok, type Result } from "../result.ts";
-import { requestJson, type HttpAnswer } from "./http.ts";
+import { requestJson, retryPolicy, type HttpAnswer, type RetryOptions } from "./http.ts";
 import { isUlid, type NewToken, type RegistrationToken, type TokenBackend, type TokenChanges } from "./types.ts";
 
-export interface MasTokenOptions {
+export interface MasTokenOptions extends RetryOptions {
   readonly url: string;
   readonly clientId: string;
   readonly clientSecret: string;
@@ -24,6 +25,7 @@ export function createMasTokenBackend(opts: MasTokenOptions): TokenBackend {
   const issuer = opts.url.replace(/\/+$/, "");
   const api = `${issuer}/api/admin/v1/user-registration-tokens`;
   let cached: { token: string; until: number } | undefined;
+  const retry = retryPolicy(opts);
 
   async function accessToken(): Promise<Result<string>> {
     if (cached && opts.clock.now().getTime() < cached.until) return ok(cached.token);
@@ -34,6 +36,7 @@ export function createMasTokenBackend(opts: MasTokenOptions): TokenBackend {
       headers: { Authorization: `Basic ${basic}`, "Content-Type": "application/x-www-form-urlencoded" },
       body: new URLSearchParams({ grant_type: "client_credentials", scope: "urn:mas:admin" }).toString(),
       timeoutMs: opts.timeoutMs,
+      retry,
     });
     if (!r.ok) return fail(`MAS: ${r.error}`);
     const b = r.value.body as { access_token?: unknown; expires_in?: unknown; error?: unknown; error_description?: unknown } | undefined;
@@ -61,6 +64,7 @@ export function createMasTokenBackend(opts: MasTokenOptions): TokenBackend {
         headers: { Authorization: `Bearer ${token.value}`, Accept: "application/json", ...(body !== undefined ? { "Content-Type": "application/json" } : {}) },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
         timeoutMs: opts.timeoutMs,
+        retry,
       });
       if (!r.ok) return fail(`MAS: ${r.error}`);
       if (r.value.status === 401 && attempt === 0) {

@@ -85,14 +85,16 @@ export function createTokenService(config: Config, store: Store, clock: Clock, l
   const t = config.tokens;
   if (t === undefined) return fail("registration tokens are not configured: add a `tokens` section to the config");
   let backend: TokenBackend;
+  const retry = { maxRetries: config.homeserver.maxRetries, maxRetryWaitMs: config.homeserver.maxRetryWaitMs, clock };
   if (t.backend === "mas") {
     if (t.mas === undefined) return fail("tokens.backend is mas, but there is no tokens.mas section (url, clientId, clientSecret)");
-    backend = createMasTokenBackend({ url: t.mas.url, clientId: t.mas.clientId, clientSecret: t.mas.clientSecret, timeoutMs: config.homeserver.requestTimeoutMs, clock });
+    backend = createMasTokenBackend({ url: t.mas.url, clientId: t.mas.clientId, clientSecret: t.mas.clientSecret, timeoutMs: config.homeserver.requestTimeoutMs, ...retry });
   } else {
     backend = createSynapseTokenBackend({
       homeserverUrl: config.homeserver.url,
       accessToken: t.synapse?.accessToken ?? config.homeserver.accessToken,
       timeoutMs: config.homeserver.requestTimeoutMs,
+      ...retry,
     });
   }
   return ok(new TokenService(backend, store, clock, t, log.child("tokens")));

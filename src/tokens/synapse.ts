@@ -1,13 +1,14 @@
 /**
  * The Synapse admin API for registration tokens, `/_synapse/admin/v1/registration_tokens`.
  * Needs a server admin's access token. When Synapse delegates authentication to MAS the API
- * is gone: the error says to configure the MAS backend.
+ * is gone: the error says to configure the MAS backend. A 429 or 503 with `Retry-After` is
+ * retried within the retry options (see http.ts).
  */
 import { fail, ok, type Result } from "../result.ts";
-import { requestJson, type HttpAnswer } from "./http.ts";
+import { requestJson, retryPolicy, type HttpAnswer, type RetryOptions } from "./http.ts";
 import type { NewToken, RegistrationToken, TokenBackend, TokenChanges } from "./types.ts";
 
-export interface SynapseTokenOptions {
+export interface SynapseTokenOptions extends RetryOptions {
   readonly homeserverUrl: string;
   readonly accessToken: string;
   readonly timeoutMs: number;
@@ -15,12 +16,14 @@ export interface SynapseTokenOptions {
 
 export function createSynapseTokenBackend(opts: SynapseTokenOptions): TokenBackend {
   const base = `${opts.homeserverUrl.replace(/\/+$/, "")}/_synapse/admin/v1/registration_tokens`;
+  const retry = retryPolicy(opts);
   const call = async (method: string, path: string, body?: unknown): Promise<Result<HttpAnswer>> => {
     const r = await requestJson(`${base}${path}`, {
       method,
       headers: { Authorization: `Bearer ${opts.accessToken}`, ...(body !== undefined ? { "Content-Type": "application/json" } : {}) },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
       timeoutMs: opts.timeoutMs,
+      retry,
     });
     if (!r.ok) return fail(`Synapse admin API: ${r.error}`);
     return ok(r.value);

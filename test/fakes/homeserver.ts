@@ -1003,6 +1003,8 @@ interface RateLimitRule {
   readonly retryAfterMs: number;
   readonly endpoints: ReadonlySet<EndpointKind> | undefined;
   readonly header: boolean;
+  /** The `Retry-After` text to send instead of the seconds (e.g. an HTTP-date). */
+  readonly headerText: string | undefined;
   readonly body: boolean;
 }
 
@@ -1011,6 +1013,20 @@ interface FailRule {
   remaining: number;
   readonly status: number;
   readonly body: unknown;
+  readonly headers: Record<string, string>;
+}
+
+interface RedirectRule {
+  readonly endpoint: EndpointKind;
+  remaining: number;
+  readonly status: 301 | 302 | 303 | 307 | 308;
+  readonly location: string;
+}
+
+interface DripRule {
+  readonly endpoint: EndpointKind;
+  remaining: number;
+  readonly intervalMs: number;
 }
 
 interface StallRule {
@@ -1049,8 +1065,12 @@ export class FakeHomeserver {
   private rateRules: RateLimitRule[] = [];
   private failRules: FailRule[] = [];
   private stallRules: StallRule[] = [];
+  private redirectRules: RedirectRule[] = [];
+  private dripRules: DripRule[] = [];
   /** Answers withheld by `stallNext` whose connection is still open. */
   private readonly stalled = new Set<ServerResponse>();
+  /** Answers being drip-fed (`dripNext`): their timers, stopped when the client gives up or on `close()`. */
+  private readonly dripping = new Map<ServerResponse, NodeJS.Timeout>();
   /** Stream position: incremented for every stored event and account data change. */
   private stream = 0;
   /** Every stored event by id. */
@@ -1136,6 +1156,11 @@ export class FakeHomeserver {
       this.closed = true;
       for (const res of this.stalled) res.destroy();
       this.stalled.clear();
+      for (const [res, timer] of this.dripping) {
+        clearInterval(timer);
+        res.destroy();
+      }
+      this.dripping.clear();
       for (const w of [...this.syncWaiters]) w.finish();
       for (const w of [...this.messageWaiters]) w.fail(new Error("FakeHomeserver closed"));
       for (const l of [...this.idleListeners]) l.fail(new Error("FakeHomeserver closed"));
@@ -1241,6 +1266,30 @@ export class FakeHomeserver {
   powerLevels(roomId: string): Record<string, unknown> | undefined {
     const pl = powerLevelsOf(this.mustRoom(roomId));
     return pl === undefined ? undefined : structuredClone(pl);
+  }
+
+  /**
+   * Test helper: a second alias for an existing room (as `PUT /directory/room/{alias}` would
+   * add). A room may have many aliases; each resolves to the same room id.
+   */
+  addAlias(alias: string, roomId: string): void {
+    this.mustRoom(roomId);
+    if (!isValidAlias(alias)) throw new Error(`addAlias: invalid alias ${alias}`);
+    if (alias.slice(alias.indexOf(":") + 1) !== this.serverName) throw new Error(`addAlias: alias ${alias} is not on ${this.serverName}`);
+    if (this.aliases.has(alias)) throw new Error(`addAlias: alias ${alias} already exists`);
+    this.aliases.set(alias, roomId);
+  }
+
+  /**
+   * Test helper: a state event as an old room can hold it, without the checks a new event
+   * gets — e.g. power levels given as strings of integers (valid in room versions 1-9, and
+   * still found in rooms created by early servers or received over federation). Synapse
+   * reads such a room with its own rules (`toLevel` here); a new event must still pass them.
+   */
+  putLegacyState(roomId: string, type: string, stateKey: string, content: Record<string, unknown>, sender: string): void {
+    const room = this.mustRoom(roomId);
+    if (type === "m.room.member") throw new Error("putLegacyState: use setMembership for members");
+    this.putState(room, type, stateKey, structuredClone(content), sender);
   }
 
   /** Test helper, no auth checks: the user's membership changes as if they did it themselves. */
@@ -1439,18 +1488,59 @@ export class FakeHomeserver {
     });
   }
 
-  rateLimit(opts: { count: number; retryAfterMs: number; endpoints?: EndpointKind[]; header?: boolean; body?: boolean }): void {
+  /**
+   * The next `count` matching requests get 429 M_LIMIT_EXCEEDED. `header`: send `Retry-After`
+   * (whole seconds of `retryAfterMs`, or `headerText` as it is, e.g. an HTTP-date); `body`:
+   * send the deprecated `retry_after_ms`.
+   */
+  rateLimit(opts: { count: number; retryAfterMs: number; endpoints?: EndpointKind[]; header?: boolean; headerText?: string; body?: boolean }): void {
     this.rateRules.push({
       remaining: opts.count,
       retryAfterMs: opts.retryAfterMs,
       endpoints: opts.endpoints ? new Set(opts.endpoints) : undefined,
       header: opts.header ?? true,
+      headerText: opts.headerText,
       body: opts.body ?? true,
     });
   }
 
-  failNext(endpoint: EndpointKind, count: number, status = 500, body: unknown = { errcode: "M_UNKNOWN", error: "Internal server error" }): void {
-    this.failRules.push({ endpoint, remaining: count, status, body });
+  /**
+   * The next `count` requests to `endpoint` are answered `status` with `body` (a string is sent
+   * as text/plain, as a proxy in front of the server would) and `headers` (e.g. a 503's
+   * `Retry-After`), without being processed.
+   */
+  failNext(
+    endpoint: EndpointKind,
+    count: number,
+    status = 500,
+    body: unknown = { errcode: "M_UNKNOWN", error: "Internal server error" },
+    headers: Record<string, string> = {},
+  ): void {
+    this.failRules.push({ endpoint, remaining: count, status, body, headers });
+  }
+
+  /**
+   * The next `count` requests to `endpoint` are answered with a redirect (`status`, `Location:
+   * location`) without being processed, as a misconfigured or hostile proxy in front of the
+   * server would. Checked after `failNext`, before `stallNext`.
+   */
+  redirectNext(endpoint: EndpointKind, count: number, opts: { status: 301 | 302 | 303 | 307 | 308; location: string }): void {
+    this.redirectRules.push({ endpoint, remaining: count, status: opts.status, location: opts.location });
+  }
+
+  /**
+   * The next `count` requests to `endpoint` are processed as usual, but their answer is
+   * drip-fed: the headers at once (with the true Content-Length), then one byte of the body
+   * every `intervalMs`, as a slow or hostile server would. The connection stays open until the
+   * body is complete, the client gives up, or `close()`.
+   */
+  dripNext(endpoint: EndpointKind, count: number, opts: { intervalMs: number }): void {
+    this.dripRules.push({ endpoint, remaining: count, intervalMs: opts.intervalMs });
+  }
+
+  /** Answers being drip-fed (`dripNext`) whose client has not given up yet. */
+  drippingRequests(): number {
+    return this.dripping.size;
   }
 
   /**
@@ -1783,7 +1873,13 @@ export class FakeHomeserver {
     const fail = this.failRules.find((r) => r.remaining > 0 && r.endpoint === kind);
     if (fail) {
       fail.remaining--;
-      FakeHomeserver.send(res, fail.status, fail.body);
+      FakeHomeserver.send(res, fail.status, fail.body, fail.headers);
+      return;
+    }
+    const redirect = this.redirectRules.find((r) => r.remaining > 0 && r.endpoint === kind);
+    if (redirect) {
+      redirect.remaining--;
+      FakeHomeserver.send(res, redirect.status, "Moved", { Location: redirect.location });
       return;
     }
     const stall = this.stallRules.find((r) => r.remaining > 0 && r.endpoint === kind);
@@ -1798,7 +1894,7 @@ export class FakeHomeserver {
       limit.remaining--;
       const body: JsonObject = { errcode: "M_LIMIT_EXCEEDED", error: "Too Many Requests" };
       if (limit.body) body.retry_after_ms = limit.retryAfterMs;
-      const headers: Record<string, string> = limit.header ? { "Retry-After": String(Math.ceil(limit.retryAfterMs / 1000)) } : {};
+      const headers: Record<string, string> = limit.header ? { "Retry-After": limit.headerText ?? String(Math.ceil(limit.retryAfterMs / 1000)) } : {};
       FakeHomeserver.send(res, 429, body, headers);
       return;
     }
@@ -1835,6 +1931,12 @@ export class FakeHomeserver {
         entry.device = this.tokens.get(ctx.token)?.deviceId ?? null;
       }
       const reply = await matched.route.handler(ctx);
+      const drip = this.dripRules.find((r) => r.remaining > 0 && r.endpoint === kind);
+      if (drip && alive()) {
+        drip.remaining--;
+        this.drip(res, reply, drip.intervalMs);
+        return;
+      }
       if (alive()) FakeHomeserver.send(res, reply.status, reply.body, {}, reply.raw);
     } catch (err) {
       if (!alive()) return;
@@ -1845,6 +1947,33 @@ export class FakeHomeserver {
       console.error("FakeHomeserver: internal error", err);
       FakeHomeserver.send(res, 500, { errcode: "M_UNKNOWN", error: "Internal server error" });
     }
+  }
+
+  /** `dripNext`: the headers now, then the body one byte per `intervalMs`. */
+  private drip(res: ServerResponse, reply: Reply, intervalMs: number): void {
+    const text = reply.raw ?? (typeof reply.body === "string" ? reply.body : JSON.stringify(reply.body));
+    const bytes = Buffer.from(text, "utf8");
+    res.writeHead(reply.status, { "Content-Type": "application/json", "Content-Length": String(bytes.length) });
+    res.flushHeaders();
+    let sent = 0;
+    const stop = (): void => {
+      const timer = this.dripping.get(res);
+      if (timer !== undefined) clearInterval(timer);
+      this.dripping.delete(res);
+    };
+    res.on("close", stop);
+    this.dripping.set(
+      res,
+      setInterval(() => {
+        if (res.destroyed) return stop();
+        res.write(bytes.subarray(sent, sent + 1));
+        sent++;
+        if (sent >= bytes.length) {
+          stop();
+          res.end();
+        }
+      }, intervalMs),
+    );
   }
 
   private static readBody(req: IncomingMessage): Promise<string> {

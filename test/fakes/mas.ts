@@ -842,6 +842,8 @@ export class FakeMas {
   private readonly clients = new Map<bigint, ClientRow>();
   private readonly accessTokens = new Map<string, AccessTokenRow>();
   private counts: Record<MasEndpoint, number> = FakeMas.zeroCounts();
+  private failRules: { readonly target: "token" | "admin"; remaining: number; readonly status: number; readonly text: string; readonly headers: Record<string, string> }[] = [];
+  private faultsServed = 0;
 
   private constructor(
     private readonly server: Server,
@@ -889,6 +891,21 @@ export class FakeMas {
       admin: opts.admin,
       authMethod: opts.authMethod ?? "client_secret_basic",
     });
+  }
+
+  /**
+   * The next `count` requests to the token endpoint (`target: "token"`) or the admin API
+   * (`"admin"`) are answered `status` with a plain-text body and `headers` (e.g. a 503 with
+   * `Retry-After` from the proxy in front of MAS), without being processed or counted as
+   * requests to an endpoint; `faultsAnswered()` counts them.
+   */
+  failNext(target: "token" | "admin", count: number, opts: { status: number; text?: string; headers?: Record<string, string> }): void {
+    this.failRules.push({ target, remaining: count, status: opts.status, text: opts.text ?? "Service Unavailable", headers: opts.headers ?? {} });
+  }
+
+  /** Requests answered by `failNext`. */
+  faultsAnswered(): number {
+    return this.faultsServed;
   }
 
   /** Every access token issued so far is answered with 401 "Access token expired" from now on. */
@@ -1031,6 +1048,16 @@ export class FakeMas {
     const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
     const query = new URLSearchParams(q < 0 ? "" : rawUrl.slice(q + 1));
     const bodyBytes = await readBody(req);
+    const target = path === "/oauth2/token" ? "token" : path.startsWith("/api/admin/") ? "admin" : undefined;
+    const fault = this.failRules.find((r) => r.remaining > 0 && r.target === target);
+    if (fault) {
+      fault.remaining--;
+      this.faultsServed++;
+      const text = fault.text;
+      res.writeHead(fault.status, { "content-type": "text/plain; charset=utf-8", "content-length": String(Buffer.byteLength(text)), ...fault.headers });
+      res.end(method === "HEAD" ? undefined : text);
+      return;
+    }
     const reply = this.route(method, path, query, req, bodyBytes);
     FakeMas.send(res, method, reply);
   }

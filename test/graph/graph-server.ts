@@ -43,7 +43,7 @@
  * Every unknown path is logged with console.error and recorded in `unknownRequests()`.
  *
  * Fault injection for tests: throttle, failPage, corruptNextLink, malformedJson, unknownType,
- * revokeApp, expireTokens, expirePageTokens.
+ * revokeApp, expireTokens, expirePageTokens, redirectNext, dripNext.
  */
 import { createServer, type Server } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -177,6 +177,27 @@ export interface ThrottleOptions {
   status?: 429 | 503;
   /** `Retry-After` in seconds (default 1); `null` sends no header. */
   retryAfterSeconds?: number | null;
+  /** `Retry-After` as this text instead (e.g. an HTTP-date); wins over `retryAfterSeconds`. */
+  retryAfterText?: string;
+  /** Which requests: an endpoint kind, "graph" (every /v1.0 request, the default) or "any". */
+  endpoint?: EndpointKind | "graph" | "any";
+}
+
+export interface RedirectNextOptions {
+  /** How many of the next matching requests are answered with the redirect. */
+  count: number;
+  /** Default 302. */
+  status?: 301 | 302 | 303 | 307 | 308;
+  location: string;
+  /** Which requests: an endpoint kind, "graph" (every /v1.0 request, the default) or "any". */
+  endpoint?: EndpointKind | "graph" | "any";
+}
+
+export interface DripNextOptions {
+  /** How many of the next matching answers are drip-fed. */
+  count: number;
+  /** One byte of the body per this many milliseconds (the headers go at once). */
+  intervalMs: number;
   /** Which requests: an endpoint kind, "graph" (every /v1.0 request, the default) or "any". */
   endpoint?: EndpointKind | "graph" | "any";
 }
@@ -491,7 +512,20 @@ interface Cursor {
 interface Throttle {
   remaining: number;
   status: 429 | 503;
-  retryAfter: number | null;
+  retryAfter: number | string | null;
+  endpoint: EndpointKind | "graph" | "any";
+}
+
+interface Redirect {
+  remaining: number;
+  status: 301 | 302 | 303 | 307 | 308;
+  location: string;
+  endpoint: EndpointKind | "graph" | "any";
+}
+
+interface Drip {
+  remaining: number;
+  intervalMs: number;
   endpoint: EndpointKind | "graph" | "any";
 }
 
@@ -556,6 +590,10 @@ export class GraphServer {
   private pageFailures: PageFailure[] = [];
   private linkCorruptions: LinkCorruption[] = [];
   private malformed: { endpoint: EndpointKind; remaining: number }[] = [];
+  private redirects: Redirect[] = [];
+  private drips: Drip[] = [];
+  /** Timers of answers being drip-fed, stopped when the client gives up or on close. */
+  private readonly dripTimers = new Set<NodeJS.Timeout>();
 
   private constructor(server: Server, port: number, tenantId: string, tokenLifetime: number) {
     this.server = server;
@@ -600,6 +638,8 @@ export class GraphServer {
   }
 
   async close(): Promise<void> {
+    for (const t of this.dripTimers) clearInterval(t);
+    this.dripTimers.clear();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
@@ -877,9 +917,31 @@ export class GraphServer {
     this.throttles.push({
       remaining: opts.count,
       status: opts.status ?? 429,
-      retryAfter: opts.retryAfterSeconds === undefined ? 1 : opts.retryAfterSeconds,
+      retryAfter: opts.retryAfterText ?? (opts.retryAfterSeconds === undefined ? 1 : opts.retryAfterSeconds),
       endpoint: opts.endpoint ?? "graph",
     });
+  }
+
+  /**
+   * The next `count` matching requests are answered with a redirect to `location`, without
+   * being processed (as a misconfigured proxy in front of the service would).
+   */
+  redirectNext(opts: RedirectNextOptions): void {
+    this.redirects.push({ remaining: opts.count, status: opts.status ?? 302, location: opts.location, endpoint: opts.endpoint ?? "graph" });
+  }
+
+  /**
+   * The next `count` matching requests are processed as usual, but their answer is drip-fed:
+   * the headers at once, then one byte of the body every `intervalMs`, until it is complete,
+   * the client gives up, or `close()`.
+   */
+  dripNext(opts: DripNextOptions): void {
+    this.drips.push({ remaining: opts.count, intervalMs: opts.intervalMs, endpoint: opts.endpoint ?? "graph" });
+  }
+
+  /** Answers being drip-fed (`dripNext`) right now. */
+  drippingAnswers(): number {
+    return this.dripTimers.size;
   }
 
   failPage(opts: FailPageOptions): void {
@@ -907,6 +969,8 @@ export class GraphServer {
     this.pageFailures = [];
     this.linkCorruptions = [];
     this.malformed = [];
+    this.redirects = [];
+    this.drips = [];
   }
 
   // ─────────────── dispatch ───────────────
@@ -977,6 +1041,16 @@ export class GraphServer {
       }
       return;
     }
+    const redirect = this.redirects.find(
+      (t) => t.remaining > 0 && (t.endpoint === "any" || t.endpoint === kind || (t.endpoint === "graph" && isGraph)),
+    );
+    if (redirect) {
+      redirect.remaining--;
+      this.redirects = this.redirects.filter((t) => t.remaining > 0);
+      await drain(req);
+      this.send(ctx, redirect.status, "text/plain", "", { location: redirect.location });
+      return;
+    }
 
     if (kind === "token") return this.handleToken(ctx, u);
     if (kind === "openid") return this.handleOpenId(ctx, u);
@@ -995,14 +1069,42 @@ export class GraphServer {
 
   private send(ctx: Ctx, status: number, contentType: string, body: string, headers: Record<string, string>): void {
     ctx.record.status = status;
+    const path = ctx.record.url.split("?")[0] ?? "";
+    const isGraph = path === "/v1.0" || path.startsWith("/v1.0/");
+    const drip = this.drips.find((t) => t.remaining > 0 && (t.endpoint === "any" || t.endpoint === ctx.kind || (t.endpoint === "graph" && isGraph)));
+    const bytes = Buffer.from(body, "utf8");
     ctx.res.writeHead(status, {
       "content-type": contentType,
       "cache-control": "no-cache",
       "request-id": ctx.requestId,
       "client-request-id": ctx.clientRequestId,
+      ...(drip ? { "content-length": String(bytes.length) } : {}),
       ...headers,
     });
-    ctx.res.end(body);
+    if (!drip) {
+      ctx.res.end(body);
+      return;
+    }
+    drip.remaining--;
+    this.drips = this.drips.filter((t) => t.remaining > 0);
+    ctx.res.flushHeaders();
+    let sent = 0;
+    const res = ctx.res;
+    const timer = setInterval(() => {
+      if (res.destroyed || sent >= bytes.length) {
+        clearInterval(timer);
+        this.dripTimers.delete(timer);
+        if (!res.destroyed) res.end();
+        return;
+      }
+      res.write(bytes.subarray(sent, sent + 1));
+      sent++;
+    }, drip.intervalMs);
+    this.dripTimers.add(timer);
+    res.on("close", () => {
+      clearInterval(timer);
+      this.dripTimers.delete(timer);
+    });
   }
 
   /** Successful JSON, unless a malformedJson fault is armed for this endpoint. */

@@ -67,6 +67,7 @@ describe("loadConfig: valid files", () => {
         concurrency: 4,
         requestTimeoutMs: 30_000,
         maxRetries: 5,
+        maxRetryWaitMs: 300_000,
       },
       dataDir: join(dir, "data"),
       roles: { member: 0, moderator: 50, admin: 100 },
@@ -188,7 +189,7 @@ colour: blue
     );
     for (const e of errors) expect(e.message).toMatch(/^unknown key/);
     expect(errorAt(errors, "/homeserver/color").message).toBe(
-      "unknown key; allowed here: accessToken, accessTokenFile, concurrency, maxRetries, requestTimeoutMs, url",
+      "unknown key; allowed here: accessToken, accessTokenFile, concurrency, maxRetries, maxRetryWaitMs, requestTimeoutMs, url",
     );
     expect(errorAt(errors, "/mapping/rooms/0/groups/0/rol").message).toBe('unknown key; did you mean "role"?');
     expect(errorAt(errors, "/mapping/convention/enabeld").message).toBe('unknown key; did you mean "enabled"?');
