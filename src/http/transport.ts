@@ -11,6 +11,7 @@
  *   lets a server that drip-feeds a byte a second keep a run alive for ever; this one does not.
  *   A caller's signal (shutdown, lost leader lock) ends the request too.
  */
+import { redactUrlsInText } from "../redact-url.ts";
 import { ok, type Result } from "../result.ts";
 
 export interface HttpRequest {
@@ -100,7 +101,9 @@ function isRedirect(status: number): boolean {
 function networkFailure(err: unknown): HttpFailure {
   const cause = err instanceof Error ? (err as Error & { cause?: unknown }).cause : undefined;
   const code = codeOf(cause) ?? codeOf(err);
-  const detail = cause instanceof Error ? cause.message : err instanceof Error ? err.message : String(err);
+  // The runtime's own words may quote the URL, userinfo and all ("Request cannot be
+  // constructed from a URL that includes credentials: https://user:pw@…").
+  const detail = redactUrlsInText(cause instanceof Error ? cause.message : err instanceof Error ? err.message : String(err));
   return { kind: "network", code, detail };
 }
 
@@ -125,8 +128,11 @@ export function describeHttpFailure(f: HttpFailure): string {
 }
 
 /**
- * A URL fit to print: resolved against `base`, user name and password replaced by `***`, every
- * query value by `***` (names kept), fragment dropped. What cannot be parsed is not printed.
+ * A URL someone else gave us (a redirect's Location) fit to print: resolved against `base`,
+ * user name and password replaced by `***`, every query value by `***` (names kept), fragment
+ * dropped; what cannot be parsed is not printed. Stricter than `redactUrl` (redact-url.ts),
+ * which shows our own configured URLs as written but for their credentials: a Location may
+ * carry a credential under any parameter name.
  */
 export function maskUrl(text: string, base?: string): string {
   let url: URL;

@@ -14,6 +14,7 @@
  * instead of sleeping for hours. No fixed sleeps.
  */
 import { LogService, MatrixClient, MatrixError, setRequestFn, type ILogger } from "matrix-bot-sdk";
+import { redactUrl } from "../redact-url.ts";
 import { realSleep, systemClock, type Clock, type Sleep } from "../clock.ts";
 import { requestOverTransport, type SdkRequestCallback } from "../http/bot-sdk-request.ts";
 import { DEFAULT_MAX_RETRY_WAIT_MS, parseRetryAfter, waitTooLong } from "../http/retry-after.ts";
@@ -124,6 +125,8 @@ export function routeSdkLogs(log: Logger): void {
 export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
   installTransportBridge();
   routeSdkLogs(opts.log.child("matrix-bot-sdk"));
+  /** The homeserver's URL as messages may show it (userinfo hidden). */
+  const shownUrl = redactUrl(opts.homeserverUrl);
   const client = new MatrixClient(opts.homeserverUrl, opts.accessToken);
   const sleep = opts.sleep ?? realSleep;
   const clock = opts.clock ?? systemClock;
@@ -166,7 +169,7 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
           await wait(delay);
           continue;
         }
-        return fail(`${what}: ${explain(err, opts.homeserverUrl)}`, codeOf(err));
+        return fail(`${what}: ${explain(err, shownUrl)}`, codeOf(err));
       }
     }
   }

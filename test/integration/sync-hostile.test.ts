@@ -5,6 +5,7 @@
  * Each checks the end state of the room and what the run says, not which functions ran.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -263,5 +264,35 @@ describe("a run's time limit", () => {
     const next = await sync(path);
     expect(next.code).toBe(EXIT_OK);
     for (const id of rooms) expect(hs.members(id)[u("alice")]).toBe("invite");
+  });
+});
+
+describe("what a run prints about the homeserver", () => {
+  it("never shows the password in a homeserver URL's userinfo", async () => {
+    // A port nothing listens on: the run fails, and its error names the homeserver.
+    const closed = await new Promise<number>((resolve) => {
+      const srv = createServer();
+      srv.listen(0, "127.0.0.1", () => {
+        const port = (srv.address() as AddressInfo).port;
+        srv.close(() => resolve(port));
+      });
+    });
+    const path = join(dir, "userinfo.yaml");
+    await writeFile(
+      path,
+      `homeserver: { url: "http://bob:hunter2@127.0.0.1:${closed}", accessToken: ${token}, maxRetries: 0 }
+dataDir: ./data
+idp: { kind: static, static: { file: directory.yaml } }
+mapping:
+  rooms:
+    - { room: "#nowhere:example.org", groups: [ { group: ga } ] }
+log: { level: error }
+`,
+    );
+    const r = await sync(path);
+    expect(r.code).toBe(EXIT_FAILURES);
+    const shown = JSON.stringify(r.report) + r.stderr;
+    expect(shown).toContain("http://bob:***@127.0.0.1");
+    expect(shown).not.toContain("hunter2");
   });
 });
