@@ -63,8 +63,11 @@ async function config(extra: Parameters<typeof configText>[0] = {}): Promise<Con
   return r.config;
 }
 
+/** A bot reply is awaited for up to REPLY_MS: a hang guard, not how long a reply takes. */
+const REPLY_MS = 60_000;
+
 /** Sends a command as `sender` and returns the bot's final reply to it (plain body). */
-async function command(body: string, sender = OP, timeoutMs = 20_000): Promise<string> {
+async function command(body: string, sender = OP, timeoutMs = REPLY_MS): Promise<string> {
   const eventId = hs.sendMessage(mgmt, sender, body);
   const reply = await hs.waitForMessage(
     mgmt,
@@ -191,13 +194,13 @@ describe("serve: the management room", () => {
     const reply = await hs.waitForMessage(
       tokenRoom,
       (m) => m.sender === BOT && JSON.stringify(m.content).includes(ask),
-      20_000,
+      REPLY_MS,
     );
     expect(String(reply.content["body"])).toMatch(/New registration token: \S+ — 1 use\(s\)/);
     const sync = hs.sendMessage(tokenRoom, "@helpdesk:example.org", "!sync");
     // The next token reply proves the bot read past the !sync, which it must ignore here.
     const later = hs.sendMessage(tokenRoom, "@helpdesk:example.org", "!token allowed");
-    await hs.waitForMessage(tokenRoom, (m) => m.sender === BOT && JSON.stringify(m.content).includes(later), 20_000);
+    await hs.waitForMessage(tokenRoom, (m) => m.sender === BOT && JSON.stringify(m.content).includes(later), REPLY_MS);
     expect(hs.messages(tokenRoom, { sender: BOT }).some((m) => JSON.stringify(m.content).includes(sync))).toBe(false);
   });
 
@@ -210,13 +213,13 @@ describe("serve: the management room", () => {
     // Slow the next runs down: the room reads wait for Retry-After.
     hs.rateLimit({ count: 2, retryAfterMs: 1_500, endpoints: ["state"] });
     const first = hs.sendMessage(mgmt, OP, "!sync --dry");
-    await hs.waitForMessage(mgmt, (m) => m.type === "m.reaction" && m.sender === BOT, 10_000);
+    await hs.waitForMessage(mgmt, (m) => m.type === "m.reaction" && m.sender === BOT, REPLY_MS);
     const second = hs.sendMessage(mgmt, OP, "!sync --dry");
     const third = hs.sendMessage(mgmt, OP, "!sync --dry");
     const isReply = (id: string) => (m: { sender: string; content: Record<string, unknown> }) =>
       m.sender === BOT && (m.content["m.relates_to"] as { "m.in_reply_to"?: { event_id?: string } } | undefined)?.["m.in_reply_to"]?.event_id === id;
-    await hs.waitForMessage(mgmt, (m) => isReply(third)(m), 15_000);
-    await hs.waitForMessage(mgmt, (m) => isReply(second)(m) && String(m.content["body"]).startsWith("Dry run"), 20_000);
+    await hs.waitForMessage(mgmt, (m) => isReply(third)(m), REPLY_MS);
+    await hs.waitForMessage(mgmt, (m) => isReply(second)(m) && String(m.content["body"]).startsWith("Dry run"), REPLY_MS);
     expect(repliesTo(first).some((b) => b.startsWith("Dry run"))).toBe(true);
     expect(repliesTo(second)[0]).toMatch(/queued/);
     expect(repliesTo(third)).toEqual(["A run is in progress and another is already queued: not starting a third. See !status."]);
@@ -226,7 +229,7 @@ describe("serve: the management room", () => {
 describe("serve: restarts, schedule and shutdown", () => {
   it("never replays a command after a restart, nor runs one sent while it was down", async () => {
     const before = hs.sendMessage(mgmt, OP, "!invite-member #eng:example.org @early:partner.example");
-    await hs.waitForMessage(mgmt, (m) => m.sender === BOT && JSON.stringify(m.content).includes(before), 20_000);
+    await hs.waitForMessage(mgmt, (m) => m.sender === BOT && JSON.stringify(m.content).includes(before), REPLY_MS);
     await handle!.stop();
     handle = undefined;
     const whileDown = hs.sendMessage(mgmt, OP, "!invite-member #eng:example.org @late:partner.example");
