@@ -55,7 +55,14 @@ export async function openApp(config: Config, opts: AppOptions): Promise<Result<
     await store.close().catch(() => undefined);
     return fail(`cannot update the runs left by a stopped process: ${describeError(err)}`);
   }
-  const idp = await createIdentityProvider(config.idp, config.users, log, opts.onDirectoryRequest);
+  let idp: IdentityProvider;
+  try {
+    idp = await createIdentityProvider(config.idp, config.users, log, opts.onDirectoryRequest);
+  } catch (err) {
+    // E.g. an unreadable idp.azure.certificateFile: said, and the store is let go.
+    await store.close().catch(() => undefined);
+    return fail(`cannot set up the directory (idp.${config.idp.kind}): ${describeError(err)}`);
+  }
   const gateway = createBotSdkGateway({
     homeserverUrl: config.homeserver.url,
     accessToken: config.homeserver.accessToken,

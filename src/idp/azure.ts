@@ -17,7 +17,8 @@
  * credential failure fails the whole snapshot. Only the configured Graph host is ever
  * followed by `@odata.nextLink`.
  */
-import { readFileSync } from "node:fs";
+import { CERTIFICATE_FILE_MAX_BYTES, readRegularFile } from "../files.ts";
+import type { HttpTransportError } from "../http/transport.ts";
 import { request as httpsRequest } from "node:https";
 import { ClientCertificateCredential, ClientSecretCredential, type TokenCredential } from "@azure/identity";
 import { AzureLogger } from "@azure/logger";
@@ -316,7 +317,7 @@ export class AzureIdentityProvider implements IdentityProvider {
         observe(status === 429 || status === 503 ? "throttled" : status === 404 && notFoundOk ? "ok" : "error");
         // MSAL says "network_error" for any failure of the sign-in's transport: say which.
         const signIn = this.identity?.takeFailure();
-        if (signIn !== undefined && isAuthFailure(err)) throw new AuthError(`sign-in failed: ${signIn.message}`);
+        if (signIn !== undefined && isAuthFailure(err)) throw new AuthError(signInTransportMessage(signIn, this.settings));
         if (isAuthFailure(err)) throw new AuthError(authMessage(err));
         if (status === 404 && notFoundOk) return undefined;
         if ((status === 429 || status === 503) && attempt < this.settings.maxRetries) {
@@ -352,7 +353,9 @@ function makeCredential(s: AzureSettings, transport: IdentityTransport | undefin
   // Token and discovery requests over our transport: no redirects, idp.azure.timeoutMs for the whole answer.
   const options = { authorityHost: s.authorityHost, disableInstanceDiscovery: true, ...(transport ? { httpClient: transport.httpClient } : {}) };
   if (s.certificateFile !== undefined) {
-    return new ClientCertificateCredential(s.tenantId, s.clientId, { certificate: readFileSync(s.certificateFile, "utf8") }, options);
+    const read = readRegularFile(s.certificateFile, CERTIFICATE_FILE_MAX_BYTES, "idp.azure.certificateFile");
+    if (!read.ok) throw new Error(`certificateFile: ${read.message}`);
+    return new ClientCertificateCredential(s.tenantId, s.clientId, { certificate: read.text }, options);
   }
   if (s.clientSecret === undefined) throw new Error("azure: no client secret or certificate");
   return new ClientSecretCredential(s.tenantId, s.clientId, s.clientSecret, options);
@@ -450,6 +453,27 @@ function authMessage(err: unknown): string {
 async function explainReadFailure(err: unknown, s: AzureSettings): Promise<string> {
   if (!(err instanceof AuthError) || !/endpoints_resolution_error/.test(err.message)) return describeError(err);
   return diagnoseAuthority(s);
+}
+
+/**
+ * A sign-in request that got no usable answer, in the same words as `diagnoseAuthority`: an
+ * untrusted certificate, an authority that cannot be reached; otherwise the transport's own
+ * words (no answer in time, a redirect).
+ */
+function signInTransportMessage(e: HttpTransportError, s: AzureSettings): string {
+  const f = e.failure;
+  const authority = redactUrl(s.authorityHost);
+  if (f.kind === "network") {
+    const code = f.code ?? "";
+    if (UNTRUSTED_CERT.test(code)) {
+      return (
+        `sign-in failed: the authority at ${authority} presented a TLS certificate that is not trusted (${code}: ${firstLine(f.detail)}); ` +
+        `check idp.azure.authorityHost, or make its CA trusted (NODE_EXTRA_CA_CERTS)`
+      );
+    }
+    if (UNREACHABLE.has(code)) return `sign-in failed: cannot reach the authority at ${authority} (${code}); check idp.azure.authorityHost and the network`;
+  }
+  return `sign-in failed: ${e.message}`;
 }
 
 /** Errors of a TLS handshake whose certificate Node does not accept. */

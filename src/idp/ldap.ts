@@ -12,11 +12,11 @@
  * user or group list could hide members); a bind, connection or TLS failure fails the whole
  * snapshot, so the run removes nobody.
  */
-import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import { AndFilter, Client, EqualityFilter, ExtensibleFilter, FilterParser, type Entry, type Filter } from "ldapts";
 import type { LdapIdpConfig } from "../config/schema.ts";
 import type { Logger } from "../log.ts";
+import { CERTIFICATE_FILE_MAX_BYTES, readRegularFile } from "../files.ts";
 import { redactUrl } from "../redact-url.ts";
 import { describeError, fail, ok, type Result } from "../result.ts";
 import { firstRdnValue, isUnder, normalizeDn } from "./dn.ts";
@@ -134,9 +134,15 @@ export class LdapIdentityProvider implements IdentityProvider {
     const s = this.settings;
     let tls: ConnectionOptions;
     try {
+      let ca: string | undefined;
+      if (s.caFile !== undefined) {
+        const read = readRegularFile(s.caFile, CERTIFICATE_FILE_MAX_BYTES, "idp.ldap.caFile");
+        if (!read.ok) return fail(`LDAP: caFile: ${read.message}`);
+        ca = read.text;
+      }
       tls = {
         rejectUnauthorized: s.rejectUnauthorized,
-        ...(s.caFile !== undefined ? { ca: [readFileSync(s.caFile)] } : {}),
+        ...(ca !== undefined ? { ca: [ca] } : {}),
       };
     } catch (err) {
       return fail(`LDAP: cannot read caFile ${s.caFile ?? ""}: ${describeError(err)}`);

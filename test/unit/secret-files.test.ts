@@ -86,4 +86,19 @@ describe("secret files", () => {
       expect(r.stderr).toMatch(/not a regular file; the config file must be a plain file/);
     }
   });
+
+  it("a certificate file that is a device: sync says so and exits, nothing hangs or crashes", async () => {
+    const path = join(dir, "azure.yaml");
+    await writeFile(
+      path,
+      `homeserver: { url: http://127.0.0.1:9, accessToken: t }
+idp: { kind: azure, azure: { tenantId: contoso.onmicrosoft.com, clientId: 11111111-1111-1111-1111-111111111111, certificateFile: /dev/zero } }
+dataDir: ./data-azure
+log: { level: error }
+`,
+    );
+    const r = await runBin(["sync", "--dry-run", "--config", path], { cwd: dir, env: { ...process.env } });
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain("certificateFile: /dev/zero is a character device, not a regular file; idp.azure.certificateFile must be a plain file");
+  });
 });
