@@ -50,10 +50,24 @@ export class RunTimeLimit extends Error {
 /** A signal that aborts with a RunTimeLimit after `ms`, joined with `signal` when given. */
 export function withTimeLimit(ms: number, what: string, signal?: AbortSignal): { signal: AbortSignal; clear: () => void } {
   const limit = new AbortController();
-  const timer = setTimeout(() => limit.abort(new RunTimeLimit(`the run reached its time limit (${what}): no further room or action was started`)), ms);
-  timer.unref();
+  const end = Date.now() + ms;
+  let timer: NodeJS.Timeout | undefined;
+  // Node fires a timer of more than 2^31−1 ms (24.8 days; a yearly schedule's slot) at once:
+  // a long limit is waited for in steps.
+  const arm = (): void => {
+    const left = end - Date.now();
+    if (left <= 0) {
+      limit.abort(new RunTimeLimit(`the run reached its time limit (${what}): no further room or action was started`));
+      return;
+    }
+    timer = setTimeout(arm, Math.min(left, MAX_TIMER_MS));
+    timer.unref();
+  };
+  arm();
   return { signal: signal ? AbortSignal.any([signal, limit.signal]) : limit.signal, clear: () => clearTimeout(timer) };
 }
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface SyncOptions {
   readonly dryRun: boolean;
@@ -82,8 +96,9 @@ export async function runSync(deps: SyncDeps, settings: SyncSettings, opts: Sync
     throw err;
   }
   const interrupted = opts.signal?.aborted === true;
-  const timedOut = interrupted && opts.signal?.reason instanceof RunTimeLimit;
-  if (timedOut) errors.push(`${(opts.signal?.reason as RunTimeLimit).message}; the next run continues`);
+  const reason: unknown = opts.signal?.reason;
+  const timedOut = interrupted && reason instanceof RunTimeLimit;
+  if (reason instanceof RunTimeLimit && interrupted) errors.push(`${reason.message}; the next run continues`);
   else if (interrupted) errors.push("interrupted: the service is shutting down; the next run continues");
   // A group that could not be read completely: the run worked, but not fully (no removals in
   // the rooms that depend on it). Said per group, so that a directory that keeps failing shows.
