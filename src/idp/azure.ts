@@ -462,18 +462,20 @@ async function explainReadFailure(err: unknown, s: AzureSettings): Promise<strin
  */
 function signInTransportMessage(e: HttpTransportError, s: AzureSettings): string {
   const f = e.failure;
-  const authority = redactUrl(s.authorityHost);
-  if (f.kind === "network") {
-    const code = f.code ?? "";
-    if (UNTRUSTED_CERT.test(code)) {
-      return (
-        `sign-in failed: the authority at ${authority} presented a TLS certificate that is not trusted (${code}: ${firstLine(f.detail)}); ` +
-        `check idp.azure.authorityHost, or make its CA trusted (NODE_EXTRA_CA_CERTS)`
-      );
-    }
-    if (UNREACHABLE.has(code)) return `sign-in failed: cannot reach the authority at ${authority} (${code}); check idp.azure.authorityHost and the network`;
+  const said = f.kind === "network" ? connectionProblem(redactUrl(s.authorityHost), f.code ?? "", f.detail) : undefined;
+  return said ?? `sign-in failed: ${e.message}`;
+}
+
+/** An untrusted certificate or an authority that cannot be reached, said for an operator; else undefined. */
+function connectionProblem(authority: string, code: string, detail: string): string | undefined {
+  if (UNTRUSTED_CERT.test(code)) {
+    return (
+      `sign-in failed: the authority at ${authority} presented a TLS certificate that is not trusted (${code}: ${firstLine(detail)}); ` +
+      `check idp.azure.authorityHost, or make its CA trusted (NODE_EXTRA_CA_CERTS)`
+    );
   }
-  return `sign-in failed: ${e.message}`;
+  if (UNREACHABLE.has(code)) return `sign-in failed: cannot reach the authority at ${authority} (${code}); check idp.azure.authorityHost and the network`;
+  return undefined;
 }
 
 /** Errors of a TLS handshake whose certificate Node does not accept. */
@@ -488,14 +490,9 @@ async function diagnoseAuthority(s: AzureSettings): Promise<string> {
   const answer = await fetchOnce(url, s.timeoutMs);
   if (answer.kind === "error") {
     const code = answer.code ?? "";
-    if (UNTRUSTED_CERT.test(code)) {
-      return (
-        `sign-in failed: the authority at ${authority} presented a TLS certificate that is not trusted (${code}: ${firstLine(answer.message)}); ` +
-        `check idp.azure.authorityHost, or make its CA trusted (NODE_EXTRA_CA_CERTS)`
-      );
-    }
     if (code === "TIMEOUT") return `sign-in failed: the authority at ${authority} did not answer within ${s.timeoutMs} ms (idp.azure.timeoutMs)`;
-    if (UNREACHABLE.has(code)) return `sign-in failed: cannot reach the authority at ${authority} (${code}); check idp.azure.authorityHost and the network`;
+    const said = connectionProblem(authority, code, answer.message);
+    if (said !== undefined) return said;
     return `sign-in failed: cannot read the OpenID configuration at ${authority}: ${firstLine(answer.message)}`;
   }
   const body = parseJsonObject(answer.body);

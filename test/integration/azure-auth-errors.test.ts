@@ -16,6 +16,7 @@ import { AzureIdentityProvider, type AzureSettings } from "../../src/idp/azure.t
 import type { SnapshotHint } from "../../src/idp/types.ts";
 import { silentLogger } from "../../src/log.ts";
 import { GraphServer, guid } from "../graph/graph-server.ts";
+import { azureSettings } from "../graph/azure-settings.ts";
 
 const CLIENT = guid(1, 9);
 const SECRET = "stand-in-client-secret-value";
@@ -50,20 +51,7 @@ afterAll(async () => {
 });
 
 function settings(overrides: Partial<AzureSettings>): AzureSettings {
-  return {
-    tenantId: graph.tenantId,
-    clientId: CLIENT,
-    clientSecret: SECRET,
-    authorityHost: graph.authorityHost,
-    graphBaseUrl: graph.graphBaseUrl,
-    readOwners: false,
-    guests: "skip",
-    extraAttributes: [],
-    pageSize: 999,
-    maxRetries: 0,
-    timeoutMs: 30_000,
-    ...overrides,
-  };
+  return azureSettings(graph, { clientId: CLIENT, secret: SECRET }, { timeoutMs: 30_000, ...overrides });
 }
 
 async function failureOf(overrides: Partial<AzureSettings>): Promise<string> {

@@ -13,6 +13,7 @@ import { runCli, type CliIo } from "../../src/main.ts";
 import { Metrics } from "../../src/service/metrics.ts";
 import { FakeHomeserver } from "../fakes/homeserver.ts";
 import { GraphServer, guid } from "../graph/graph-server.ts";
+import { azureSettings } from "../graph/azure-settings.ts";
 import { makeClientCertificate } from "../graph/test-ca.ts";
 
 const CLIENT = guid(1, 9);
@@ -76,20 +77,7 @@ afterEach(async () => {
 });
 
 function settings(overrides: Partial<AzureSettings> = {}): AzureSettings {
-  return {
-    tenantId: graph.tenantId,
-    clientId: CLIENT,
-    clientSecret: SECRET,
-    authorityHost: graph.authorityHost,
-    graphBaseUrl: graph.graphBaseUrl,
-    readOwners: true,
-    guests: "skip",
-    extraAttributes: [],
-    pageSize: 999,
-    maxRetries: 3,
-    timeoutMs: 10_000,
-    ...overrides,
-  };
+  return azureSettings(graph, { clientId: CLIENT, secret: SECRET }, { readOwners: true, maxRetries: 3, ...overrides });
 }
 
 let waits: number[];

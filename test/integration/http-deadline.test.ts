@@ -16,6 +16,7 @@ import { runCli, type CliIo } from "../../src/main.ts";
 import { createSynapseTokenBackend } from "../../src/tokens/synapse.ts";
 import { FakeHomeserver, presetPowerLevels } from "../fakes/homeserver.ts";
 import { GraphServer, guid } from "../graph/graph-server.ts";
+import { azureSettings } from "../graph/azure-settings.ts";
 
 const BOT = "@bot:example.org";
 const DRIP_MS = 250;
@@ -108,19 +109,7 @@ describe("Microsoft Graph", () => {
 
   const provider = (): AzureIdentityProvider =>
     new AzureIdentityProvider({
-      settings: {
-        tenantId: graph.tenantId,
-        clientId: CLIENT,
-        clientSecret: SECRET,
-        authorityHost: graph.authorityHost,
-        graphBaseUrl: graph.graphBaseUrl,
-        readOwners: false,
-        guests: "skip",
-        extraAttributes: [],
-        pageSize: 999,
-        maxRetries: 0,
-        timeoutMs: DEADLINE_MS,
-      },
+      settings: azureSettings(graph, { clientId: CLIENT, secret: SECRET }, { timeoutMs: DEADLINE_MS }),
       userAttributes: ["uid"],
       log: silentLogger,
     });

@@ -16,6 +16,7 @@ import type { RoomId, UserId } from "../../src/matrix/ids.ts";
 import { createSynapseTokenBackend } from "../../src/tokens/synapse.ts";
 import { FakeHomeserver } from "../fakes/homeserver.ts";
 import { GraphServer, guid } from "../graph/graph-server.ts";
+import { azureSettings } from "../graph/azure-settings.ts";
 
 const BOT = "@bot:example.org";
 
@@ -133,19 +134,7 @@ describe("Microsoft Graph and the token endpoint", () => {
 
   const provider = (): AzureIdentityProvider =>
     new AzureIdentityProvider({
-      settings: {
-        tenantId: graph.tenantId,
-        clientId: CLIENT,
-        clientSecret: SECRET,
-        authorityHost: graph.authorityHost,
-        graphBaseUrl: graph.graphBaseUrl,
-        readOwners: false,
-        guests: "skip",
-        extraAttributes: [],
-        pageSize: 999,
-        maxRetries: 0,
-        timeoutMs: 10_000,
-      },
+      settings: azureSettings(graph, { clientId: CLIENT, secret: SECRET }),
       userAttributes: ["uid"],
       log: silentLogger,
     });

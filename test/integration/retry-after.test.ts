@@ -16,6 +16,7 @@ import { createSynapseTokenBackend } from "../../src/tokens/synapse.ts";
 import { FakeHomeserver } from "../fakes/homeserver.ts";
 import { FakeMas } from "../fakes/mas.ts";
 import { GraphServer, guid } from "../graph/graph-server.ts";
+import { azureSettings } from "../graph/azure-settings.ts";
 
 const BOT = "@bot:example.org";
 /** Our clock, and the date the servers name relative to it. */
@@ -193,19 +194,7 @@ describe("Microsoft Graph", () => {
 
   const provider = (): AzureIdentityProvider =>
     new AzureIdentityProvider({
-      settings: {
-        tenantId: graph.tenantId,
-        clientId: CLIENT,
-        clientSecret: SECRET,
-        authorityHost: graph.authorityHost,
-        graphBaseUrl: graph.graphBaseUrl,
-        readOwners: false,
-        guests: "skip",
-        extraAttributes: [],
-        pageSize: 999,
-        maxRetries: 3,
-        timeoutMs: 10_000,
-      },
+      settings: azureSettings(graph, { clientId: CLIENT, secret: SECRET }, { maxRetries: 3 }),
       userAttributes: ["uid"],
       log: silentLogger,
       sleep,
