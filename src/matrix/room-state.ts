@@ -18,6 +18,7 @@ export function decodeRoomState(roomId: RoomId, raw: unknown): Result<ObservedRo
   let create: { content: Record<string, unknown>; sender: unknown } | undefined;
   const problems: string[] = [];
   const seen = new Map<string, string>();
+  const conflicted = new Set<string>();
   /** False (and a problem noted) when this state key was already given with other content. */
   const first = (type: string, stateKey: string, content: unknown): boolean => {
     const key = `${type}\u0000${stateKey}`;
@@ -41,7 +42,11 @@ export function decodeRoomState(roomId: RoomId, raw: unknown): Result<ObservedRo
         const user = parseUserId(e.state_key);
         const m = content["membership"];
         if (!user || typeof m !== "string" || !MEMBERSHIPS.has(m)) break;
-        if (first(e.type, user, m)) members[user] = m as Membership;
+        // Compared by membership (what the planner reads), not by content: one string
+        // comparison per member, not a serialisation.
+        const before = members[user];
+        if (before === undefined) members[user] = m as Membership;
+        else if (before !== m) conflicted.add(user);
         break;
       }
       case "m.room.power_levels":
@@ -55,6 +60,7 @@ export function decodeRoomState(roomId: RoomId, raw: unknown): Result<ObservedRo
     }
   }
 
+  for (const user of conflicted) problems.push(`the state holds two different m.room.member events for ${user}`);
   let roomVersion = "1";
   let createSender: UserId | undefined;
   let additionalCreators: UserId[] = [];
