@@ -176,8 +176,13 @@ async function syncRooms(
   directoryNotes.push(...directory.value.notes);
   for (const n of directory.value.notes) log.info("directory note", { note: n });
 
+  const managedRooms = await store.listManagedRooms();
+  /** Where each reference pointed when it last resolved. */
+  const lastRoomId = new Map(managedRooms.flatMap((r) => (r.roomId ? [[r.room, r.roomId] as const] : [])));
+  /** References that could not be resolved this run (not "no such alias"): the room they reach is not fully known. */
+  const unresolved: { ref: string; roomId: string | undefined }[] = [];
   const unmanaged = new Set(
-    (await store.listManagedRooms()).filter((r) => !r.managed).flatMap((r) => (r.roomId ? [r.room, r.roomId] : [r.room])),
+    managedRooms.filter((r) => !r.managed).flatMap((r) => (r.roomId ? [r.room, r.roomId] : [r.room])),
   );
   // `--room`: a reference as configured, or a room id. Every reference is resolved, so that
   // the room is synced with the groups of all references that reach it.
@@ -210,6 +215,7 @@ async function syncRooms(
     const resolved = await gateway.resolveRoom(room.room);
     if (!resolved.ok) {
       if (wanted && !wanted.has(room.room)) return undefined;
+      if (resolved.error.code !== "M_NOT_FOUND") unresolved.push({ ref: room.room, roomId: lastRoomId.get(room.room) });
       return await recordRoomError(report, resolved.error.message);
     }
     const roomId: RoomId = resolved.value;
@@ -238,7 +244,13 @@ async function syncRooms(
   const rooms = [...byId].map(([roomId, parts]) => {
     // Aliases first (a readable name for the merged room), then ids; each sorted.
     const refs = parts.map((p) => p.room).sort((a, b) => Number(a.startsWith("!")) - Number(b.startsWith("!")) || (a < b ? -1 : a > b ? 1 : 0));
-    return { roomId, refs, desired: mergeDesiredRooms(refs[0] as string, parts) };
+    const merged = mergeDesiredRooms(refs[0] as string, parts);
+    // A reference that may reach this room could not be resolved: its groups' members are not
+    // known to be unwanted here, so no removals in it (fail closed). A reference whose last
+    // room is unknown may reach any room.
+    const unsure = unresolved.filter((u) => u.roomId === undefined || u.roomId === roomId).map((u) => `(reference ${u.ref}: not resolved)`);
+    const desired = unsure.length === 0 ? merged : { ...merged, incompleteGroups: [...merged.incompleteGroups, ...unsure] };
+    return { roomId, refs, desired };
   });
 
   const total = early.length + rooms.length;
@@ -249,7 +261,7 @@ async function syncRooms(
     deps.progress?.(++done, total);
     return report;
   });
-  // In the order of the configured rooms, as the directory lists them.
+  // Sorted by the name each room is reported under.
   const selected = [...early, ...reports.filter((r): r is RoomReport => r !== undefined)].sort((a, b) =>
     a.room < b.room ? -1 : a.room > b.room ? 1 : 0,
   );

@@ -111,6 +111,24 @@ describe("one room reached through several references", () => {
     expect(hs.members(room)).toMatchObject({ [u("alice")]: "join", [u("bob")]: "join", [u("carol")]: "join" });
   });
 
+  it("a reference that fails to resolve (not 'no such alias'): nobody its groups want is removed from the room it reaches", async () => {
+    const room = hs.createRoom({ creator: BOT, alias: "#p:example.org" });
+    hs.addAlias("#q:example.org", room);
+    const { path } = await writeConfig(
+      `    - { room: "#p:example.org", groups: [ { group: ga } ] }
+    - { room: "#q:example.org", groups: [ { group: gb } ] }`,
+    );
+    expect((await sync(path)).code).toBe(EXIT_OK);
+    for (const who of ["alice", "bob"]) hs.setMembership(room, u(who), "join");
+    const before = writesTo(room);
+    hs.failNext("directory", 1, 502);
+    const r = await sync(path);
+    expect(r.code).toBe(EXIT_FAILURES);
+    expect(r.report.rooms.flatMap((x) => x.actions)).toEqual([]);
+    expect(writesTo(room)).toBe(before);
+    expect(hs.members(room)).toMatchObject({ [u("alice")]: "join", [u("bob")]: "join" });
+  });
+
   it("--room with any one of the references syncs the merged room", async () => {
     const room = hs.createRoom({ creator: BOT, alias: "#two:example.org" });
     hs.addAlias("#deux:example.org", room);
