@@ -27,6 +27,7 @@ import { normalizeDn } from "../src/idp/dn.ts";
 import { AzureIdentityProvider } from "../src/idp/azure.ts";
 import { GraphServer, generateUsers, guid } from "../test/graph/graph-server.ts";
 import { ensureTestCa } from "../test/graph/test-ca.ts";
+import { azureSettings } from "../test/graph/azure-settings.ts";
 import { spawn, spawnSync } from "node:child_process";
 import pg from "pg";
 import { waitForLeadership } from "../src/service/leader.ts";
@@ -285,19 +286,7 @@ async function benchGraph(): Promise<void> {
     }
     const expectedMemberPages = sizes.reduce((n, m) => n + Math.ceil(m / 999), 0);
     const idp = new AzureIdentityProvider({
-      settings: {
-        tenantId: graph.tenantId,
-        clientId: client,
-        clientSecret: "bench-secret",
-        authorityHost: graph.authorityHost,
-        graphBaseUrl: graph.graphBaseUrl,
-        readOwners: false,
-        guests: "skip",
-        extraAttributes: [],
-        pageSize: 999,
-        maxRetries: 5,
-        timeoutMs: 60_000,
-      },
+      settings: azureSettings(graph, { clientId: client, secret: "bench-secret" }, { maxRetries: 5, timeoutMs: 60_000 }),
       userAttributes: ["uid"],
       log: silentLogger,
     });

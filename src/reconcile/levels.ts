@@ -91,6 +91,9 @@ function show(v: unknown): string {
 
 /** Decodes the power levels of an observed room; any invalid entry makes the room unjudgeable. */
 export function readLevels(observed: ObservedRoom): LevelsReading {
+  // State the decoder could not account for (no create event, conflicting duplicates) makes
+  // the levels unknowable too: every caller gets one answer.
+  if (observed.problems !== undefined && observed.problems.length > 0) return { ok: false, problems: observed.problems };
   const creators = new Set<string>(observed.creators);
   const raw = observed.powerLevels;
   if (raw === undefined) {

@@ -73,9 +73,8 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
   // A room whose state or levels cannot be read as the auth rules read them is not judged:
   // we would not know who is above whom.
   const reading = readLevels(observed);
-  const problems = [...(observed.problems ?? []), ...(reading.ok ? [] : reading.problems)];
-  if (problems.length > 0 || !reading.ok) {
-    return { ...base, actions: [], held: [], notes, error: `cannot judge this room, nothing changed: ${problems.join("; ")}` };
+  if (!reading.ok) {
+    return { ...base, actions: [], held: [], notes, error: `cannot judge this room, nothing changed: ${reading.problems.join("; ")}` };
   }
   const levels = reading.levels;
   const botLevel = levels.of(bot);
@@ -329,8 +328,7 @@ export function planLevelChange(
   level: number | undefined,
 ): { ok: true; content: PowerLevelsContent; change: PowerLevelChange } | { ok: false; reason: string } {
   const reading = readLevels(observed);
-  const problems = [...(observed.problems ?? []), ...(reading.ok ? [] : reading.problems)];
-  if (!reading.ok || problems.length > 0) return { ok: false, reason: `the room's state cannot be judged: ${problems.join("; ")}` };
+  if (!reading.ok) return { ok: false, reason: `the room's state cannot be judged: ${reading.problems.join("; ")}` };
   const levels = reading.levels;
   const botLevel = levels.of(bot);
   if (levels.creators.has(user)) return { ok: false, reason: `${user} is a creator of this room (unlimited power); levels do not apply` };
