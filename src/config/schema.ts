@@ -11,6 +11,7 @@ import { FilterParser } from "ldapts";
 import { validateDetailed } from "node-cron";
 import { z } from "zod";
 import { parseRoomAlias, parseRoomId, parseUserId, userIdPattern } from "../matrix/ids.ts";
+import { GUEST_ACCESS, HISTORY_VISIBILITIES } from "../reconcile/template.ts";
 import { envName } from "./env-names.ts";
 
 export const DEFAULT_ROLES: Readonly<Record<string, number>> = { member: 0, moderator: 50, admin: 100 };
@@ -151,11 +152,13 @@ const userPattern = checked(
   (s) => regexProblem(() => new RegExp(s)) ?? regexProblem(() => anchoredUserPattern(s)),
 );
 
-const roomRef = checked(nonEmpty, (s) =>
-  parseRoomAlias(s) === undefined && parseRoomId(s) === undefined
+function roomRefProblem(s: string): string | undefined {
+  return parseRoomAlias(s) === undefined && parseRoomId(s) === undefined
     ? `"${s}" is neither a room alias (#name:server) nor a room id (!id or !id:server)`
-    : undefined,
-);
+    : undefined;
+}
+
+const roomRef = checked(nonEmpty, roomRefProblem);
 
 const PLACEHOLDER = /\{([^{}]*)\}/g;
 
@@ -431,6 +434,192 @@ const syncSchema = z.strictObject({
    * at the next scheduled slot. Absent: no limit beyond that.
    */
   maxRunMs: z.number().int().min(1000).max(7 * 24 * 3_600_000).exactOptional(),
+  /**
+   * A mapped alias on one of our managed domains that does not resolve is created in the
+   * run (with the room template); false: such a room is reported and skipped.
+   */
+  createRooms: z.boolean().default(true),
+});
+
+// ---------------------------------------------------------------------------------------
+// Room templates and spaces (the domain types are in reconcile/template.ts; the config is
+// turned into them by room-templates.ts).
+// ---------------------------------------------------------------------------------------
+
+/** A power level: an integer in Matrix' canonical JSON range (±(2^53−1)). */
+const powerLevel = z.number().int(); // zod's int() is bounded to the safe integers
+
+/** The power-level fields of a template, by their Matrix names (the seed's `permissions`). */
+const permissionsSchema = z.strictObject({
+  /** Level of users not listed in the room's `users`. */
+  users_default: powerLevel.exactOptional(),
+  /** Level needed to send message events not listed in `events`. */
+  events_default: powerLevel.exactOptional(),
+  /** Level needed to send state events not listed in `events`. */
+  state_default: powerLevel.exactOptional(),
+  /** Level needed to invite. */
+  invite: powerLevel.exactOptional(),
+  /** Level needed to kick. */
+  kick: powerLevel.exactOptional(),
+  /** Level needed to ban. */
+  ban: powerLevel.exactOptional(),
+  /** Level needed to redact others' events. */
+  redact: powerLevel.exactOptional(),
+  /** Level needed to notify the whole room (@room). */
+  notifications: z.strictObject({ room: powerLevel.exactOptional() }).exactOptional(),
+  /** Event type → level needed to send it; only the listed types are managed. */
+  events: z.record(nonEmpty, powerLevel).exactOptional(),
+});
+
+/** A union's options as a mutable tuple (the schema walker in load.ts takes `options` as an array). */
+function mutable<const T extends readonly z.ZodType[]>(options: T): [...T] {
+  return [...options];
+}
+
+const JOIN_RULE_NAMES = ["invite", "knock", "public"] as const;
+const JOIN_RULE_LISTS = ["restricted", "knock_restricted"] as const;
+const JOIN_RULE_FORMS = `${JOIN_RULE_NAMES.join(", ")}, {restricted: [space, ...]} or {knock_restricted: [space, ...]}`;
+
+/** A join rule by name. Anything but a mapping stops here (the mapping form is the other option). */
+const joinRuleName = z
+  .custom<(typeof JOIN_RULE_NAMES)[number]>((v) => !isRecord(v), { abort: true })
+  .check(
+    z.superRefine((v, ctx) => {
+      if (!(JOIN_RULE_NAMES as readonly unknown[]).includes(v)) {
+        const got = typeof v === "string" ? JSON.stringify(v) : Array.isArray(v) ? "a list" : v === null ? "an empty value" : String(v);
+        ctx.addIssue({ code: "custom", message: `must be one of: ${JOIN_RULE_FORMS} (got ${got})` });
+      }
+    }),
+  );
+
+/** Spaces whose members may join: aliases or room ids (a space not in `spaces` may be one made by hand). */
+const joinRuleSpaces = z.array(roomRef).min(1);
+
+/**
+ * `{restricted: [...]}` or `{knock_restricted: [...]}`: exactly one key. The lists are checked
+ * here rather than as properties: a union reports neither option's problem when both stop at
+ * a wrong type (`restricted: "#s:x"`), and this option must not stop.
+ */
+const joinRuleLists = z
+  .looseObject({ restricted: z.unknown().exactOptional(), knock_restricted: z.unknown().exactOptional() })
+  .superRefine((v, ctx) => {
+    const allowed: readonly string[] = JOIN_RULE_LISTS;
+    for (const key of Object.keys(v)) {
+      if (!allowed.includes(key))
+        ctx.addIssue({ code: "custom", path: [key], message: `unknown key; allowed here: ${[...JOIN_RULE_LISTS].sort().join(", ")}` });
+      else {
+        const checkedList = joinRuleSpaces.safeParse(v[key]);
+        for (const issue of checkedList.error?.issues ?? []) ctx.addIssue({ ...issue, path: [key, ...issue.path] });
+      }
+    }
+    const given = JOIN_RULE_LISTS.filter((k) => v[k] !== undefined);
+    if (given.length > 1) ctx.addIssue({ code: "custom", message: "give restricted or knock_restricted, not both" });
+    else if (given.length === 0 && Object.keys(v).every((k) => allowed.includes(k)))
+      ctx.addIssue({ code: "custom", message: `must be one of: ${JOIN_RULE_FORMS} (got an empty mapping)` });
+  });
+
+/**
+ * `m.room.join_rules`; restricted needs room version 8+, knock_restricted 10+. (The union's
+ * options have no transform: zod takes a failed pipe as aborted and would then report
+ * neither option's own problem.)
+ */
+const joinRuleSchema = z
+  .union(mutable([joinRuleName, joinRuleLists]))
+  .transform((v): (typeof JOIN_RULE_NAMES)[number] | { restricted: string[] } | { knock_restricted: string[] } => {
+    if (typeof v === "string") return v;
+    // Checked by joinRuleLists: exactly one of the two, a list of room references.
+    return v.restricted !== undefined ? { restricted: v.restricted as string[] } : { knock_restricted: v.knock_restricted as string[] };
+  });
+
+/** Room version identifiers: a-z, 0-9, "." and "-", at most 32 characters (e.g. "10", "org.matrix.msc1234"). */
+const ROOM_VERSION = /^[a-z0-9.-]{1,32}$/;
+
+/**
+ * A room version, a string ("10"). A whole number as YAML writes it (`roomVersion: 10`) is
+ * taken as that string; any other number must be quoted.
+ */
+const roomVersionSchema = z
+  .union(
+    mutable([
+      checked(z.string(), (s) =>
+        ROOM_VERSION.test(s) ? undefined : `"${s}" is not a room version (e.g. "10"; only a-z, 0-9, "." and "-", at most 32 characters)`,
+      ),
+      z.number().check(
+        z.superRefine((n, ctx) => {
+          if (!Number.isInteger(n) || n < 1)
+            ctx.addIssue({ code: "custom", message: `a room version is a string: quote it, e.g. roomVersion: "10" (got ${n})` });
+        }),
+      ),
+    ]),
+  )
+  .transform((v) => String(v));
+
+/** What every managed room should have besides its members. Every field is optional: absent is not managed. */
+const roomTemplateFields = {
+  /** Power levels other than `users`; only the fields given are managed. */
+  permissions: permissionsSchema.exactOptional(),
+  /** `m.room.history_visibility`: invited, joined, shared or world_readable. */
+  historyVisibility: z.enum(HISTORY_VISIBILITIES).exactOptional(),
+  /** `m.room.join_rules`: invite, knock, public, {restricted: [spaces]} or {knock_restricted: [spaces]}. */
+  joinRule: joinRuleSchema.exactOptional(),
+  /** `m.room.guest_access`: can_join or forbidden. */
+  guestAccess: z.enum(GUEST_ACCESS).exactOptional(),
+  /** `m.room.topic` ("" clears it). */
+  topic: z.string().exactOptional(),
+  /** At creation only: turn on encryption (never switched off, never switched on in an existing room). */
+  encryption: z.boolean().exactOptional(),
+  /** At creation only: the room version ("10"); absent: the homeserver's default. */
+  roomVersion: roomVersionSchema.exactOptional(),
+};
+
+/** The template of every managed room (spaces too). */
+const roomDefaultsSchema = z.strictObject({
+  ...roomTemplateFields,
+  /** At creation only: turn on encryption (never switched off, never switched on in an existing room). */
+  encryption: z.boolean().default(false),
+});
+
+/** One room's changes to the defaults, field by field (`permissions.events` and `notifications` key by key). */
+const roomOverrideSchema = z.strictObject({
+  ...roomTemplateFields,
+  /** `m.room.name`; a room created without one is named after its alias' localpart. */
+  name: nonEmpty.exactOptional(),
+});
+
+const roomsSchema = z.strictObject({
+  /** The template of every managed room. */
+  defaults: roomDefaultsSchema.prefault({}),
+  /** Room reference (alias #name:server or room id) → its template changes, and its name. */
+  overrides: z.record(z.string(), roomOverrideSchema).default(() => ({})),
+});
+
+/** A space: a managed room of type m.space whose children are managed rooms. */
+const spaceSchema = z.strictObject({
+  /** The space: an alias (created when missing and on a managed domain) or a room id. */
+  space: roomRef,
+  /** `m.room.name` of the space (wins over rooms.overrides). */
+  name: nonEmpty.exactOptional(),
+  /** `m.room.topic` of the space (wins over rooms.overrides). */
+  topic: z.string().exactOptional(),
+  /** Its children; at least one of the two lists must be non-empty. */
+  children: z
+    .strictObject({
+      /** Rooms (or other spaces) by alias or room id. */
+      rooms: z.array(roomRef).default(() => []),
+      /** Directory groups (id or name): each room mapped from a group nested under one of them is a child. */
+      underGroups: z.array(nonEmpty).default(() => []),
+    })
+    .prefault({})
+    .superRefine((c, ctx) => {
+      if (c.rooms.length === 0 && c.underGroups.length === 0)
+        ctx.addIssue({ code: "custom", message: "give at least one child: children.rooms or children.underGroups" });
+    }),
+  /** Also put m.space.parent into each child, pointing at this space. */
+  parentLinks: z.boolean().default(true),
+  /** Set each child's join rule to restricted, allowing the members of this space. */
+  restrictChildren: z.boolean().default(false),
+  /** The role (from `roles`) the space's members get in the space. */
+  role: nonEmpty.default("member"),
 });
 
 const cronExpression = checked(nonEmpty, (s) => {
@@ -548,6 +737,10 @@ export const configFileSchema = z.strictObject({
   sync: syncSchema.prefault({}),
   /** Registration tokens; required by the token commands only. */
   tokens: tokensSchema.exactOptional(),
+  /** What managed rooms should look like besides their members: defaults and per-room overrides. */
+  rooms: roomsSchema.prefault({}),
+  /** Spaces grouping managed rooms. */
+  spaces: z.array(spaceSchema).default(() => []),
   /** Serve mode; required by `matrix-group-sync serve` only. */
   serve: serveSchema.exactOptional(),
   log: logSchema.prefault({}),
@@ -572,7 +765,10 @@ function field(value: unknown, ...path: string[]): unknown {
   return path.reduce<unknown>((at, key) => (isRecord(at) ? at[key] : undefined), value);
 }
 
-/** Roles referenced by the mapping exist; the same room is not listed twice. */
+/**
+ * Roles referenced by the mapping and the spaces exist; the same room is not listed twice;
+ * the rules of `rooms` and `spaces` (checkRoomsAndSpaces).
+ */
 export function checkReferences(raw: unknown): RuleViolation[] {
   const out: RuleViolation[] = [];
   const rolesRaw = field(raw, "roles");
@@ -626,6 +822,8 @@ export function checkReferences(raw: unknown): RuleViolation[] {
       if (given !== undefined || enabled) checkRole(["mapping", "convention", key], given, fallback);
     }
   }
+  checkRoomsAndSpaces(raw, out, checkRole);
+
   // LDAP: a bind DN with an empty password is an "unauthenticated bind", which many servers
   // answer with success without checking anything; a password without a DN binds nobody.
   const ldap = field(field(raw, "idp"), "ldap");
@@ -652,6 +850,101 @@ export function checkReferences(raw: unknown): RuleViolation[] {
     }
   }
   return out;
+}
+
+/**
+ * `rooms.overrides` keys are room references; every space is listed once, has a known role,
+ * is not a child of itself (directly or through other spaces), and is not also in
+ * `mapping.rooms`. A restricted join rule may name a space not in `spaces` (one made by hand).
+ */
+function checkRoomsAndSpaces(
+  raw: unknown,
+  out: RuleViolation[],
+  checkRole: (path: (string | number)[], given: unknown, fallback: string) => void,
+): void {
+  const overrides = field(raw, "rooms", "overrides");
+  if (isRecord(overrides)) {
+    for (const key of Object.keys(overrides)) {
+      const problem = roomRefProblem(key);
+      if (problem !== undefined) out.push({ path: ["rooms", "overrides", key], message: problem });
+    }
+  }
+
+  const spaces = field(raw, "spaces");
+  if (!Array.isArray(spaces)) return;
+  const mapped = new Map<string, number>();
+  const mappedRooms = field(raw, "mapping", "rooms");
+  if (Array.isArray(mappedRooms)) {
+    mappedRooms.forEach((entry: unknown, i) => {
+      const room = field(entry, "room");
+      if (typeof room === "string" && !mapped.has(room)) mapped.set(room, i);
+    });
+  }
+
+  /** Each space → the index of its first entry. */
+  const index = new Map<string, number>();
+  /** An entry's children.rooms, whatever is written there. */
+  const childRefs = (entry: unknown): unknown[] => {
+    const rooms = field(entry, "children", "rooms");
+    return Array.isArray(rooms) ? rooms : [];
+  };
+  spaces.forEach((entry: unknown, i) => {
+    if (!isRecord(entry)) return;
+    checkRole(["spaces", i, "role"], entry["role"], "member");
+    const space = entry["space"];
+    if (typeof space !== "string") return;
+    const first = index.get(space);
+    if (first === undefined) index.set(space, i);
+    else
+      out.push({
+        path: ["spaces", i, "space"],
+        message: `"${space}" is already listed at /spaces/${first}; list each space once`,
+      });
+    const mappedAt = mapped.get(space);
+    if (mappedAt !== undefined)
+      out.push({
+        path: ["spaces", i, "space"],
+        message: `"${space}" is also in mapping.rooms (/mapping/rooms/${mappedAt}): a space's members come from its children (with the space's role), not from groups; remove it from mapping.rooms or from spaces`,
+      });
+    childRefs(entry).forEach((child, j) => {
+      if (child === space) out.push({ path: ["spaces", i, "children", "rooms", j], message: `a space cannot be its own child ("${space}")` });
+    });
+  });
+
+  // Cycles through children.rooms (a self-reference is reported above): depth first, in
+  // file order, without recursion (a long chain of spaces must not exhaust the stack); each
+  // edge back to a space on the current path closes one cycle.
+  const state = new Map<string, "open" | "done">();
+  for (const root of index.keys()) {
+    if (state.has(root)) continue;
+    const trail: { space: string; i: number; children: unknown[]; next: number }[] = [];
+    const enter = (space: string) => {
+      const i = index.get(space) ?? -1;
+      state.set(space, "open");
+      trail.push({ space, i, children: childRefs(spaces[i]), next: 0 });
+    };
+    enter(root);
+    for (let top = trail.at(-1); top !== undefined; top = trail.at(-1)) {
+      if (top.next >= top.children.length) {
+        state.set(top.space, "done");
+        trail.pop();
+        continue;
+      }
+      const j = top.next++;
+      const child = top.children[j];
+      if (typeof child !== "string" || child === top.space || !index.has(child)) continue;
+      const seen = state.get(child);
+      if (seen === undefined) enter(child);
+      else if (seen === "open") {
+        const from = trail.findIndex((t) => t.space === child);
+        const names = [...trail.slice(from).map((t) => t.space), child];
+        // A cycle through thousands of spaces is named by its ends.
+        const shown = names.length <= 12 ? names : [...names.slice(0, 6), `… ${names.length - 11} more …`, ...names.slice(-5)];
+        const cycle = shown.join(" → ");
+        out.push({ path: ["spaces", top.i, "children", "rooms", j], message: `spaces form a cycle: ${cycle}; a space cannot contain itself` });
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -711,3 +1004,7 @@ export type SyncConfig = Config["sync"];
 export type LogConfig = Config["log"];
 export type ServeConfig = NonNullable<Config["serve"]>;
 export type TokensConfig = NonNullable<Config["tokens"]>;
+export type RoomsConfig = Config["rooms"];
+/** A room's template as written: `rooms.defaults` or one entry of `rooms.overrides` (which may also set `name`). */
+export type RoomTemplateConfig = RoomsConfig["defaults"] | RoomsConfig["overrides"][string];
+export type SpaceConfig = Config["spaces"][number];
