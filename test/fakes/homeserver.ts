@@ -5,11 +5,38 @@
  * errcode, and accepts what Synapse accepts. The membership and power-level checks follow the
  * room-version auth rules and Synapse's membership handler (`room_member.py`, `event_auth.py`),
  * in Synapse's order: request validation (400) → membership handler checks → event auth (403).
+ * Client paths are served under both `/_matrix/client/v3` and `/_matrix/client/r0`.
+ *
+ * Rooms are made by the `createRoom` test helper or over HTTP with `POST /createRoom` (and
+ * `PUT /createRoom/{txnId}`), modelled on Synapse's `RoomCreationHandler.create_room` and
+ * `_send_events_for_new_room` (synapse/handlers/room.py): the request's checks and their messages,
+ * the presets (private_chat, trusted_private_chat, public_chat; default room version 11), the default
+ * power levels (`historical: 100`, v12 creators not in `users`, tombstone 150 in v12) shallow-updated by
+ * `power_level_content_override`, `initial_state`, name, topic, spaces (`creation_content.type`), v12
+ * `additional_creators`, the events in Synapse's order and checked as one batch, then the invites — and
+ * what a failure half-way leaves behind (a room with only its create and join events, an alias that is
+ * taken). The room directory: `GET`, `PUT` and `DELETE /directory/room/{alias}` (synapse/rest/client/
+ * directory.py, synapse/handlers/directory.py), with the alias' creator and stored servers. A state PUT
+ * goes through Synapse's `EventValidator` (name/topic strings, tombstone, canonical JSON from v6,
+ * power-levels schema, retention, server ACL, `m.mentions`, relations), deduplication, size limits, the
+ * auth rules and the canonical alias check. Join rules are applied by room version (`knock` from 7,
+ * `restricted` from 8 with its `allow` rooms and authorising user, `knock_restricted` from 10).
  *
  * Known simplifications (documented, deliberate):
  * - A user whose membership is not `join` cannot read `/state`, `/state/{type}/{key}` or `/members`
  *   (Synapse would give a departed user the state at the moment they left).
- * - No federation: remote users can be invited (as on Synapse) but nothing is sent anywhere.
+ * - No federation: remote users can be invited (as on Synapse) but nothing is sent anywhere. A remote
+ *   alias is never found; a join that Synapse would make through another server (a restricted room
+ *   whose only inviters are remote) fails as if no server answered.
+ * - Member events carry no profile data (Synapse adds the user's displayname and avatar_url to joins
+ *   and invites).
+ * - `createRoom`: `visibility: "public"` publishes nothing (there is no public room list); `invite_3pid`
+ *   entries are validated, and a valid one is refused (no identity server); Synapse's experimental
+ *   `org.matrix.*` room versions count as unsupported; where Synapse's Python would fail on a malformed
+ *   field with a TypeError or KeyError the answer is a 500, also for a few such fields (a non-string
+ *   `room_alias_name`, an `initial_state` content that is no object) that Synapse handles in odder
+ *   ways. Synapse's room-creation rate limit is not modelled; its default invite burst (more than 10
+ *   invitees at once: 400) is.
  * - `/sync` (v2) follows the spec and Synapse's sync handler: `since` tokens (`s<stream>`), long-poll
  *   `timeout` (woken by any event the user can see; ended at once by `close()`), filters (inline JSON or
  *   uploaded with `POST /user/{id}/filter`; timeline/state/account_data `limit`, `types`, `not_types`
@@ -37,7 +64,7 @@
  * Member events are generated when served, and `/state` is serialised straight to a JSON string.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import { isIPv4, isIPv6, type AddressInfo } from "node:net";
 import { randomBytes, randomInt } from "node:crypto";
 import type { Membership } from "../../src/reconcile/types.ts";
 
@@ -64,6 +91,8 @@ export type EndpointKind =
   | "profile"
   | "event"
   | "receipt"
+  /** `POST /createRoom` and `PUT /createRoom/{txnId}`. */
+  | "create_room"
   /** Synapse admin API: `/_synapse/admin/v1/registration_tokens[/…]`. */
   | "admin_registration_tokens"
   | "other";
@@ -91,6 +120,7 @@ const ENDPOINT_KINDS: readonly EndpointKind[] = [
   "profile",
   "event",
   "receipt",
+  "create_room",
   "admin_registration_tokens",
   "other",
 ];
@@ -157,6 +187,13 @@ export interface AppliedChange {
   readonly sender: string;
   readonly target?: string;
   readonly content?: Record<string, unknown>;
+}
+
+/** A room directory entry, as `directoryEntry()` returns it. `creator` is null for aliases added with `addAlias`. */
+export interface AliasRecord {
+  readonly roomId: string;
+  readonly creator: string | null;
+  readonly servers: readonly string[];
 }
 
 export interface SentEvent {
@@ -438,6 +475,343 @@ function assertFitsColumns(values: { uses_allowed?: number | null; expiry_time?:
 }
 
 // ---------------------------------------------------------------------------------------------
+// Synapse's identifier parsing and Python's value semantics, as `createRoom`, the directory and
+// the event validator apply them to whatever JSON a client sends.
+
+/** Python's `string.whitespace`. */
+const PY_WHITESPACE = [" ", "\t", "\n", "\r", "\x0b", "\x0c"] as const;
+
+/**
+ * Synapse `parse_and_validate_server_name`: a host (a DNS-like name, or an IPv6 literal in
+ * brackets) and an optional port that Python's `int()` accepts (no range check).
+ */
+function isSynapseServerName(name: string): boolean {
+  let host = name;
+  if (!name.endsWith("]")) {
+    const colon = name.lastIndexOf(":");
+    if (colon >= 0) {
+      host = name.slice(0, colon);
+      if (!/^\s*[+-]?\d+(?:_\d+)*\s*$/.test(name.slice(colon + 1))) return false;
+    }
+  }
+  if (host.startsWith("[")) {
+    if (!host.endsWith("]")) return false;
+    const address = host.slice(1, -1);
+    return address !== "" && isIPv6(address);
+  }
+  return /^[0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*$/.test(host);
+}
+
+/** Synapse `DomainSpecificString.from_string`: the sigil, then anything, a `:` and anything (nothing else is checked). */
+function parsesAsId(s: unknown, sigil: "@" | "#"): boolean {
+  return typeof s === "string" && s.startsWith(sigil) && s.indexOf(":", 1) > 0;
+}
+
+/** Synapse `DomainSpecificString.is_valid` (`UserID.is_valid`, `RoomAlias.is_valid`): `from_string` plus a valid server name. */
+function isSynapseId(s: unknown, sigil: "@" | "#"): s is string {
+  return parsesAsId(s, sigil) && isSynapseServerName(domainOfId(s as string));
+}
+
+/** The error `from_string` raises for `s` (which does not parse). */
+function idParseError(s: string, kind: "UserID" | "RoomAlias"): MatrixHttpError {
+  const sigil = kind === "UserID" ? "@" : "#";
+  if (!s.startsWith(sigil)) return new MatrixHttpError(400, "M_INVALID_PARAM", `Expected ${kind} string to start with '${sigil}'`);
+  return new MatrixHttpError(400, "M_INVALID_PARAM", `Expected ${kind} of the form '${sigil}localname:domain'`);
+}
+
+const domainOfId = (id: string): string => id.slice(id.indexOf(":") + 1);
+
+/** Python's repr of a string: single quotes unless it holds one and no double quote. */
+function pyStrRepr(s: string): string {
+  const quote = s.includes("'") && !s.includes('"') ? '"' : "'";
+  let out = quote;
+  for (const ch of s) {
+    const c = ch.codePointAt(0)!;
+    if (ch === quote || ch === "\\") out += `\\${ch}`;
+    else if (ch === "\n") out += "\\n";
+    else if (ch === "\r") out += "\\r";
+    else if (ch === "\t") out += "\\t";
+    else if (c < 0x20 || c === 0x7f) out += `\\x${c.toString(16).padStart(2, "0")}`;
+    else out += ch;
+  }
+  return out + quote;
+}
+
+/** Python's repr of a JSON value (`%r`, and what jsonschema's messages show). */
+function pyRepr(v: unknown): string {
+  if (typeof v === "string") return pyStrRepr(v);
+  if (v === true) return "True";
+  if (v === false) return "False";
+  if (v === null || v === undefined) return "None";
+  if (Array.isArray(v)) return `[${v.map(pyRepr).join(", ")}]`;
+  if (isObject(v)) return `{${Object.entries(v).map(([k, x]) => `${pyStrRepr(k)}: ${pyRepr(x)}`).join(", ")}}`;
+  return typeof v === "number" ? String(v) : (JSON.stringify(v) ?? "None");
+}
+
+/** Python's `str()` of a JSON value (what `%s` shows). */
+const pyStr = (v: unknown): string => (typeof v === "string" ? v : pyRepr(v));
+
+/** Python's truthiness of a JSON value. */
+function pyTruthy(v: unknown): boolean {
+  if (v === undefined || v === null || v === false || v === 0 || v === "") return false;
+  if (Array.isArray(v)) return v.length > 0;
+  if (isObject(v)) return Object.keys(v).length > 0;
+  return true;
+}
+
+/** Python's `for x in v` over a JSON value: a list's items, a string's characters, a dict's keys; else a TypeError (500). */
+function pyIter(v: unknown): unknown[] {
+  if (Array.isArray(v)) return v;
+  if (typeof v === "string") return [...v];
+  if (isObject(v)) return Object.keys(v);
+  throw internalError();
+}
+
+/** Python's `item in container` for JSON values, with its TypeErrors (500). */
+function pyContains(container: unknown, item: unknown): boolean {
+  if (typeof container === "string") {
+    if (typeof item !== "string") throw internalError();
+    return container.includes(item);
+  }
+  if (Array.isArray(container)) return container.some((x) => canonicalJson(x) === canonicalJson(item));
+  if (isObject(container)) {
+    if (Array.isArray(item) || isObject(item)) throw internalError(); // unhashable
+    return typeof item === "string" && Object.hasOwn(container, item);
+  }
+  throw internalError();
+}
+
+/** Python's `len()` of a JSON value (code points for a string), with its TypeError (500). */
+function pyLen(v: unknown): number {
+  return pyIter(v).length;
+}
+
+/** Whether Python could hash the value (a list or dict cannot be a set member or dict key). */
+const pyHashable = (v: unknown): boolean => !Array.isArray(v) && !isObject(v);
+
+/**
+ * The syntax tree of a JSON text, reduced to what `JSON.parse` loses: whether a number was written as
+ * a float (`1.0`, `1e3`: Python floats) and the order of an object's members (a repeated key keeps
+ * its first position and takes its last value, as in Python's `dict`).
+ */
+type Shape =
+  | { readonly kind: "object"; readonly members: ReadonlyMap<string, Shape> }
+  | { readonly kind: "array"; readonly items: readonly Shape[] }
+  | { readonly kind: "number"; readonly float: boolean; readonly value: number }
+  | { readonly kind: "other" };
+
+const OTHER_SHAPE: Shape = { kind: "other" };
+
+/** The shape of a JSON text that `JSON.parse` accepted. */
+function jsonShape(text: string): Shape {
+  let i = 0;
+  const skipWs = (): void => {
+    while (i < text.length && (text[i] === " " || text[i] === "\t" || text[i] === "\n" || text[i] === "\r")) i++;
+  };
+  const readString = (): string => {
+    const start = i++;
+    while (i < text.length && text[i] !== '"') i += text[i] === "\\" ? 2 : 1;
+    i++;
+    return JSON.parse(text.slice(start, i)) as string;
+  };
+  const value = (): Shape => {
+    skipWs();
+    const c = text[i];
+    if (c === "{" || c === "[") {
+      i++;
+      const members = new Map<string, Shape>();
+      const items: Shape[] = [];
+      skipWs();
+      const close = c === "{" ? "}" : "]";
+      if (text[i] === close) {
+        i++;
+      } else {
+        for (;;) {
+          skipWs();
+          if (c === "{") {
+            const key = readString();
+            skipWs();
+            i++; // ':'
+            members.set(key, value());
+          } else {
+            items.push(value());
+          }
+          skipWs();
+          if (text[i++] !== ",") break;
+        }
+      }
+      return c === "{" ? { kind: "object", members } : { kind: "array", items };
+    }
+    if (c === '"') {
+      readString();
+      return OTHER_SHAPE;
+    }
+    if (c === "-" || (c !== undefined && c >= "0" && c <= "9")) {
+      const start = i;
+      while (i < text.length && /[0-9eE+\-.]/.test(text[i]!)) i++;
+      const literal = text.slice(start, i);
+      return { kind: "number", float: /[.eE]/.test(literal), value: Number(literal) };
+    }
+    i += c === "f" ? 5 : 4; // false, true, null
+    return OTHER_SHAPE;
+  };
+  return value();
+}
+
+/** The shape of a member or item inside `shape` (undefined when the path does not exist). */
+function shapeAt(shape: Shape | undefined, ...path: readonly (string | number)[]): Shape | undefined {
+  let s = shape;
+  for (const step of path) {
+    if (s?.kind === "object" && typeof step === "string") s = s.members.get(step);
+    else if (s?.kind === "array" && typeof step === "number") s = s.items[step];
+    else return undefined;
+  }
+  return s;
+}
+
+/** Synapse `validate_canonicaljson` over a value's shape, in document order: no floats, integers within ±(2^53-1). */
+function assertCanonicalShape(shape: Shape | undefined): void {
+  if (shape === undefined) return;
+  if (shape.kind === "number") {
+    if (shape.float) throw new MatrixHttpError(400, "M_BAD_JSON", "Bad JSON value: float");
+    if (!(Math.abs(shape.value) <= MAX_SAFE)) throw new MatrixHttpError(400, "M_BAD_JSON", "JSON integer out of range");
+  } else if (shape.kind === "object") {
+    for (const s of shape.members.values()) assertCanonicalShape(s);
+  } else if (shape.kind === "array") {
+    for (const s of shape.items) assertCanonicalShape(s);
+  }
+}
+
+/** Python `type(v) is int`, from the value's shape (or, without one, the value). */
+function isPyIntAt(v: unknown, shape: Shape | undefined): boolean {
+  if (shape !== undefined) return shape.kind === "number" && !shape.float;
+  return typeof v === "number" && Number.isInteger(v);
+}
+
+/** Python's type name of a JSON value (pydantic's `input_type`). */
+function pyTypeName(v: unknown): string {
+  if (typeof v === "string") return "str";
+  if (typeof v === "boolean") return "bool";
+  if (typeof v === "number") return Number.isInteger(v) ? "int" : "float";
+  if (v === null || v === undefined) return "NoneType";
+  return Array.isArray(v) ? "list" : "dict";
+}
+
+interface PydanticIssue {
+  readonly loc: string;
+  readonly type: "missing" | "string_type" | "list_type";
+  readonly input: unknown;
+}
+
+const PYDANTIC_MESSAGES: Record<PydanticIssue["type"], string> = {
+  missing: "Field required",
+  string_type: "Input should be a valid string",
+  list_type: "Input should be a valid list",
+};
+
+/**
+ * Synapse `validate_json_object`: pydantic 2.12's `str(ValidationError)` as the message; M_MISSING_PARAM
+ * for a single missing field, M_BAD_JSON otherwise. pydantic shortens an `input_value` repr longer than
+ * 50 characters to its first 25, `...` and its last 24.
+ */
+function pydanticError(model: string, issues: readonly PydanticIssue[]): MatrixHttpError {
+  const lines = [`${issues.length} validation error${issues.length === 1 ? "" : "s"} for ${model}`];
+  for (const issue of issues) {
+    const chars = [...pyRepr(issue.input)];
+    const input = chars.length > 50 ? `${chars.slice(0, 25).join("")}...${chars.slice(-24).join("")}` : chars.join("");
+    lines.push(issue.loc);
+    lines.push(`  ${PYDANTIC_MESSAGES[issue.type]} [type=${issue.type}, input_value=${input}, input_type=${pyTypeName(issue.input)}]`);
+    lines.push(`    For further information visit https://errors.pydantic.dev/2.12/v/${issue.type}`);
+  }
+  const errcode = issues.length === 1 && issues[0]!.type === "missing" ? "M_MISSING_PARAM" : "M_BAD_JSON";
+  return new MatrixHttpError(400, errcode, lines.join("\n"));
+}
+
+/** A glob of a server ACL (`*`, `?`), matched whole and case-insensitively (Synapse's `glob_to_regex`). */
+function aclGlobMatches(glob: string, server: string): boolean {
+  const source = glob.replace(/[.*+?^${}()|[\]\\-]/g, (c) => (c === "*" ? ".*" : c === "?" ? "." : `\\${c}`));
+  return new RegExp(`^${source}$`, "i").test(server);
+}
+
+/** Synapse `server_acl_evaluator_from_event(...).server_matches_acl_event(server)`. */
+function serverAllowedByAcl(content: JsonObject, server: string): boolean {
+  const allowIp = typeof content.allow_ip_literals === "boolean" ? content.allow_ip_literals : true;
+  const globs = (key: string): string[] => {
+    const v = content[key];
+    return Array.isArray(v) ? v.filter((s): s is string => typeof s === "string") : [];
+  };
+  if (!allowIp && (server.startsWith("[") || isIPv4(server))) return false;
+  if (globs("deny").some((g) => aclGlobMatches(g, server))) return false;
+  return globs("allow").some((g) => aclGlobMatches(g, server));
+}
+
+/**
+ * Synapse's MENTIONS_SCHEMA (`EventValidator.validate_new`, for any event whose content has
+ * `m.mentions`): 400 M_BAD_JSON. A wrong item in `user_ids` has an integer at the end of its error
+ * path, which Synapse's message building cannot concatenate: a 500.
+ */
+function validateMentions(v: unknown): void {
+  if (!isObject(v)) throw new MatrixHttpError(400, "M_BAD_JSON", `${pyRepr(v)} is not of type 'object'`);
+  if (Object.hasOwn(v, "user_ids") && !Array.isArray(v.user_ids)) {
+    throw new MatrixHttpError(400, "M_BAD_JSON", `"user_ids": ${pyRepr(v.user_ids)} is not of type 'array'`);
+  }
+  if (Object.hasOwn(v, "room") && typeof v.room !== "boolean") {
+    throw new MatrixHttpError(400, "M_BAD_JSON", `"room": ${pyRepr(v.room)} is not of type 'boolean'`);
+  }
+  if (Array.isArray(v.user_ids) && v.user_ids.some((u) => typeof u !== "string")) throw internalError();
+}
+
+/** Synapse's room presets (`RoomCreationHandler._presets_dict`), with no preset encrypted (the default config). */
+interface RoomPreset {
+  readonly joinRule: string;
+  readonly historyVisibility: string;
+  readonly inviteesHaveOps: boolean;
+  readonly guestCanJoin: boolean;
+  /** Applied to the default power levels with `dict.update` (note public_chat's top-level `m.call.invite`). */
+  readonly powerLevels: Readonly<JsonObject>;
+}
+
+const ROOM_PRESETS: Readonly<Record<string, RoomPreset>> = {
+  private_chat: { joinRule: "invite", historyVisibility: "shared", inviteesHaveOps: false, guestCanJoin: true, powerLevels: { invite: 0 } },
+  trusted_private_chat: { joinRule: "invite", historyVisibility: "shared", inviteesHaveOps: true, guestCanJoin: true, powerLevels: { invite: 0 } },
+  public_chat: { joinRule: "public", historyVisibility: "shared", inviteesHaveOps: false, guestCanJoin: false, powerLevels: { "m.call.invite": 50 } },
+};
+
+/** Synapse's `DEFAULT_ROOM_VERSION` (synapse/config/server.py), used when `createRoom` names none. */
+const CREATE_ROOM_DEFAULT_VERSION = "11";
+/** Room versions this stand-in knows (Synapse's experimental `org.matrix.*` versions are not modelled). */
+const KNOWN_ROOM_VERSIONS: ReadonlySet<string> = new Set(["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"]);
+/** Synapse `MAX_ALIAS_LENGTH`. */
+const MAX_ALIAS_LENGTH = 255;
+/** Synapse's default `rc_invites.per_room.burst_count`: `createRoom` refuses more invitees at once. */
+const CREATE_ROOM_MAX_INVITES = 10;
+
+/** The default m.room.power_levels of a new room (Synapse `_send_events_for_new_room`), before the preset and the override. */
+function defaultPowerLevels(creator: string, versionNumber: number): JsonObject {
+  return {
+    users: versionNumber >= 12 ? {} : { [creator]: 100 },
+    users_default: 0,
+    events: {
+      "m.room.name": 50,
+      "m.room.power_levels": 100,
+      "m.room.history_visibility": 100,
+      "m.room.canonical_alias": 50,
+      "m.room.avatar": 50,
+      "m.room.tombstone": versionNumber >= 12 ? 150 : 100,
+      "m.room.server_acl": 100,
+      "m.room.encryption": 100,
+    },
+    events_default: 0,
+    state_default: 50,
+    ban: 50,
+    kick: 50,
+    redact: 50,
+    invite: 50,
+    historical: 100,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rooms.
 
 interface MemberRecord {
@@ -466,6 +840,8 @@ interface BaseMembers {
   quoted?: string[];
   /** Position of each user in `map` (their event id is `$<tag>_m<index>`), built on first need. */
   index?: Map<string, number>;
+  /** Joined users per server, built on first need (room directory `servers`). */
+  hostCounts?: Map<string, number>;
 }
 
 /** What a state event replaced (for `unsigned.prev_content` / `replaces_state`). */
@@ -625,41 +1001,214 @@ function sendLevel(room: Room, type: string, isState: boolean): number {
   return isState ? toLevel(pl.state_default, 50) : toLevel(pl.events_default, 0);
 }
 
-function joinRuleOf(room: Room): string {
-  const rule = room.state.get(stateKeyOf("m.room.join_rules", ""))?.content.join_rule;
-  return typeof rule === "string" ? rule : "invite";
+/** `join_rule_event.content.get("join_rule", "invite")`, or "invite" without a join rules event (any JSON value). */
+function joinRuleOf(room: Room): unknown {
+  const content = room.state.get(stateKeyOf("m.room.join_rules", ""))?.content;
+  return content && Object.hasOwn(content, "join_rule") ? content.join_rule : "invite";
+}
+
+/** Synapse `has_restricted_join_rules`: `restricted` from room version 8, `knock_restricted` from 10. */
+function hasRestrictedJoinRules(room: Room): boolean {
+  if (room.versionNumber < 8 || !room.state.has(stateKeyOf("m.room.join_rules", ""))) return false;
+  const rule = joinRuleOf(room);
+  return rule === "restricted" || (room.versionNumber >= 10 && rule === "knock_restricted");
+}
+
+/** Synapse `get_rooms_that_allow_join`: the `room_id` of each well-formed `m.room_membership` entry of `allow`. */
+function roomsThatAllowJoin(room: Room): string[] {
+  const allow = room.state.get(stateKeyOf("m.room.join_rules", ""))?.content.allow;
+  if (!Array.isArray(allow)) return [];
+  const out: string[] = [];
+  for (const entry of allow) {
+    if (isObject(entry) && entry.type === "m.room_membership" && typeof entry.room_id === "string") out.push(entry.room_id);
+  }
+  return out;
+}
+
+/** Joined users, creation-time ones first (base order), then the room's own joins. */
+function joinedUsers(room: Room): string[] {
+  const out: string[] = [];
+  for (const [user, m] of room.base.map) if ((room.delta.get(user)?.membership ?? m) === "join") out.push(user);
+  for (const [user, d] of room.delta) if (!room.base.map.has(user) && d.membership === "join") out.push(user);
+  return out;
+}
+
+/** Synapse `get_users_which_can_issue_invite`: joined users at or above the invite level (v12 creators always). */
+function usersWhichCanIssueInvite(room: Room): string[] {
+  const pl = powerLevelsOf(room);
+  const inviteLevel = namedLevel(room, "invite", 0);
+  const usersDefault = namedLevel(room, "users_default", 0);
+  const users = pl && isObject(pl.users) ? pl.users : {};
+  return joinedUsers(room).filter((u) => room.creators.has(u) || toLevel(Object.hasOwn(users, u) ? users[u] : usersDefault, usersDefault) >= inviteLevel);
+}
+
+/** Synapse `_can_federate`: a user of another server than the creator's needs `m.federate` absent or exactly `true`. */
+function checkFederate(room: Room, user: string): void {
+  if (domainOfId(user) === domainOfId(room.creator)) return;
+  const create = room.state.get(stateKeyOf("m.room.create", ""))?.content;
+  if (create && Object.hasOwn(create, "m.federate") && create["m.federate"] !== true) throw forbidden("This room has been marked as unfederatable.");
+}
+
+/** Synapse `check_valid_additional_creators` (the create event's auth rule in room version 12): AuthError 400, errcode M_FORBIDDEN. */
+function checkValidAdditionalCreators(v: unknown): void {
+  const refuse = (message: string): MatrixHttpError => new MatrixHttpError(400, "M_FORBIDDEN", message);
+  if (!Array.isArray(v)) throw refuse("additional_creators must be an array");
+  for (const entry of v) {
+    if (typeof entry !== "string") throw refuse("entry in additional_creators is not a string");
+    if (!isSynapseId(entry, "@")) throw refuse("entry in additional_creators is not a valid user ID");
+    if ([...entry].length > 255 || Buffer.byteLength(entry, "utf8") > 255) throw refuse("entry in additional_creators too long");
+  }
+}
+
+/** Python's repr of a member event, as `_check_joined_room` puts it in its message (`None` without one). */
+function memberEventRepr(user: string, rec: MemberRecord | undefined): string {
+  return rec ? `<Event event_id=${rec.eventId}, type=m.room.member, state_key=${user}, membership=${rec.membership}>` : "None";
+}
+
+/** Synapse `_check_joined_room`: 403 "User … not in room … (<event repr>)". */
+function checkJoinedRoom(room: Room, user: string): void {
+  const rec = memberRecord(room, user);
+  if (!rec || rec.membership !== "join") throw forbidden(`User ${user} not in room ${room.id} (${memberEventRepr(user, rec)})`);
+}
+
+/**
+ * The membership auth rule (Synapse `_is_membership_change_allowed`, room-version rules): who may
+ * change whose membership to what. `content` is the event content (with `membership`).
+ */
+function membershipAuth(room: Room, sender: string, target: string, membership: Membership, content: JsonObject): void {
+  checkFederate(room, sender);
+  if (!target.includes(":")) throw new MatrixHttpError(400, "M_UNKNOWN", `Invalid ID: ${pyRepr(target)}`);
+  checkFederate(room, target);
+  const v = room.versionNumber;
+  const caller = membershipOf(room, sender);
+  const callerInRoom = caller === "join";
+  const callerInvited = caller === "invite";
+  const callerKnocked = v >= 7 && caller === "knock";
+  const targetM = membershipOf(room, target);
+  const targetInRoom = targetM === "join";
+  const targetBanned = targetM === "ban";
+  const joinRule = joinRuleOf(room);
+  const senderLevel = userLevel(room, sender);
+  const targetLevel = userLevel(room, target);
+  const inviteLevel = namedLevel(room, "invite", 0);
+  const banLevel = namedLevel(room, "ban", 50);
+
+  if (membership !== "join" && membership !== "knock") {
+    const selfLeaveAllowed = (callerInvited || callerKnocked) && membership === "leave" && target === sender;
+    if (selfLeaveAllowed) return;
+    if (!callerInRoom) throw forbidden(`${sender} not in room ${room.id}.`);
+  }
+  switch (membership) {
+    case "invite":
+      if (targetBanned) throw forbidden(`${target} is banned from the room`);
+      if (targetInRoom) throw forbidden(`${target} is already in the room.`);
+      if (senderLevel < inviteLevel) throw forbidden("You don't have permission to invite users");
+      return;
+    case "join":
+      if (sender !== target) throw forbidden("Cannot force another user to join.");
+      if (targetBanned) throw forbidden("You are banned from this room");
+      if (joinRule === "public") return;
+      if ((v >= 8 && joinRule === "restricted") || (v >= 10 && joinRule === "knock_restricted")) {
+        if (callerInRoom || callerInvited) return;
+        const authorising = content.join_authorised_via_users_server;
+        if (authorising === undefined || authorising === null) throw forbidden("Join event is missing authorising user.");
+        const rec = typeof authorising === "string" ? memberRecord(room, authorising) : undefined;
+        if (!rec || rec.membership !== "join") {
+          throw forbidden(`User ${pyStr(authorising)} not in room ${room.id} (${memberEventRepr(pyStr(authorising), rec)})`);
+        }
+        if (userLevel(room, authorising as string) < inviteLevel) throw forbidden("Join event authorised by invalid server.");
+        return;
+      }
+      if (joinRule === "invite" || (v >= 7 && joinRule === "knock") || (v >= 10 && joinRule === "knock_restricted")) {
+        if (!callerInRoom && !callerInvited) throw forbidden("You are not invited to this room.");
+        return;
+      }
+      throw forbidden("You are not allowed to join this room");
+    case "leave":
+      if (targetBanned && senderLevel < banLevel) throw forbidden(`You cannot unban user ${target}.`);
+      if (!targetBanned && target !== sender) {
+        const kickLevel = namedLevel(room, "kick", 50);
+        if (senderLevel < kickLevel || senderLevel <= targetLevel) throw forbidden(`You cannot kick user ${target}.`);
+      }
+      return;
+    case "ban":
+      if (senderLevel < banLevel) throw forbidden("You don't have permission to ban");
+      if (senderLevel <= targetLevel) throw forbidden("You don't have permission to ban this user");
+      return;
+    case "knock":
+      // Before room version 7 `knock` falls through every branch: AuthError(500), errcode M_FORBIDDEN.
+      if (v < 7) throw new MatrixHttpError(500, "M_FORBIDDEN", `Unknown membership ${membership}`);
+      if (joinRule !== "knock" && !(v >= 10 && joinRule === "knock_restricted")) throw forbidden("You don't have permission to knock");
+      if (target !== sender) throw forbidden("You cannot knock for other users");
+      if (targetInRoom) throw forbidden("You cannot knock on a room you are already in");
+      if (callerInvited) throw forbidden("You are already invited to this room");
+      if (targetBanned) throw forbidden("You are banned from this room");
+      return;
+  }
 }
 
 const TOP_LEVEL_LEVELS = ["users_default", "events_default", "state_default", "ban", "redact", "kick", "invite"] as const;
 
-/** Synapse's POWER_LEVELS_SCHEMA (EventValidator.validate_new): 400 M_BAD_JSON. */
+/** POWER_LEVELS_SCHEMA's properties, in the schema's order (jsonschema walks them so). */
+const POWER_LEVELS_SCHEMA_PROPERTIES: readonly (readonly [string, "int" | "objectOfInts"])[] = [
+  ["ban", "int"],
+  ["events", "objectOfInts"],
+  ["events_default", "int"],
+  ["invite", "int"],
+  ["kick", "int"],
+  ["notifications", "objectOfInts"],
+  ["redact", "int"],
+  ["state_default", "int"],
+  ["users", "objectOfInts"],
+  ["users_default", "int"],
+];
+
+/**
+ * Synapse's POWER_LEVELS_SCHEMA (EventValidator.validate_new): 400 M_BAD_JSON, the message as
+ * `_validation_error_to_api_error` builds it (`"<last path element>": <jsonschema message>`). Of
+ * several errors jsonschema's `best_match` reports the shallowest, the first in schema order among
+ * equals. Draft 7 counts a whole float (`50.0`) as an integer.
+ */
 function validatePowerLevelsSchema(content: JsonObject): void {
-  const checkInt = (path: string, v: unknown): void => {
-    if (typeof v !== "number" || !Number.isInteger(v)) {
-      throw new MatrixHttpError(400, "M_BAD_JSON", `"${path}": ${JSON.stringify(v)} is not of type 'integer'`);
-    }
-    if (v > MAX_SAFE) throw new MatrixHttpError(400, "M_BAD_JSON", `"${path}": ${v} is greater than the maximum of ${MAX_SAFE}`);
-    if (v < -MAX_SAFE) throw new MatrixHttpError(400, "M_BAD_JSON", `"${path}": ${v} is less than the minimum of ${-MAX_SAFE}`);
+  const intError = (path: string, v: unknown): MatrixHttpError | undefined => {
+    if (typeof v !== "number" || !Number.isInteger(v)) return new MatrixHttpError(400, "M_BAD_JSON", `"${path}": ${pyRepr(v)} is not of type 'integer'`);
+    if (v > MAX_SAFE) return new MatrixHttpError(400, "M_BAD_JSON", `"${path}": ${v} is greater than the maximum of ${MAX_SAFE}`);
+    if (v < -MAX_SAFE) return new MatrixHttpError(400, "M_BAD_JSON", `"${path}": ${v} is less than the minimum of ${-MAX_SAFE}`);
+    return undefined;
   };
-  for (const key of TOP_LEVEL_LEVELS) if (key in content) checkInt(key, content[key]);
-  for (const key of ["users", "events", "notifications"]) {
-    if (!(key in content)) continue;
+  const present = POWER_LEVELS_SCHEMA_PROPERTIES.filter(([key]) => Object.hasOwn(content, key));
+  for (const [key, kind] of present) {
     const v = content[key];
-    if (!isObject(v)) throw new MatrixHttpError(400, "M_BAD_JSON", `"${key}": ${JSON.stringify(v)} is not of type 'object'`);
-    for (const [k, level] of Object.entries(v)) checkInt(k, level);
+    const err = kind === "int" ? intError(key, v) : isObject(v) ? undefined : new MatrixHttpError(400, "M_BAD_JSON", `"${key}": ${pyRepr(v)} is not of type 'object'`);
+    if (err) throw err;
+  }
+  for (const [key, kind] of present) {
+    const v = content[key];
+    if (kind !== "objectOfInts" || !isObject(v)) continue;
+    for (const [k, level] of Object.entries(v)) {
+      const err = intError(k, level);
+      if (err) throw err;
+    }
   }
 }
 
-/** `users` keys must be user ids (Synapse `_check_power_levels`: SynapseError 400, errcode M_UNKNOWN). */
+/**
+ * `_check_power_levels`' content rules (Synapse: SynapseError 400, errcode M_UNKNOWN): every `users`
+ * key must parse as a user id (`UserID.from_string`: an `@` and a `:`, nothing more), and in room
+ * version 12 (MSC4289) neither the creator nor an additional creator may appear in `users`.
+ */
 function validatePowerLevelUsers(room: Room, content: JsonObject): void {
   const users = isObject(content.users) ? content.users : {};
   for (const key of Object.keys(users)) {
-    if (!isValidUserId(key)) throw new MatrixHttpError(400, "M_UNKNOWN", `Not a valid user_id: ${key}`);
+    if (!parsesAsId(key, "@")) throw new MatrixHttpError(400, "M_UNKNOWN", `Not a valid user_id: ${key}`);
   }
-  // MSC4289 (room v12): creators must not appear in `users`. Synapse: 400 M_UNKNOWN.
+  if (room.versionNumber < 12) return;
+  if (Object.hasOwn(users, room.creator)) {
+    throw new MatrixHttpError(400, "M_UNKNOWN", `Creator user ${room.creator} must not appear in content.users`);
+  }
   for (const creator of room.creators) {
-    if (Object.hasOwn(users, creator)) {
-      throw new MatrixHttpError(400, "M_UNKNOWN", `Creator user ${creator} must not appear in content.users`);
+    if (creator !== room.creator && Object.hasOwn(users, creator)) {
+      throw new MatrixHttpError(400, "M_UNKNOWN", "Additional creators users must not appear in content.users");
     }
   }
 }
@@ -681,12 +1230,11 @@ function checkPowerLevelsChange(room: Room, sender: string, next: JsonObject): v
     const oldLevel = Object.hasOwn(oldLoc, key) ? toLevel(oldLoc[key], 0) : undefined;
     const newLevel = Object.hasOwn(newLoc, key) ? toLevel(newLoc[key], 0) : undefined;
     if (oldLevel !== undefined && newLevel !== undefined && oldLevel === newLevel) continue;
-    const where = dir === "" ? key : `${dir}.${key}`;
     if (dir === "users" && key !== sender && oldLevel === senderLevel) {
-      throw forbidden(`You don't have permission to remove ops level equal to your own (${where})`);
+      throw forbidden("You don't have permission to remove ops level equal to your own");
     }
     if ((oldLevel !== undefined && oldLevel > senderLevel) || (newLevel !== undefined && newLevel > senderLevel)) {
-      throw forbidden(`You don't have permission to add ops level greater than your own (${where})`);
+      throw forbidden("You don't have permission to add ops level greater than your own");
     }
   }
 }
@@ -699,6 +1247,26 @@ function validateInitialPowerLevels(room: Room, content: JsonObject): void {
   } catch (err) {
     if (err instanceof MatrixHttpError) throw new Error(`createRoom: invalid powerLevels: ${err.message}`, { cause: err });
     throw err;
+  }
+}
+
+/**
+ * The auth rules for a non-member state event (Synapse `check_state_dependent_auth_rules`:
+ * `_check_event_sender_in_room`, `_can_send_event`, `_check_power_levels`): 403 M_FORBIDDEN, or 400
+ * for power levels whose `users` are not acceptable.
+ */
+function stateEventAuth(room: Room, sender: string, type: string, stateKey: string, content: JsonObject): void {
+  checkFederate(room, sender);
+  checkJoinedRoom(room, sender);
+  const needed = sendLevel(room, type, true);
+  const have = userLevel(room, sender);
+  if (have < needed) {
+    throw forbidden(`You don't have permission to post that to the room. user_level (${have}) < send_level (${needed})`);
+  }
+  if (stateKey.startsWith("@") && stateKey !== sender) throw forbidden("You are not allowed to set others state");
+  if (type === "m.room.power_levels") {
+    validatePowerLevelUsers(room, content);
+    if (stateKey === "") checkPowerLevelsChange(room, sender, content);
   }
 }
 
@@ -751,15 +1319,6 @@ interface SyncFilter {
 /** Synapse's `filter_timeline_limit` default: a larger `room.timeline.limit` is lowered to it. */
 const FILTER_TIMELINE_LIMIT = 100;
 const DEFAULT_TIMELINE_LIMIT = 10;
-
-/** Python's repr of a JSON value, as jsonschema's messages show it. */
-function pyRepr(v: unknown): string {
-  if (typeof v === "string") return `'${v}'`;
-  if (v === true) return "True";
-  if (v === false) return "False";
-  if (v === null || v === undefined) return "None";
-  return JSON.stringify(v);
-}
 
 /** Synapse `check_valid_filter`: a jsonschema ValidationError becomes 400 M_UNKNOWN. */
 const filterError = (message: string): MatrixHttpError => new MatrixHttpError(400, "M_UNKNOWN", message);
@@ -944,7 +1503,8 @@ type Method = "GET" | "PUT" | "POST" | "DELETE";
 
 interface Route {
   readonly kind: EndpointKind;
-  readonly auth: boolean;
+  /** "late": the handler calls `ctx.authenticate()` itself, where Synapse's servlet does (after some checks). */
+  readonly auth: boolean | "late";
   readonly handler: (ctx: RequestContext) => Reply | Promise<Reply>;
 }
 
@@ -959,6 +1519,8 @@ interface RequestContext {
   token: string;
   /** Aborted when the client goes away before the answer (a long-poll then stops waiting). */
   readonly signal: AbortSignal;
+  /** Checks the access token and sets `user`/`token` (done before the handler unless the route says "late"). */
+  readonly authenticate: () => void;
 }
 
 /** A pending long-poll `/sync`. */
@@ -1056,7 +1618,10 @@ export class FakeHomeserver {
   private readonly server: Server;
   private readonly tokens = new Map<string, { userId: string; deviceId: string }>();
   private readonly rooms = new Map<string, Room>();
-  private readonly aliases = new Map<string, string>();
+  /** The room directory (Synapse's `room_aliases` and `room_alias_servers` tables). */
+  private readonly aliases = new Map<string, AliasRecord>();
+  /** Rooms stored by a `createRoom` that failed before its create event was persisted (Synapse keeps the `rooms` row). */
+  private readonly roomsWithoutEvents = new Set<string>();
   private readonly baseCache = new WeakMap<object, BaseMembers>();
   private readonly txns = new Map<string, Reply>();
   private readonly changes: AppliedChange[] = [];
@@ -1067,6 +1632,7 @@ export class FakeHomeserver {
   private stallRules: StallRule[] = [];
   private redirectRules: RedirectRule[] = [];
   private dripRules: DripRule[] = [];
+  private hooks: { readonly endpoint: EndpointKind; readonly fn: () => void }[] = [];
   /** Answers withheld by `stallNext` whose connection is still open. */
   private readonly stalled = new Set<ServerResponse>();
   /** Answers being drip-fed (`dripNext`): their timers, stopped when the client gives up or on `close()`. */
@@ -1207,23 +1773,7 @@ export class FakeHomeserver {
     const roomToken = randomBytes(32).toString("base64url");
     const id = versionNumber >= 12 ? `!${roomToken}` : `!${randomLetters(18)}:${this.serverName}`;
     const creators = versionNumber >= 12 ? new Set([opts.creator, ...(opts.additionalCreators ?? [])]) : new Set<string>();
-    const room: Room = {
-      id,
-      version,
-      versionNumber,
-      creator: opts.creator,
-      creators,
-      createdTs: Date.now(),
-      tag: randomBytes(9).toString("base64url"),
-      base: this.baseFor(opts.members),
-      delta: new Map(),
-      state: new Map(),
-      sent: [],
-      eventSeq: 0,
-      createdStream: this.stream + 1,
-      timeline: [],
-      receipts: new Map(),
-    };
+    const room = this.newRoomObject(id, version, opts.creator, creators, this.baseFor(opts.members));
 
     const createContent: JsonObject = { room_version: version };
     if (versionNumber <= 10) createContent.creator = opts.creator;
@@ -1247,7 +1797,7 @@ export class FakeHomeserver {
     if (opts.encrypted === true) this.putState(room, "m.room.encryption", "", { algorithm: "m.megolm.v1.aes-sha2" }, opts.creator);
     if (opts.alias !== undefined) {
       this.putState(room, "m.room.canonical_alias", "", { alias: opts.alias }, opts.creator);
-      this.aliases.set(opts.alias, id);
+      this.aliases.set(opts.alias, { roomId: id, creator: opts.creator, servers: [this.serverName] });
     }
     this.rooms.set(id, room);
     return id;
@@ -1269,15 +1819,62 @@ export class FakeHomeserver {
   }
 
   /**
+   * Test helper: the current content of one state event (a copy; members too), undefined when the
+   * room has no such state.
+   */
+  stateOf(roomId: string, type: string, stateKey = ""): Record<string, unknown> | undefined {
+    const room = this.mustRoom(roomId);
+    const content = type === "m.room.member" ? memberRecord(room, stateKey)?.content : room.state.get(stateKeyOf(type, stateKey))?.content;
+    return content === undefined ? undefined : structuredClone(content);
+  }
+
+  /** Test helper: every current state event of the room as `/state` serves it (copies), whoever may read it. */
+  roomState(roomId: string): { type: string; state_key: string; content: Record<string, unknown>; sender: string; event_id: string }[] {
+    const room = this.mustRoom(roomId);
+    const parts = [...Array.from(room.state.values(), (s) => this.stateEventJson(room, s)), ...this.memberEventsJson(room)];
+    return parts.map((p) => {
+      const e = JSON.parse(p) as { type: string; state_key: string; content: Record<string, unknown>; sender: string; event_id: string };
+      return { type: e.type, state_key: e.state_key, content: e.content, sender: e.sender, event_id: e.event_id };
+    });
+  }
+
+  /** Test helper: the room's type (`type` of its m.room.create content, e.g. "m.space"), undefined for none. */
+  roomType(roomId: string): string | undefined {
+    const type = this.mustRoom(roomId).state.get(stateKeyOf("m.room.create", ""))?.content.type;
+    return typeof type === "string" ? type : undefined;
+  }
+
+  /**
+   * Test helper: the room directory's entry for an alias (room id, the user who created it — null
+   * for `addAlias` — and the stored servers), undefined when there is none. A failed `createRoom`
+   * can leave an alias whose room has no events at all, as on Synapse.
+   */
+  directoryEntry(alias: string): AliasRecord | undefined {
+    const rec = this.aliases.get(alias);
+    return rec === undefined ? undefined : { roomId: rec.roomId, creator: rec.creator, servers: [...rec.servers] };
+  }
+
+  /**
+   * Test helper: runs `fn` once, when the next request to `endpoint` arrives — after it is counted and
+   * logged, before anything else (fault rules, auth, processing) — to change the world between a
+   * client's look-up and its next call (an alias taken meanwhile). Hooks for one endpoint run in the
+   * order given; an exception in `fn` answers that request with a 500.
+   */
+  beforeNext(endpoint: EndpointKind, fn: () => void): void {
+    this.hooks.push({ endpoint, fn });
+  }
+
+  /**
    * Test helper: a second alias for an existing room (as `PUT /directory/room/{alias}` would
-   * add). A room may have many aliases; each resolves to the same room id.
+   * add). A room may have many aliases; each resolves to the same room id. The alias has no creator:
+   * only a server admin or a member with the level for `m.room.canonical_alias` may delete it.
    */
   addAlias(alias: string, roomId: string): void {
     this.mustRoom(roomId);
     if (!isValidAlias(alias)) throw new Error(`addAlias: invalid alias ${alias}`);
     if (alias.slice(alias.indexOf(":") + 1) !== this.serverName) throw new Error(`addAlias: alias ${alias} is not on ${this.serverName}`);
     if (this.aliases.has(alias)) throw new Error(`addAlias: alias ${alias} already exists`);
-    this.aliases.set(alias, roomId);
+    this.aliases.set(alias, { roomId, creator: null, servers: [this.serverName] });
   }
 
   /**
@@ -1584,6 +2181,12 @@ export class FakeHomeserver {
     return this.log.map((e) => ({ ...e }));
   }
 
+  /**
+   * Every change a client made, oldest first: memberships (`invite`, `join`, `leave`, `kick`, `ban`,
+   * `unban`, `knock`), `state`, `power_levels`, `create_room` (content: the request body; the room's
+   * initial events are not listed one by one, its invites are), `alias_create` and `alias_delete`
+   * (target: the alias).
+   */
   appliedChanges(): ReadonlyArray<AppliedChange> {
     return [...this.changes];
   }
@@ -1693,6 +2296,27 @@ export class FakeHomeserver {
       if (next.done || next.value[0] !== user || next.value[1] !== source[user]) return false;
     }
     return true;
+  }
+
+  /** A room with no events yet (not registered); its first event must be stored before any other. */
+  private newRoomObject(id: string, version: string, creator: string, creators: ReadonlySet<string>, base: BaseMembers): Room {
+    return {
+      id,
+      version,
+      versionNumber: Number(version),
+      creator,
+      creators,
+      createdTs: Date.now(),
+      tag: randomBytes(9).toString("base64url"),
+      base,
+      delta: new Map(),
+      state: new Map(),
+      sent: [],
+      eventSeq: 0,
+      createdStream: this.stream + 1,
+      timeline: [],
+      receipts: new Map(),
+    };
   }
 
   private nextEventId(room: Room): string {
@@ -1868,6 +2492,18 @@ export class FakeHomeserver {
       entry.finishedAt = Date.now();
     });
 
+    const hook = this.hooks.findIndex((h) => h.endpoint === kind);
+    if (hook >= 0) {
+      const { fn } = this.hooks.splice(hook, 1)[0]!;
+      try {
+        fn();
+      } catch (err) {
+        console.error("FakeHomeserver: beforeNext hook failed", err);
+        FakeHomeserver.send(res, 500, { errcode: "M_UNKNOWN", error: "Internal server error" });
+        return;
+      }
+    }
+
     // Injected faults come first. A failure or a rate limit is answered without processing the
     // request; a stall withholds the answer, before processing (apply: false) or after it.
     const fail = this.failRules.find((r) => r.remaining > 0 && r.endpoint === kind);
@@ -1924,12 +2560,13 @@ export class FakeHomeserver {
         user: "",
         token: "",
         signal: gone.signal,
+        authenticate: () => {
+          this.authenticate(req, url.searchParams, ctx);
+          entry.user = ctx.user;
+          entry.device = this.tokens.get(ctx.token)?.deviceId ?? null;
+        },
       };
-      if (matched.route.auth) {
-        this.authenticate(req, url.searchParams, ctx);
-        entry.user = ctx.user;
-        entry.device = this.tokens.get(ctx.token)?.deviceId ?? null;
-      }
+      if (matched.route.auth === true) ctx.authenticate();
       const reply = await matched.route.handler(ctx);
       const drip = this.dripRules.find((r) => r.remaining > 0 && r.endpoint === kind);
       if (drip && alive()) {
@@ -2012,8 +2649,9 @@ export class FakeHomeserver {
       return this.pick(method, { GET: { kind: "versions", auth: false, handler: () => this.versions() } }, []);
     }
     if (pathname.startsWith(REG_TOKENS_PATH)) return this.registrationTokenRoute(method, pathname);
-    const prefix = "/_matrix/client/v3/";
-    if (!pathname.startsWith(prefix)) return undefined;
+    // Synapse registers its client servlets under both r0 and v3 (`client_patterns`).
+    const prefix = ["/_matrix/client/v3/", "/_matrix/client/r0/"].find((p) => pathname.startsWith(p));
+    if (prefix === undefined) return undefined;
     let segs: string[];
     try {
       segs = pathname.slice(prefix.length).split("/").map(decodeURIComponent);
@@ -2026,7 +2664,21 @@ export class FakeHomeserver {
       return this.pick(method, { GET: { kind: "whoami", auth: true, handler: (ctx) => this.whoami(ctx) } }, []);
     }
     if (n === 3 && a === "directory" && b === "room") {
-      return this.pick(method, { GET: { kind: "directory", auth: false, handler: (ctx) => this.directory(ctx) } }, [c!]);
+      return this.pick(
+        method,
+        {
+          GET: { kind: "directory", auth: false, handler: (ctx) => this.directory(ctx) },
+          PUT: { kind: "directory", auth: "late", handler: (ctx) => this.putDirectory(ctx) },
+          DELETE: { kind: "directory", auth: "late", handler: (ctx) => this.deleteDirectory(ctx) },
+        },
+        [c!],
+      );
+    }
+    if (n === 1 && a === "createRoom") {
+      return this.pick(method, { POST: { kind: "create_room", auth: true, handler: (ctx) => this.createRoomEndpoint(ctx) } }, []);
+    }
+    if (n === 2 && a === "createRoom") {
+      return this.pick(method, { PUT: { kind: "create_room", auth: true, handler: (ctx) => this.createRoomTxn(ctx) } }, [b!]);
     }
     if (n === 1 && a === "joined_rooms") {
       return this.pick(method, { GET: { kind: "joined_rooms", auth: true, handler: (ctx) => this.joinedRoomsEndpoint(ctx) } }, []);
@@ -2220,12 +2872,352 @@ export class FakeHomeserver {
     return ok({ user_id: who.userId, device_id: who.deviceId, is_guest: false });
   }
 
+  /**
+   * `GET /directory/room/{alias}` (Synapse `ClientDirectoryServer.on_GET` + `DirectoryHandler.get_association`):
+   * no auth; `RoomAlias.is_valid` (a `#`, a `:`, a valid server name: an empty or spaced localpart
+   * passes); `servers` is the stored servers and the servers of the joined members, this server first.
+   * A remote alias is not found (no federation here).
+   */
   private directory(ctx: RequestContext): Reply {
     const alias = ctx.params[0]!;
-    if (!isValidAlias(alias)) throw new MatrixHttpError(400, "M_INVALID_PARAM", "Room alias invalid");
-    const roomId = this.aliases.get(alias);
-    if (roomId === undefined) throw new MatrixHttpError(404, "M_NOT_FOUND", `Room alias ${alias} not found`);
-    return ok({ room_id: roomId, servers: [this.serverName] });
+    if (!isSynapseId(alias, "#")) throw new MatrixHttpError(400, "M_INVALID_PARAM", "Room alias invalid");
+    const rec = domainOfId(alias) === this.serverName ? this.aliases.get(alias) : undefined;
+    if (!rec) throw new MatrixHttpError(404, "M_NOT_FOUND", `Room alias ${alias} not found`);
+    const room = this.rooms.get(rec.roomId);
+    const servers = new Set([...(room ? this.hostsInRoom(room) : []), ...rec.servers]);
+    const ordered = servers.has(this.serverName) ? [this.serverName, ...[...servers].filter((h) => h !== this.serverName)] : [...servers];
+    return ok({ room_id: rec.roomId, servers: ordered });
+  }
+
+  /**
+   * `PUT /directory/room/{alias}` with `{room_id, servers?}` (Synapse `ClientDirectoryServer.on_PUT`, then
+   * `DirectoryHandler.create_association`), in Synapse's order: the alias (400 M_INVALID_PARAM), the body
+   * (pydantic: 400), the room (400 "Room does not exist"), only then the access token; then the alias
+   * length (400), membership of the room unless a server admin (403), the localpart's whitespace (400),
+   * a local alias (400), the servers (given, else those of the joined members), and a free alias (409).
+   */
+  private putDirectory(ctx: RequestContext): Reply {
+    const alias = ctx.params[0]!;
+    if (!isSynapseId(alias, "#")) throw new MatrixHttpError(400, "M_INVALID_PARAM", "Room alias invalid");
+    const body = FakeHomeserver.jsonObject(ctx.rawBody);
+    const issues: PydanticIssue[] = [];
+    if (!Object.hasOwn(body, "room_id")) issues.push({ loc: "room_id", type: "missing", input: body });
+    else if (typeof body.room_id !== "string") issues.push({ loc: "room_id", type: "string_type", input: body.room_id });
+    const servers = body.servers;
+    if (servers !== undefined && servers !== null) {
+      if (!Array.isArray(servers)) issues.push({ loc: "servers", type: "list_type", input: servers });
+      else servers.forEach((sv, i) => typeof sv !== "string" && issues.push({ loc: `servers.${i}`, type: "string_type", input: sv }));
+    }
+    if (issues.length > 0) throw pydanticError("PutBody", issues);
+    const roomId = body.room_id as string;
+    const room = this.rooms.get(roomId);
+    if (!room && !this.roomsWithoutEvents.has(roomId)) throw new MatrixHttpError(400, "M_UNKNOWN", "Room does not exist");
+    ctx.authenticate();
+    const given = Array.isArray(servers) ? (servers as string[]) : [];
+    this.createAssociation(ctx.user, alias, roomId, given, true);
+    this.changes.push({ kind: "alias_create", roomId, sender: ctx.user, target: alias });
+    return ok({});
+  }
+
+  /**
+   * Synapse `DirectoryHandler.create_association` + `_create_association` for a user (no application
+   * services here; the default `alias_creation_rules` allow everything).
+   */
+  private createAssociation(user: string, alias: string, roomId: string, servers: readonly string[], checkMembership: boolean): void {
+    if ([...alias].length > MAX_ALIAS_LENGTH) {
+      throw new MatrixHttpError(400, "M_INVALID_PARAM", `Can't create aliases longer than ${MAX_ALIAS_LENGTH} characters`);
+    }
+    const room = this.rooms.get(roomId);
+    if (checkMembership && !this.admins.has(user) && (!room || membershipOf(room, user) !== "join")) {
+      throw forbidden("You must be in the room to create an alias for it");
+    }
+    const localpart = alias.slice(1, alias.indexOf(":"));
+    if (PY_WHITESPACE.some((w) => localpart.includes(w))) throw new MatrixHttpError(400, "M_UNKNOWN", "Invalid characters in room alias");
+    if (domainOfId(alias) !== this.serverName) throw new MatrixHttpError(400, "M_UNKNOWN", "Room alias must be local");
+    const hosts = servers.length > 0 ? [...servers] : room ? this.hostsInRoom(room) : [];
+    if (hosts.length === 0) throw new MatrixHttpError(400, "M_UNKNOWN", "Failed to get server list");
+    if (this.aliases.has(alias)) throw new MatrixHttpError(409, "M_UNKNOWN", `Room alias ${alias} already exists`);
+    this.aliases.set(alias, { roomId, creator: user, servers: hosts });
+  }
+
+  /**
+   * `DELETE /directory/room/{alias}` (Synapse `ClientDirectoryServer.on_DELETE`: the alias is checked
+   * before the access token; then `DirectoryHandler.delete_association`): the alias' creator,
+   * a server admin, or a member joined to the room with the level to send `m.room.canonical_alias`
+   * (`check_can_change_room_list`) may delete it. An unknown alias is a 404. Afterwards the canonical
+   * alias event loses the alias (`alias` and `alt_aliases`), sent as the deleting user — silently not
+   * when that user may not send it.
+   */
+  private deleteDirectory(ctx: RequestContext): Reply {
+    const alias = ctx.params[0]!;
+    if (!isSynapseId(alias, "#")) throw new MatrixHttpError(400, "M_INVALID_PARAM", "Room alias invalid");
+    ctx.authenticate();
+    const rec = this.aliases.get(alias);
+    if (!rec) throw new MatrixHttpError(404, "M_NOT_FOUND", "Unknown room alias");
+    if (rec.creator !== ctx.user && !this.admins.has(ctx.user)) {
+      const room = this.rooms.get(rec.roomId);
+      if (!room || membershipOf(room, ctx.user) !== "join") throw forbidden(`User ${ctx.user} not in room ${rec.roomId}`);
+      if (userLevel(room, ctx.user) < sendLevel(room, "m.room.canonical_alias", true)) {
+        throw forbidden("You don't have permission to delete the alias.");
+      }
+    }
+    this.aliases.delete(alias);
+    this.changes.push({ kind: "alias_delete", roomId: rec.roomId, sender: ctx.user, target: alias });
+    const room = this.rooms.get(rec.roomId);
+    const current = room?.state.get(stateKeyOf("m.room.canonical_alias", ""))?.content;
+    if (room && current) {
+      const content: JsonObject = { ...current };
+      let changed = false;
+      if (content.alias === alias) {
+        delete content.alias;
+        changed = true;
+      }
+      if (Array.isArray(content.alt_aliases) && content.alt_aliases.includes(alias)) {
+        const rest = content.alt_aliases.filter((a) => a !== alias);
+        if (rest.length > 0) content.alt_aliases = rest;
+        else delete content.alt_aliases;
+        changed = true;
+      }
+      if (changed) {
+        try {
+          this.sendStateEvent(room, ctx.user, "m.room.canonical_alias", "", content, undefined);
+        } catch (err) {
+          // Synapse logs an AuthError here and answers 200; anything else reaches the client.
+          if (!(err instanceof MatrixHttpError && err.status === 403)) throw err;
+        }
+      }
+    }
+    return ok({});
+  }
+
+  /** The servers of the room's joined members, in first-join order (Synapse `get_current_hosts_in_room`). */
+  private hostsInRoom(room: Room): string[] {
+    const base = room.base;
+    if (!base.hostCounts) {
+      const counts = new Map<string, number>();
+      for (const [user, m] of base.map) if (m === "join") counts.set(domainOfId(user), (counts.get(domainOfId(user)) ?? 0) + 1);
+      base.hostCounts = counts;
+    }
+    const counts = new Map(base.hostCounts);
+    for (const [user, d] of room.delta) {
+      const host = domainOfId(user);
+      if (base.map.get(user) === "join") counts.set(host, (counts.get(host) ?? 0) - 1);
+      if (d.membership === "join") counts.set(host, (counts.get(host) ?? 0) + 1);
+    }
+    return [...counts].filter(([, n]) => n > 0).map(([host]) => host);
+  }
+
+  /** `PUT /createRoom/{txnId}`: as `POST`, its answer kept per access token and path (a failure is not kept). */
+  private createRoomTxn(ctx: RequestContext): Reply {
+    const key = `${ctx.token}\u0000${ctx.path}`;
+    const seen = this.txns.get(key);
+    if (seen) return seen;
+    const reply = this.createRoomEndpoint(ctx);
+    this.txns.set(key, reply);
+    return reply;
+  }
+
+  /**
+   * `POST /createRoom` (Synapse `RoomCreateRestServlet`, `RoomCreationHandler.create_room` and
+   * `_send_events_for_new_room`), step by step as Synapse takes them:
+   * 1. the request: `invite_3pid` entries, `room_version` (default "11"), `room_alias_name` (no
+   *    whitespace, no `:`, not taken), each invitee (`UserID.from_string` and a valid server name), at
+   *    most 10 invitees (the default `rc_invites.per_room` burst), `power_level_content_override.users`
+   *    holding the creator (before room version 12), the preset (default by `visibility`: anything but
+   *    "private" gives public_chat), and `creation_content` — all before anything is stored;
+   * 2. the room is stored (v12: after its create event was validated, the room id being that event's
+   *    hash), then the alias is registered — from here a failure leaves a room without events and a
+   *    taken alias behind, as on Synapse;
+   * 3. the create event (v≤10 with `creator`; v12: `additional_creators` checked) and the creator's
+   *    join are persisted — a later failure leaves the room with just those two;
+   * 4. one batch: power levels (an `initial_state` entry as it is, else the defaults shallow-updated by
+   *    the preset and the override), canonical alias, join rules, history visibility, guest access
+   *    (preset), the `initial_state` events (the last of a repeated type/state key wins, at the first's
+   *    place), name, topic. Every event is validated first (400), then each is checked in order
+   *    against the state the batch has built so far — deduplication against persisted state (an
+   *    identical one drops the rest of the batch silently), size (413), auth (403) — and the canonical
+   *    aliases are checked (400); any failure drops the whole batch;
+   * 5. the invites (`is_direct` carried), each through the membership handler; a failure is answered
+   *    and the rest are not sent.
+   * Answers `{room_id}` (Synapse stopped sending `room_alias` in 1.79). Where Synapse's Python raises a
+   * TypeError or KeyError on a malformed field, the answer is a 500.
+   */
+  private createRoomEndpoint(ctx: RequestContext): Reply {
+    const config = FakeHomeserver.jsonObject(ctx.rawBody);
+    const shape = jsonShape(ctx.rawBody);
+    const user = ctx.user;
+    const get = (key: string, fallback: unknown): unknown => (Object.hasOwn(config, key) ? config[key] : fallback);
+
+    // 1. The request.
+    const invite3pid = pyIter(get("invite_3pid", []));
+    for (const entry of invite3pid) {
+      for (const key of ["medium", "address", "id_server", "id_access_token"]) {
+        if (!pyContains(entry, key)) {
+          throw new MatrixHttpError(
+            400,
+            "M_MISSING_PARAM",
+            "all of `medium`, `address`, `id_server` and `id_access_token` are required when making a 3pid invite",
+          );
+        }
+      }
+    }
+    const version = get("room_version", CREATE_ROOM_DEFAULT_VERSION);
+    if (typeof version !== "string") throw new MatrixHttpError(400, "M_BAD_JSON", "room_version must be a string");
+    if (!KNOWN_ROOM_VERSIONS.has(version)) {
+      throw new MatrixHttpError(400, "M_UNSUPPORTED_ROOM_VERSION", "Your homeserver does not support this room version");
+    }
+    const v = Number(version);
+    let alias: string | undefined;
+    if (Object.hasOwn(config, "room_alias_name")) {
+      const name = config.room_alias_name;
+      if (PY_WHITESPACE.some((w) => pyContains(name, w))) throw new MatrixHttpError(400, "M_UNKNOWN", "Invalid characters in room alias");
+      if (pyContains(name, ":")) {
+        throw new MatrixHttpError(
+          400,
+          "M_UNKNOWN",
+          "':' is not permitted in the room alias name. Please note this expects a local part — 'wombat', not '#wombat:example.com'.",
+        );
+      }
+      if (typeof name !== "string") throw internalError(); // a list or dict would make a nonsense alias: not modelled
+      alias = `#${name}:${this.serverName}`;
+      if (this.aliases.has(alias)) throw new MatrixHttpError(400, "M_ROOM_IN_USE", "Room alias already taken");
+    }
+    const inviteValue = get("invite", []);
+    const invites = pyIter(inviteValue);
+    for (const i of invites) if (!isSynapseId(i, "@")) throw new MatrixHttpError(400, "M_UNKNOWN", `Invalid user_id: ${pyStr(i)}`);
+    const invitees = invites as string[];
+    if (invitees.length + invite3pid.length > CREATE_ROOM_MAX_INVITES) throw new MatrixHttpError(400, "M_UNKNOWN", "Cannot invite so many users at once");
+    if (invite3pid.length > 0) throw new MatrixHttpError(400, "M_UNKNOWN", "FakeHomeserver: invite_3pid (identity servers) is not modelled");
+    const plco = get("power_level_content_override", undefined);
+    if (pyTruthy(plco) && v < 12 && pyContains(plco, "users")) {
+      if (!isObject(plco)) throw internalError(); // plco["users"] on a list or string
+      if (!pyContains(plco.users, user)) {
+        throw new MatrixHttpError(400, "M_UNKNOWN", `Not a valid power_level_content_override: 'users' did not contain ${user}`);
+      }
+    }
+    const visibility = get("visibility", "private");
+    const presetName = get("preset", visibility === "private" ? "private_chat" : "public_chat");
+    if (!pyHashable(presetName)) throw internalError();
+    const preset = typeof presetName === "string" && Object.hasOwn(ROOM_PRESETS, presetName) ? ROOM_PRESETS[presetName] : undefined;
+    if (!preset) throw new MatrixHttpError(400, "M_BAD_JSON", `'${pyStr(presetName)}' is not a valid preset`);
+    // _validate_room_config looks for an m.room.encryption entry: `s.get("type")` on each entry up to it.
+    const rawInitial = get("initial_state", []);
+    for (const entry of pyIter(rawInitial)) {
+      if (!isObject(entry)) throw internalError();
+      if (entry.type === "m.room.encryption") break;
+    }
+    const creationRaw = get("creation_content", {});
+    if (!isObject(creationRaw)) throw internalError(); // creation_content["room_version"] = … on a non-dict
+    const creation: JsonObject = structuredClone(creationRaw);
+    creation.room_version = version;
+    if (v >= 12 && config.preset === "trusted_private_chat" && pyLen(inviteValue) > 0) {
+      // The invitees become additional creators (Synapse takes a set union: its order is arbitrary).
+      const existing = Object.hasOwn(creation, "additional_creators") ? pyIter(creation.additional_creators) : [];
+      if (!existing.every(pyHashable)) throw internalError();
+      const merged = new Map<string, unknown>();
+      for (const c of [...existing, ...invitees]) if (!merged.has(canonicalJson(c))) merged.set(canonicalJson(c), c);
+      creation.additional_creators = [...merged.values()];
+    }
+
+    // 2. The room is stored, then its alias.
+    const token = randomBytes(32).toString("base64url");
+    const roomId = v >= 12 ? `!${token}` : `!${randomLetters(18)}:${this.serverName}`;
+    const additional = v >= 12 && Array.isArray(creation.additional_creators) ? creation.additional_creators.filter((c): c is string => typeof c === "string") : [];
+    const room = this.newRoomObject(roomId, version, user, v >= 12 ? new Set([user, ...additional]) : new Set(), EMPTY_BASE);
+    const createShape = shapeAt(shape, "creation_content");
+    if (v >= 12) this.validateNewStateEvent(room, user, "m.room.create", creation, createShape);
+    this.roomsWithoutEvents.add(roomId);
+    if (alias !== undefined) this.createAssociation(user, alias, roomId, [this.serverName], false);
+    const initial = new Map<string, { type: unknown; stateKey: unknown; content: unknown; shape: Shape | undefined }>();
+    pyIter(rawInitial).forEach((val, index) => {
+      if (!isObject(val) || !Object.hasOwn(val, "content") || !Object.hasOwn(val, "type")) throw internalError();
+      const stateKey = Object.hasOwn(val, "state_key") ? val.state_key : "";
+      if (!pyHashable(val.type) || !pyHashable(stateKey)) throw internalError();
+      initial.set(JSON.stringify([val.type, stateKey]), { type: val.type, stateKey, content: val.content, shape: shapeAt(shape, "initial_state", index, "content") });
+    });
+
+    // 3. The create event and the creator's join.
+    if (v <= 10) creation.creator = user;
+    if (v < 12) this.validateNewStateEvent(room, user, "m.room.create", creation, createShape);
+    this.checkSizeLimits(room, user, "m.room.create", creation, "");
+    if (v >= 12 && Object.hasOwn(creation, "additional_creators")) checkValidAdditionalCreators(creation.additional_creators);
+    this.putState(room, "m.room.create", "", creation, user, v >= 12 ? `$${token}` : undefined);
+    this.rooms.set(roomId, room);
+    this.roomsWithoutEvents.delete(roomId);
+    this.putMember(room, user, "join", user, { membership: "join" });
+    this.changes.push({ kind: "create_room", roomId, sender: user, content: structuredClone(config) });
+
+    // 4. The batch.
+    const batch: { type: unknown; stateKey: unknown; content: unknown; shape: Shape | undefined }[] = [];
+    const inInitial = (type: string): boolean => initial.has(JSON.stringify([type, ""]));
+    const plKey = JSON.stringify(["m.room.power_levels", ""]);
+    const initialPl = initial.get(plKey);
+    if (initialPl) {
+      initial.delete(plKey);
+      batch.push(initialPl);
+    } else {
+      const pl = defaultPowerLevels(user, v);
+      if (preset.inviteesHaveOps && v < 12) for (const invitee of invitees) (pl.users as JsonObject)[invitee] = 100;
+      Object.assign(pl, structuredClone(preset.powerLevels));
+      if (pyTruthy(plco)) {
+        if (!isObject(plco)) throw internalError(); // dict.update with a list or string
+        Object.assign(pl, structuredClone(plco));
+      }
+      const plcoShape = shapeAt(shape, "power_level_content_override");
+      batch.push({ type: "m.room.power_levels", stateKey: "", content: pl, shape: plcoShape?.kind === "object" ? plcoShape : undefined });
+    }
+    const simple = (type: string, content: JsonObject): void => void batch.push({ type, stateKey: "", content, shape: undefined });
+    if (alias !== undefined && !inInitial("m.room.canonical_alias")) simple("m.room.canonical_alias", { alias });
+    if (!inInitial("m.room.join_rules")) simple("m.room.join_rules", { join_rule: preset.joinRule });
+    if (!inInitial("m.room.history_visibility")) simple("m.room.history_visibility", { history_visibility: preset.historyVisibility });
+    if (preset.guestCanJoin && !inInitial("m.room.guest_access")) simple("m.room.guest_access", { guest_access: "can_join" });
+    for (const e of initial.values()) batch.push(e);
+    if (Object.hasOwn(config, "name")) simple("m.room.name", { name: config.name });
+    if (Object.hasOwn(config, "topic")) simple("m.room.topic", { topic: config.topic, "m.topic": { "m.text": [{ body: config.topic }] } });
+
+    // Every event is created (validated) before any is checked.
+    const events: { type: string; stateKey: string; content: JsonObject }[] = [];
+    for (const e of batch) {
+      if (typeof e.type !== "string") throw new MatrixHttpError(400, "M_UNKNOWN", "Not 'type' a string type");
+      if (typeof e.stateKey !== "string") throw new MatrixHttpError(400, "M_UNKNOWN", "Not 'state_key' a string type");
+      if (!isObject(e.content)) throw internalError(); // content that is no object: not modelled
+      if (e.type === "m.room.create" && e.stateKey === "") FakeHomeserver.refuseCreateEvent(e.content);
+      this.validateNewStateEvent(room, user, e.type, e.content, e.shape);
+      events.push({ type: e.type, stateKey: e.stateKey, content: e.content });
+    }
+    // handle_new_client_event: each event against the state so far (the batch's own events included).
+    const scratch: Room = { ...room, state: new Map(room.state), delta: new Map(room.delta) };
+    let persist = true;
+    for (const e of events) {
+      const key = stateKeyOf(e.type, e.stateKey);
+      const prev = e.type === "m.room.member" ? memberRecord(scratch, e.stateKey) : scratch.state.get(key);
+      const persisted = e.type === "m.room.member" ? room.delta.get(e.stateKey) : room.state.get(key);
+      if (prev && prev === persisted && prev.sender === user && canonicalJson(prev.content) === canonicalJson(e.content)) {
+        persist = false; // a duplicate of persisted state: Synapse returns it and persists none of the batch
+        break;
+      }
+      this.checkSizeLimits(scratch, user, e.type, e.content, e.stateKey);
+      if (e.type === "m.room.member") {
+        const membership = e.content.membership as Membership;
+        membershipAuth(scratch, user, e.stateKey, membership, e.content);
+        scratch.delta.set(e.stateKey, { membership, sender: user, content: e.content, eventId: "", ts: 0, stream: 0 });
+      } else {
+        stateEventAuth(scratch, user, e.type, e.stateKey, e.content);
+        scratch.state.set(key, { type: e.type, stateKey: e.stateKey, content: e.content, sender: user, eventId: "", ts: 0, stream: 0 });
+      }
+    }
+    if (persist) {
+      for (const e of events) if (e.type === "m.room.canonical_alias" && e.stateKey === "") this.validateCanonicalAlias(room, e.content, undefined);
+      for (const e of events) {
+        if (e.type === "m.room.member") this.putMember(room, e.stateKey, e.content.membership as Membership, user, e.content);
+        else this.putState(room, e.type, e.stateKey, e.content, user);
+      }
+    }
+
+    // 5. The invites.
+    const isDirect = get("is_direct", null);
+    for (const invitee of invitees) this.updateMembership(roomId, user, invitee, "invite", pyTruthy(isDirect) ? { is_direct: isDirect } : {});
+    return ok({ room_id: roomId });
   }
 
   private joinedRoomsEndpoint(ctx: RequestContext): Reply {
@@ -2330,7 +3322,7 @@ export class FakeHomeserver {
     } else if (isValidAlias(idOrAlias)) {
       const found = this.aliases.get(idOrAlias);
       if (found === undefined) throw new MatrixHttpError(404, "M_NOT_FOUND", `Room alias ${idOrAlias} not found`);
-      roomId = found;
+      roomId = found.roomId;
     } else {
       throw new MatrixHttpError(400, "M_UNKNOWN", `${idOrAlias} was not legal room ID or room alias`);
     }
@@ -2348,6 +3340,11 @@ export class FakeHomeserver {
     const effective = action === "kick" || action === "unban" ? "leave" : action;
     if (!MEMBERSHIPS.has(effective)) throw new MatrixHttpError(400, "M_UNKNOWN", "Invalid membership key");
     const membership = effective as Membership;
+    // Synapse strips the authorising user from any membership content a client sends.
+    if (Object.hasOwn(content, "join_authorised_via_users_server")) {
+      content = { ...content };
+      delete content.join_authorised_via_users_server;
+    }
     const room = this.rooms.get(roomId);
     if (!room) {
       // The server is not in the room: leave/kick/unban look for a local membership, a join
@@ -2376,62 +3373,26 @@ export class FakeHomeserver {
       throw forbidden("The target user is not in the room");
     }
 
-    // Event auth (room-version rules).
-    const caller = membershipOf(room, sender);
-    const callerInRoom = caller === "join";
-    const callerInvited = caller === "invite";
-    const callerKnocked = room.versionNumber >= 7 && caller === "knock";
-    const targetM = membershipOf(room, target);
-    const targetInRoom = targetM === "join";
-    const targetBanned = targetM === "ban";
-    const joinRule = joinRuleOf(room);
-    const senderLevel = userLevel(room, sender);
-    const targetLevel = userLevel(room, target);
-    const inviteLevel = namedLevel(room, "invite", 0);
-    const banLevel = namedLevel(room, "ban", 50);
+    // Restricted join rules (Synapse `_should_perform_remote_join`): someone not yet joined or invited
+    // joins locally only when a local user could have invited them (named in the event as
+    // `join_authorised_via_users_server`) and they are joined to a room of the `allow` list.
+    if (membership === "join" && old?.membership !== "join" && old?.membership !== "invite" && hasRestrictedJoinRules(room)) {
+      const inviters = usersWhichCanIssueInvite(room);
+      const localInviter = inviters.find((u) => domainOfId(u) === this.serverName);
+      if (localInviter === undefined) {
+        // A remote join through the servers of those who could invite; no federation here.
+        if (inviters.length === 0) throw new MatrixHttpError(404, "M_UNKNOWN", "No known servers");
+        throw new MatrixHttpError(502, "M_UNKNOWN", "Failed to make_join via any server");
+      }
+      const inAllowedRoom = roomsThatAllowJoin(room).some((id) => {
+        const r = this.rooms.get(id);
+        return r !== undefined && membershipOf(r, target) === "join";
+      });
+      if (!inAllowedRoom) throw forbidden("You do not belong to any of the required rooms/spaces to join this room.");
+      content = { ...content, join_authorised_via_users_server: localInviter };
+    }
 
-    if (membership !== "join" && membership !== "knock") {
-      const selfLeaveAllowed = (callerInvited || callerKnocked) && membership === "leave" && target === sender;
-      if (!selfLeaveAllowed && !callerInRoom) throw forbidden(`${sender} not in room ${roomId}.`);
-    }
-    switch (membership) {
-      case "invite":
-        if (targetBanned) throw forbidden(`${target} is banned from the room`);
-        if (targetInRoom) throw forbidden(`${target} is already in the room.`);
-        if (senderLevel < inviteLevel) throw forbidden("You don't have permission to invite users");
-        break;
-      case "join":
-        if (sender !== target) throw forbidden("Cannot force another user to join.");
-        if (targetBanned) throw forbidden("You are banned from this room");
-        if (joinRule === "public") break;
-        if (["invite", "knock", "restricted", "knock_restricted"].includes(joinRule)) {
-          // Restricted rooms: the allow rules (space membership) are not modelled; invited or joined only.
-          if (!callerInRoom && !callerInvited) throw forbidden("You are not invited to this room.");
-          break;
-        }
-        throw forbidden("You are not allowed to join this room");
-      case "leave":
-        if (targetBanned && senderLevel < banLevel) throw forbidden(`You cannot unban user ${target}.`);
-        if (!targetBanned && target !== sender) {
-          const kickLevel = namedLevel(room, "kick", 50);
-          if (senderLevel < kickLevel || senderLevel <= targetLevel) throw forbidden(`You cannot kick user ${target}.`);
-        }
-        break;
-      case "ban":
-        if (senderLevel < banLevel) throw forbidden("You don't have permission to ban");
-        if (senderLevel <= targetLevel) throw forbidden("You don't have permission to ban this user");
-        break;
-      case "knock":
-        if (room.versionNumber < 7) throw new MatrixHttpError(400, "M_UNKNOWN", "Invalid membership key");
-        if (joinRule !== "knock" && !(room.versionNumber >= 10 && joinRule === "knock_restricted")) {
-          throw forbidden("You don't have permission to knock");
-        }
-        if (target !== sender) throw forbidden("You cannot knock for other users");
-        if (targetInRoom) throw forbidden("You cannot knock on a room you are already in");
-        if (callerInvited) throw forbidden("You are already invited to this room");
-        if (targetBanned) throw forbidden("You are banned from this room");
-        break;
-    }
+    membershipAuth(room, sender, target, membership, { ...content, membership });
 
     const eventContent: JsonObject = { ...content, membership };
     const record = this.putMember(room, target, membership, sender, eventContent);
@@ -2440,47 +3401,159 @@ export class FakeHomeserver {
     return record.eventId;
   }
 
+  /**
+   * `PUT /rooms/{id}/state/{type}/{key}` (Synapse `RoomStateEventRestServlet.on_PUT`): members go to
+   * the membership handler; anything else to `create_and_send_nonmember_event`, which refuses an
+   * unknown room before anything else (its rate-limit step looks the room version up).
+   */
   private putStateEndpoint(ctx: RequestContext): Reply {
     const [roomId, type, stateKey] = ctx.params as [string, string, string];
     const content = FakeHomeserver.jsonObject(ctx.rawBody);
     if (type === "m.room.member") {
-      if (!isValidUserId(stateKey)) throw new MatrixHttpError(400, "M_INVALID_PARAM", `Invalid user id: ${stateKey}`);
       const membership = content.membership;
-      if (typeof membership !== "string") throw new MatrixHttpError(400, "M_UNKNOWN", "Invalid membership key");
+      if (typeof membership !== "string") throw new MatrixHttpError(400, "M_UNKNOWN", "Invalid membership (must be a string)");
+      if (!parsesAsId(stateKey, "@")) throw idParseError(stateKey, "UserID");
       return ok({ event_id: this.updateMembership(roomId, ctx.user, stateKey, membership, content) });
     }
     const room = this.rooms.get(roomId);
-    if (!room) throw new MatrixHttpError(404, "M_NOT_FOUND", `Could not find room_version for ${roomId}`);
-    // EventValidator.validate_new
-    if (room.versionNumber >= 6) assertCanonicalJson(ctx.rawBody, content);
-    if (type === "m.room.power_levels") validatePowerLevelsSchema(content);
-    // Synapse deduplicates an identical state event from the same sender (before auth).
+    if (!room) throw forbidden(`User ${ctx.user} not in room ${roomId}`);
+    if (type === "m.room.create" && stateKey === "") FakeHomeserver.refuseCreateEvent(content);
+    const record = this.sendStateEvent(room, ctx.user, type, stateKey, content, jsonShape(ctx.rawBody));
+    return ok({ event_id: record.eventId });
+  }
+
+  /**
+   * A new `m.room.create` (state key "") in an existing room (Synapse `create_event` then
+   * `create_new_client_event`): the room version named in the content is looked up first (missing:
+   * a KeyError, 500; unknown: `UnsupportedRoomVersionError` with the version as its message), then
+   * "Cannot resend m.room.create event".
+   */
+  private static refuseCreateEvent(content: JsonObject): never {
+    if (!Object.hasOwn(content, "room_version")) throw internalError();
+    const version = content.room_version;
+    if (typeof version !== "string" || !KNOWN_ROOM_VERSIONS.has(version)) {
+      throw new MatrixHttpError(400, "M_UNSUPPORTED_ROOM_VERSION", pyStr(version));
+    }
+    throw new MatrixHttpError(400, "M_INVALID_PARAM", "Cannot resend m.room.create event");
+  }
+
+  /**
+   * A local user's new non-member state event, in Synapse's order (`create_and_send_nonmember_event`):
+   * validation (400), deduplication (an identical event from the same sender: the existing one is
+   * returned and nothing is stored), size limits (413), event auth (403), the canonical alias check
+   * of `persist_and_notify_client_events` (400), then stored. `shape`: the content's JSON shape when
+   * it came from a client (floats are refused from room version 6).
+   */
+  private sendStateEvent(room: Room, sender: string, type: string, stateKey: string, content: JsonObject, shape: Shape | undefined): StateRecord {
+    this.validateNewStateEvent(room, sender, type, content, shape);
     const prev = room.state.get(stateKeyOf(type, stateKey));
-    if (prev && prev.sender === ctx.user && canonicalJson(prev.content) === canonicalJson(content)) return ok({ event_id: prev.eventId });
-    if (type === "m.room.create") throw forbidden("Changing the room create event is forbidden");
-    this.checkSizeLimits(room, ctx.user, type, content, stateKey);
-
-    // Event auth.
-    if (membershipOf(room, ctx.user) !== "join") throw forbidden(`User ${ctx.user} not in room ${roomId}`);
-    const needed = sendLevel(room, type, true);
-    const have = userLevel(room, ctx.user);
-    if (have < needed) {
-      throw forbidden(`You don't have permission to post that to the room. user_level (${have}) < send_level (${needed})`);
-    }
-    if (stateKey.startsWith("@") && stateKey !== ctx.user) throw forbidden("You are not allowed to set others state");
-    if (type === "m.room.power_levels") {
-      validatePowerLevelUsers(room, content);
-      if (stateKey === "") checkPowerLevelsChange(room, ctx.user, content);
-    }
-
-    const record = this.putState(room, type, stateKey, content, ctx.user);
+    if (prev && prev.sender === sender && canonicalJson(prev.content) === canonicalJson(content)) return prev;
+    this.checkSizeLimits(room, sender, type, content, stateKey);
+    stateEventAuth(room, sender, type, stateKey, content);
+    if (type === "m.room.canonical_alias" && stateKey === "") this.validateCanonicalAlias(room, content, prev?.content);
+    const record = this.putState(room, type, stateKey, content, sender);
     this.changes.push({
       kind: type === "m.room.power_levels" && stateKey === "" ? "power_levels" : "state",
-      roomId,
-      sender: ctx.user,
+      roomId: room.id,
+      sender,
       content: structuredClone(content),
     });
-    return ok({ event_id: record.eventId });
+    return record;
+  }
+
+  /**
+   * Synapse's `EventValidator` for a new state event (`validate_builder`, then `validate_new`), and the
+   * relation check of `create_new_client_event`. 400 unless noted.
+   */
+  private validateNewStateEvent(room: Room, sender: string, type: string, content: JsonObject, shape: Shape | undefined): void {
+    const ensureStrings = (...keys: string[]): void => {
+      for (const key of keys) {
+        if (!Object.hasOwn(content, key)) throw new MatrixHttpError(400, "M_UNKNOWN", `'${key}' not in content`);
+        if (typeof content[key] !== "string") throw new MatrixHttpError(400, "M_UNKNOWN", `'${key}' not a string type`);
+      }
+    };
+    // validate_builder
+    switch (type) {
+      case "m.room.message":
+        ensureStrings("body", "msgtype");
+        break;
+      case "m.room.topic":
+        ensureStrings("topic");
+        break;
+      case "m.room.name":
+        ensureStrings("name");
+        break;
+      case "m.room.member":
+        if (!Object.hasOwn(content, "membership")) throw new MatrixHttpError(400, "M_UNKNOWN", "Content has not membership key");
+        if (typeof content.membership !== "string" || !MEMBERSHIPS.has(content.membership)) {
+          throw new MatrixHttpError(400, "M_UNKNOWN", "Invalid membership key");
+        }
+        break;
+      case "m.room.tombstone":
+        if (!Object.hasOwn(content, "replacement_room")) throw new MatrixHttpError(400, "M_UNKNOWN", "Content has no replacement_room key");
+        if (content.replacement_room === room.id) throw new MatrixHttpError(400, "M_UNKNOWN", "Tombstone cannot reference the room it was sent in");
+        break;
+    }
+    // create_event: `m.room.aliases` needs the sender in the room (require_membership_for_aliases, default on).
+    if (type === "m.room.aliases" && membershipOf(room, sender) !== "join") throw forbidden("You must be in the room to create an alias for it");
+    // validate_new
+    if (room.versionNumber >= 6) assertCanonicalShape(shape);
+    if (type === "m.room.aliases" && Object.hasOwn(content, "aliases")) {
+      for (const alias of pyIter(content.aliases)) {
+        if (pyLen(alias) > MAX_ALIAS_LENGTH) {
+          throw new MatrixHttpError(400, "M_INVALID_PARAM", `Can't create aliases longer than ${MAX_ALIAS_LENGTH} characters`);
+        }
+      }
+    } else if (type === "m.room.retention") {
+      const lifetime = (key: string): unknown => {
+        const v = content[key];
+        if (v !== undefined && v !== null && !isPyIntAt(v, shapeAt(shape, key))) throw new MatrixHttpError(400, "M_BAD_JSON", `'${key}' must be an integer`);
+        return v;
+      };
+      const min = lifetime("min_lifetime");
+      const max = lifetime("max_lifetime");
+      if (typeof min === "number" && typeof max === "number" && min > max) {
+        throw new MatrixHttpError(400, "M_BAD_JSON", "'min_lifetime' can't be greater than 'max_lifetime");
+      }
+    } else if (type === "m.room.server_acl") {
+      if (!serverAllowedByAcl(content, this.serverName)) throw new MatrixHttpError(400, "M_UNKNOWN", "Can't create an ACL event that denies the local server");
+    } else if (type === "m.room.power_levels") {
+      validatePowerLevelsSchema(content);
+    }
+    if (Object.hasOwn(content, "m.mentions")) validateMentions(content["m.mentions"]);
+    this.validateRelation(room, sender, type, content);
+  }
+
+  /**
+   * Synapse `persist_and_notify_client_events` for `m.room.canonical_alias`: a new `alias` and each new
+   * `alt_aliases` entry must be an alias of this server that points to the room (`_validate_canonical_alias`:
+   * 400 M_BAD_ALIAS). A remote alias counts as not found (no federation here).
+   */
+  private validateCanonicalAlias(room: Room, content: JsonObject, previous: JsonObject | undefined): void {
+    const originalAlias = previous?.alias;
+    const alias = content.alias;
+    if (pyTruthy(alias) && canonicalJson(alias) !== canonicalJson(originalAlias ?? null)) {
+      if (typeof alias !== "string") throw new MatrixHttpError(400, "M_INVALID_PARAM", "The alias must be of type string.");
+      this.checkAliasPointsTo(alias, room.id);
+    }
+    const alt = Object.hasOwn(content, "alt_aliases") ? content.alt_aliases : [];
+    if (!Array.isArray(alt)) throw new MatrixHttpError(400, "M_INVALID_PARAM", "The alt_aliases property must be a list.");
+    const originalAlt = previous && Array.isArray(previous.alt_aliases) ? previous.alt_aliases : [];
+    if (!alt.every(pyHashable) || !originalAlt.every(pyHashable)) throw internalError(); // set() of a list or dict
+    const before = new Set(originalAlt.map((a) => canonicalJson(a)));
+    const added = new Map<string, unknown>();
+    for (const a of alt) if (!before.has(canonicalJson(a))) added.set(canonicalJson(a), a);
+    for (const a of added.values()) {
+      if (typeof a !== "string") throw new MatrixHttpError(400, "M_INVALID_PARAM", "Each alt_alias must be of type string.");
+      this.checkAliasPointsTo(a, room.id);
+    }
+  }
+
+  /** Synapse `_validate_canonical_alias` (with `RoomAlias.from_string`'s errors first). */
+  private checkAliasPointsTo(alias: string, roomId: string): void {
+    if (!parsesAsId(alias, "#")) throw idParseError(alias, "RoomAlias");
+    const rec = domainOfId(alias) === this.serverName ? this.aliases.get(alias) : undefined;
+    if (rec?.roomId !== roomId) throw new MatrixHttpError(400, "M_BAD_ALIAS", `Room alias ${alias} does not point to the room`);
   }
 
   // -------------------------------------------------------------------------------------------
