@@ -3,6 +3,9 @@
  * (a) planner time and peak memory for 1,000,000 desired memberships (1,000 rooms × 1,000 users);
  * (b) homeserver requests and wall time for a no-op run over 1,000 rooms × 10,000 users against
  *     the test homeserver, through the whole pipeline (static directory → plan → store).
+ * (g) requests to create N rooms with M members each (floor: N createRoom + N alias lookups);
+ * (h) requests to correct template drift in N rooms (floor: one power-levels event and one
+ *     event per other drifted state type per room, plus the N reads).
  * Sizes can be lowered for a quick look: BENCH_ROOMS, BENCH_USERS_A, BENCH_USERS_B.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -155,7 +158,7 @@ async function benchNoOpRun(): Promise<void> {
         rooms: rooms.map((roomId, r) => ({ room: roomId, groups: [{ group: `room-${r}`, role: "member" }] })),
         convention: { enabled: false, prefix: "MTRX ", ownersSuffix: "_owners", ownersRole: "moderator", memberRole: "member" },
       },
-      sync: { kick: true, kickReason: "bench", maxRemovals: { count: 10, share: 0.25 }, ignoreUsers: [], maxDepth: 10 },
+      sync: { kick: true, kickReason: "bench", maxRemovals: { count: 10, share: 0.25 }, ignoreUsers: [], maxDepth: 10, createRooms: false },
       concurrency: 4,
     };
     const store = await openStore({ dataDir: join(dir, "data") });
@@ -454,7 +457,7 @@ async function benchMetricsOverhead(): Promise<void> {
         rooms: rooms.map((roomId) => ({ room: roomId, groups: [{ group: "everyone", role: "member" }] })),
         convention: { enabled: false, prefix: "MTRX ", ownersSuffix: "_owners", ownersRole: "moderator", memberRole: "member" },
       },
-      sync: { kick: true, kickReason: "bench", maxRemovals: {}, ignoreUsers: [], maxDepth: 10 },
+      sync: { kick: true, kickReason: "bench", maxRemovals: {}, ignoreUsers: [], maxDepth: 10, createRooms: false },
       concurrency: 4,
     };
     const store = await openStore({ dataDir: join(dir, "data") });
@@ -500,6 +503,103 @@ if (process.env["NODE_EXTRA_CA_CERTS"] !== ca) {
   process.exit(child.status ?? 1);
 }
 
+/** A world for (g) and (h): N rooms mapped from one group of M users, with a room template. */
+async function templateWorld(hs: FakeHomeserver, dir: string, rooms: readonly string[], users: number) {
+  const token = hs.registerUser(BOT);
+  const userIds = Array.from({ length: users }, (_, i) => `user${i}`);
+  const dirFile = join(dir, "directory.json");
+  await writeFile(dirFile, JSON.stringify({ users: userIds.map((u) => ({ id: u, attributes: { uid: u } })), groups: [{ id: "everyone", members: userIds }] }));
+  const template = {
+    powerLevels: { invite: 0, kick: 50, redact: 50, events: { "m.room.topic": 50, "m.reaction": 0 } },
+    historyVisibility: "shared" as const,
+    joinRule: { rule: "invite" as const },
+    guestAccess: "forbidden" as const,
+    encryption: true,
+  };
+  const settings: SyncSettings = {
+    roles: { member: 0, moderator: 50, admin: 100 },
+    users: { attribute: "uid", template: "@{uid}:{domain}", lowercase: true, renamedUsers: {} },
+    mapping: {
+      rooms: rooms.map((room) => ({ room, groups: [{ group: "everyone", role: "member" }] })),
+      convention: { enabled: false, prefix: "MTRX ", ownersSuffix: "_owners", ownersRole: "moderator", memberRole: "member" },
+    },
+    sync: { kick: true, kickReason: "bench", maxRemovals: {}, ignoreUsers: [], maxDepth: 10, createRooms: true },
+    concurrency: 4,
+    templateFor: () => template,
+  };
+  const store = await openStore({ dataDir: join(dir, "data") });
+  const gateway = createBotSdkGateway({ homeserverUrl: hs.url, accessToken: token, requestTimeoutMs: 60_000, maxRetries: 5, log: silentLogger });
+  const idp = new StaticIdentityProvider(dirFile);
+  const run = () => runSync({ idp, gateway, store, clock: systemClock, log: silentLogger }, settings, { dryRun: false, trigger: "cli" });
+  return { run, close: async () => { await store.close(); await idp.close(); } };
+}
+
+function requestLine(hs: FakeHomeserver): string {
+  return Object.entries(hs.requestCounts())
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${k} ${n}`)
+    .join(", ");
+}
+
+async function benchCreateRooms(): Promise<void> {
+  const N = Number(process.env["BENCH_CREATE_ROOMS"] ?? 200);
+  const M = Number(process.env["BENCH_CREATE_MEMBERS"] ?? 200);
+  console.log(`(g) create ${N} missing rooms with ${M} members each (template, encryption, members invited with their levels)`);
+  const dir = await mkdtemp(join(tmpdir(), "mgs-bench-"));
+  const hs = await FakeHomeserver.start({ serverName: DOMAIN });
+  try {
+    const rooms = Array.from({ length: N }, (_, i) => `#new-${i}:${DOMAIN}`);
+    const world = await templateWorld(hs, dir, rooms, M);
+    hs.resetCounts();
+    const t0 = performance.now();
+    const report = await world.run();
+    const ms = performance.now() - t0;
+    const c = report.counts;
+    if (report.outcome !== "ok") console.log(`    errors: ${report.errors.join("; ")}; failed: ${JSON.stringify(report.rooms.flatMap((r) => r.actions.filter((a) => a.outcome === "failed")).slice(0, 2))}`);
+    console.log(`    ${c.created} created, ${c.invites} separate invites, ${c.roomErrors} room errors, outcome ${report.outcome}`);
+    console.log(`    homeserver requests: ${hs.totalRequests()} (${requestLine(hs)}); floor ${2 * N + 1} (whoami + ${N} alias lookups + ${N} createRoom); no per-member request`);
+    console.log(`    wall time ${(ms / 1000).toFixed(2)} s`);
+    await world.close();
+  } finally {
+    await hs.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function benchTemplateDrift(): Promise<void> {
+  const N = Number(process.env["BENCH_DRIFT_ROOMS"] ?? 200);
+  const M = Number(process.env["BENCH_DRIFT_MEMBERS"] ?? 200);
+  console.log(`(h) correct template drift in ${N} rooms of ${M} members (power levels, history visibility, join rule, guest access drifted)`);
+  const dir = await mkdtemp(join(tmpdir(), "mgs-bench-"));
+  const hs = await FakeHomeserver.start({ serverName: DOMAIN });
+  try {
+    const members = new Map<string, "join">(Array.from({ length: M }, (_, i) => [`@user${i}:${DOMAIN}`, "join"] as const));
+    const rooms: string[] = [];
+    for (let r = 0; r < N; r++) {
+      const id = hs.createRoom({ creator: BOT, members, joinRule: "public" });
+      hs.putLegacyState(id, "m.room.history_visibility", "", { history_visibility: "joined" }, BOT);
+      hs.putLegacyState(id, "m.room.guest_access", "", { guest_access: "can_join" }, BOT);
+      rooms.push(id);
+    }
+    const world = await templateWorld(hs, dir, rooms, M);
+    hs.resetCounts();
+    const t0 = performance.now();
+    const report = await world.run();
+    const ms = performance.now() - t0;
+    const c = report.counts;
+    const puts = hs.requestCounts().put_state;
+    console.log(`    ${c.permissions} permission changes, ${c.state} state changes, ${c.roomErrors} room errors, outcome ${report.outcome}`);
+    console.log(`    homeserver requests: ${hs.totalRequests()} (${requestLine(hs)}); state events ${puts} = ${(puts / N).toFixed(2)} per room, floor 4 per room (1 power levels + 3 drifted types) = ${4 * N}`);
+    hs.resetCounts();
+    const again = await world.run();
+    console.log(`    next run: ${again.counts.permissions + again.counts.state} changes, ${hs.requestCounts().put_state} state events (floor 0); wall time of the correcting run ${(ms / 1000).toFixed(2)} s`);
+    await world.close();
+  } finally {
+    await hs.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 console.log(`matrix-group-sync benchmark — node ${process.version}, ${new Date().toISOString()}`);
 const only = process.env["BENCH_ONLY"];
 if (!only || only.includes("a")) benchPlanner();
@@ -508,4 +608,6 @@ if (!only || only.includes("d")) await benchGraph();
 if (!only || only.includes("e")) await benchTakeover();
 if (!only || only.includes("e")) await benchServeTakeover();
 if (!only || only.includes("f")) await benchMetricsOverhead();
+if (!only || only.includes("g")) await benchCreateRooms();
+if (!only || only.includes("h")) await benchTemplateDrift();
 if (!only || only.includes("b")) await benchNoOpRun();

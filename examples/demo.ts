@@ -4,7 +4,8 @@
  * Starts the test homeserver (the stand-in our tests use) with a few sample rooms, points the
  * sample config (examples/config.yaml, directory examples/directory.yaml) at it through the
  * environment, and runs the real CLI three times on an embedded PGlite database:
- *   1. `sync --dry-run`  — what would change (invites, kicks, level changes, a held removal);
+ *   1. `sync --dry-run`  — what would change (invites, kicks, level changes, a held removal,
+ *                          template corrections, a room and a space to create, space links);
  *   2. `sync`            — apply it;
  *   3. `sync --dry-run`  — nothing left to do (the held removal stays held until released).
  */
@@ -26,11 +27,16 @@ try {
   const token = hs.registerUser(BOT);
   // #engineering: carol leads (should be moderator), bob is missing, mallory left the company,
   // a guest from another server is left alone.
-  hs.createRoom({
+  // Its settings drifted from the room template: history visible to joined members only, a
+  // hand-made name, and nobody below 100 may invite.
+  const engineering = hs.createRoom({
     creator: BOT,
     alias: "#engineering:example.org",
+    name: "eng",
     members: { [u("alice")]: "join", [u("carol")]: "join", [u("mallory")]: "join", "@guest:partner.example": "join" },
   });
+  hs.putLegacyState(engineering, "m.room.history_visibility", "", { history_visibility: "joined" }, BOT);
+  // #design and the space #company do not exist yet: the real run creates them.
   // #everyone: most of the staff already joined, but five former staff are still here —
   // more than the guard allows in one run (maxRemovals), so those kicks are held.
   hs.createRoom({

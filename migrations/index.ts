@@ -8,10 +8,12 @@ import * as initial from "./2026-11-25T00-initial.ts";
 import * as serve from "./2026-11-25T01-serve.ts";
 import * as tokenAudit from "./2026-11-25T02-token-audit.ts";
 import * as runOwner from "./2026-12-03T00-run-owner.ts";
+import * as spaceLinks from "./2026-12-03T01-space-links.ts";
 
 export const migrations: Readonly<Record<string, Migration>> = {
   "2026-11-25T00-initial": initial,
   "2026-11-25T01-serve": serve,
   "2026-11-25T02-token-audit": tokenAudit,
   "2026-12-03T00-run-owner": runOwner,
+  "2026-12-03T01-space-links": spaceLinks,
 };

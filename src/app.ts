@@ -10,6 +10,7 @@ import { createLogger, type Logger } from "./log.ts";
 import { createBotSdkGateway } from "./matrix/bot-sdk-gateway.ts";
 import type { MatrixGateway } from "./matrix/gateway.ts";
 import type { SyncSettings } from "./reconcile/run.ts";
+import { spaceSettings, templateFor } from "./config/room-templates.ts";
 import { describeError, fail, ok, type Result } from "./result.ts";
 import { openStore } from "./store/kysely-store.ts";
 import type { Store } from "./store/store.ts";
@@ -93,5 +94,7 @@ export function settingsFrom(config: Config): SyncSettings {
     mapping: config.mapping,
     sync: config.sync,
     concurrency: config.homeserver.concurrency,
+    templateFor: (refs) => templateFor(config, refs),
+    spaces: spaceSettings(config),
   };
 }

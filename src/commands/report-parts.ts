@@ -1,12 +1,13 @@
 /**
  * A run report as a management-room reply: a summary line first, then per room a table of
- * what was (or would be) done and its notes.
+ * what was (or would be) done and its notes. The words come from reconcile/words.ts, as the
+ * terminal's do.
  */
 import { incompleteLine, type RunReport } from "../reconcile/report.ts";
+import { actionRow, countsLine, HELD_TEXT, statusText } from "../reconcile/words.ts";
 import { bold, list, paragraph, table, type Part } from "./render.ts";
 
 export function reportParts(report: RunReport): Part[] {
-  const c = report.counts;
   const head = report.dryRun
     ? "Dry run (nothing changed)"
     : report.outcome === "interrupted"
@@ -15,10 +16,7 @@ export function reportParts(report: RunReport): Part[] {
         ? "Sync done, degraded"
         : "Sync done";
   const parts: Part[] = [
-    paragraph(
-      bold(head),
-      `: ${report.rooms.length} room(s), ${c.invites} invite(s), ${c.kicks} kick(s), ${c.powerLevels} level change(s), ${c.held} held, ${c.failed} failed, ${c.roomErrors} room error(s)${report.runId !== null ? ` — run ${report.runId}` : ""}`,
-    ),
+    paragraph(bold(head), `: ${countsLine(report.rooms.length, report.counts).replace(/^(\d+ room\(s\)):/, "$1,")}${report.runId !== null ? ` — run ${report.runId}` : ""}`),
   ];
   if (report.errors.length > 0) parts.push(list(report.errors.map((e) => `error: ${e}`)));
   if (report.incompleteGroups.length > 0) parts.push(list(report.incompleteGroups.map(incompleteLine)));
@@ -27,14 +25,9 @@ export function reportParts(report: RunReport): Part[] {
     const title = room.roomId !== null && room.roomId !== room.room ? `${room.room} (${room.roomId})` : room.room;
     parts.push(paragraph(bold(title)));
     if (room.error !== null) parts.push(paragraph(`error: ${room.error}`));
-    const rows: string[][] = [];
-    for (const a of room.actions) {
-      const status = a.outcome === "failed" ? `failed: ${a.error ?? "?"}` : a.outcome === "applied" ? "done" : report.dryRun ? "would do" : "not done";
-      if (a.kind === "power-level") rows.push(["level", a.user, `${a.from ?? "creator"} → ${a.to}`, status]);
-      else rows.push([a.kind, a.user, a.kind === "kick" ? a.reason : "", status]);
-    }
-    for (const h of room.held) rows.push(["held", h.user, "kick held by the mass-removal guard", "release with !release"]);
-    if (rows.length > 0) parts.push(table(["action", "user", "detail", "status"], rows));
+    const rows: string[][] = room.actions.map((a) => [...actionRow(a), statusText(a, report.dryRun)]);
+    for (const h of room.held) rows.push(["held", h.user, HELD_TEXT, "release with !release"]);
+    if (rows.length > 0) parts.push(table(["action", "subject", "detail", "status"], rows));
     else if (room.error === null) parts.push(paragraph("nothing to do"));
     if (room.notes.length > 0) parts.push(list(room.notes));
   }

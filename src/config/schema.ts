@@ -439,6 +439,11 @@ const syncSchema = z.strictObject({
    * run (with the room template); false: such a room is reported and skipped.
    */
   createRooms: z.boolean().default(true),
+  /**
+   * Most members invited in the createRoom request itself; the rest are invited right after.
+   * Synapse refuses more than its `rc_invites.per_room.burst_count` (default 10) at once.
+   */
+  createRoomInvites: z.number().int().min(0).max(100_000).default(10),
 });
 
 // ---------------------------------------------------------------------------------------

@@ -227,6 +227,27 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
       );
       return r.ok ? ok(undefined) : r;
     },
+
+    async setState(roomId, type, stateKey, content) {
+      const r = await call<unknown>(
+        `setting ${type}${stateKey === "" ? "" : ` ${stateKey}`} in ${roomId}`,
+        "PUT",
+        `${room(roomId)}/state/${encodeURIComponent(type)}/${encodeURIComponent(stateKey)}`,
+        content,
+      );
+      return r.ok ? ok(undefined) : r;
+    },
+
+    async createRoom(request) {
+      const alias = `#${request.room_alias_name}`;
+      const r = await call<{ room_id?: unknown }>(`creating the room ${alias}`, "POST", "/_matrix/client/v3/createRoom", request);
+      if (!r.ok) {
+        if (r.error.code === "M_ROOM_IN_USE") return fail(`creating the room ${alias}: the alias was taken meanwhile (M_ROOM_IN_USE); nothing was created`, { code: "M_ROOM_IN_USE" });
+        return r;
+      }
+      const id = typeof r.value.room_id === "string" ? parseRoomId(r.value.room_id) : undefined;
+      return id ? ok(id) : fail(`creating the room ${alias}: the homeserver answered without a valid room_id`);
+    },
   };
 }
 

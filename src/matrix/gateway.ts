@@ -1,5 +1,5 @@
 import type { Result } from "../result.ts";
-import type { ObservedRoom, PowerLevelsContent } from "../reconcile/types.ts";
+import type { CreateRoomRequest, ObservedRoom, PowerLevelsContent } from "../reconcile/types.ts";
 import type { RoomId, UserId } from "./ids.ts";
 
 /**
@@ -33,4 +33,14 @@ export interface PowerLevelsWriter {
   setPowerLevels(roomId: RoomId, content: PowerLevelsContent): Promise<Result<void>>;
 }
 
-export type MatrixGateway = WhoAmI & RoomResolver & RoomStateReader & RoomInviter & RoomKicker & PowerLevelsWriter;
+export interface StateWriter {
+  /** One state event (`PUT /rooms/{roomId}/state/{type}/{stateKey}`). */
+  setState(roomId: RoomId, type: string, stateKey: string, content: Readonly<Record<string, unknown>>): Promise<Result<void>>;
+}
+
+export interface RoomCreator {
+  /** One `POST /createRoom`: the room, its alias, state and invites in one request. */
+  createRoom(request: CreateRoomRequest): Promise<Result<RoomId>>;
+}
+
+export type MatrixGateway = WhoAmI & RoomResolver & RoomStateReader & RoomInviter & RoomKicker & PowerLevelsWriter & StateWriter & RoomCreator;

@@ -6,10 +6,12 @@
  * leave the room alone: it would not know who is above whom.
  */
 import { fail, ok, type Result } from "../result.ts";
-import type { Membership, ObservedRoom, RawPowerLevels } from "../reconcile/types.ts";
+import { OBSERVED_STATE_TYPES, type Membership, type ObservedRoom, type ObservedStateType, type RawPowerLevels } from "../reconcile/types.ts";
+import { hasCreatorPower } from "../reconcile/levels.ts";
 import { parseUserId, type RoomId, type UserId } from "./ids.ts";
 
 const MEMBERSHIPS: ReadonlySet<string> = new Set(["join", "invite", "leave", "ban", "knock"]);
+const TRACKED: ReadonlySet<string> = new Set(OBSERVED_STATE_TYPES);
 
 export function decodeRoomState(roomId: RoomId, raw: unknown): Result<ObservedRoom> {
   if (!Array.isArray(raw)) return fail(`reading the state of ${roomId}: the homeserver did not answer with a list of events`);
@@ -17,6 +19,7 @@ export function decodeRoomState(roomId: RoomId, raw: unknown): Result<ObservedRo
   let powerLevels: RawPowerLevels | undefined;
   let create: { content: Record<string, unknown>; sender: unknown } | undefined;
   const problems: string[] = [];
+  const state: Partial<Record<ObservedStateType, Record<string, Record<string, unknown>>>> = {};
   const seen = new Map<string, string>();
   const conflicted = new Set<string>();
   /** False (and a problem noted) when this state key was already given with other content. */
@@ -56,6 +59,10 @@ export function decodeRoomState(roomId: RoomId, raw: unknown): Result<ObservedRo
         if (e.state_key === "" && first(e.type, "", { content, sender: e.sender })) create = { content, sender: e.sender };
         break;
       default:
+        if (TRACKED.has(e.type) && first(e.type, e.state_key, content)) {
+          const type = e.type as ObservedStateType;
+          (state[type] ??= {})[e.state_key] = content;
+        }
         break;
     }
   }
@@ -84,12 +91,15 @@ export function decodeRoomState(roomId: RoomId, raw: unknown): Result<ObservedRo
     }
   }
   const creators = hasCreatorPower(roomVersion) && createSender ? [createSender, ...additionalCreators] : [];
+  const roomType = create?.content["type"];
   return ok({
     roomId,
     roomVersion,
     creators,
     members,
     ...(powerLevels ? { powerLevels } : {}),
+    ...(Object.keys(state).length > 0 ? { state } : {}),
+    ...(typeof roomType === "string" ? { roomType } : {}),
     ...(createSender ? { createSender } : {}),
     ...(problems.length > 0 ? { problems } : {}),
   });
@@ -98,10 +108,4 @@ export function decodeRoomState(roomId: RoomId, raw: unknown): Result<ObservedRo
 /** Numbered versions (12 and later are taken to keep v12's creator rules) and the v12 preview. */
 function isKnownRoomVersion(v: string): boolean {
   return /^[1-9][0-9]*$/.test(v) || v === "org.matrix.hydra.11";
-}
-
-/** Room versions 12 and later give creators infinite power (and forbid them in `users`). */
-export function hasCreatorPower(roomVersion: string): boolean {
-  if (/^(?:0|[1-9][0-9]*)$/.test(roomVersion)) return Number(roomVersion) >= 12;
-  return roomVersion === "org.matrix.hydra.11";
 }

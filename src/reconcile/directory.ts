@@ -8,6 +8,8 @@ import type { IdentityProvider, SnapshotHint } from "../idp/types.ts";
 import { createUserMapper } from "../idp/user-mapping.ts";
 import { fail, ok, type Result } from "../result.ts";
 import { buildDesired } from "./desired.ts";
+import { draftSpaces, type SpaceDraft } from "./spaces.ts";
+import type { SpaceSetting } from "./template.ts";
 import type { DesiredRoom } from "./types.ts";
 
 export interface DirectorySettings {
@@ -21,10 +23,14 @@ export interface DirectorySettings {
   };
   readonly mapping: { readonly rooms: ExplicitRoomMapping; readonly convention: ConventionMapping };
   readonly sync: { readonly maxDepth: number };
+  /** Configured spaces; their `underGroups` are read from the directory too. */
+  readonly spaces?: readonly SpaceSetting[];
 }
 
 export interface DirectoryState {
   readonly desired: DesiredRoom[];
+  /** The configured spaces with their children (members are added by the run, from the children's). */
+  readonly spaces: SpaceDraft[];
   /** Findings about the directory as a whole (unknown members, referrals, mapping problems). */
   readonly notes: string[];
 }
@@ -37,12 +43,15 @@ export async function readDirectory(
 ): Promise<Result<DirectoryState>> {
   const explicit = canonicalMapping(idp, settings.mapping.rooms);
   const convention = { ...settings.mapping.convention, server: settings.mapping.convention.server ?? serverName };
-  const snapshot = await idp.snapshot(mappingHint(explicit, convention));
+  const spaces = settings.spaces ?? [];
+  const canon = idp.canonicalGroupRef?.bind(idp);
+  const snapshot = await idp.snapshot(mappingHint(explicit, convention, spaces.flatMap((s) => s.underGroups.map((g) => canon?.(g) ?? g))));
   if (!snapshot.ok) return fail(`directory (${idp.kind}): ${snapshot.error.message}`, { cause: snapshot.error });
   const { bindings, notes } = mapGroupsToRooms(snapshot.value, explicit, convention);
   const mapUser = createUserMapper({ ...settings.users, domain: settings.users.domain ?? serverName });
   const desired = buildDesired(snapshot.value, bindings, { roles: settings.roles, mapUser, maxDepth: settings.sync.maxDepth });
-  return ok({ desired, notes: [...snapshot.value.notes, ...notes] });
+  const drafts = draftSpaces(spaces, snapshot.value, bindings, canon);
+  return ok({ desired, spaces: drafts, notes: [...snapshot.value.notes, ...notes] });
 }
 
 /** Group references from the config in the provider's canonical form (e.g. normalized DNs). */
@@ -52,8 +61,8 @@ function canonicalMapping(idp: IdentityProvider, rooms: ExplicitRoomMapping): Ex
   return rooms.map((r) => ({ ...r, groups: r.groups.map((g) => ({ ...g, group: canon(g.group) })) }));
 }
 
-function mappingHint(explicit: ExplicitRoomMapping, convention: ConventionMapping): SnapshotHint {
-  const refs = new Set(explicit.flatMap((r) => r.groups.map((g) => g.group)));
+function mappingHint(explicit: ExplicitRoomMapping, convention: ConventionMapping, spaceGroups: readonly string[]): SnapshotHint {
+  const refs = new Set([...explicit.flatMap((r) => r.groups.map((g) => g.group)), ...spaceGroups]);
   return {
     isMapped: (g) => refs.has(g.id) || refs.has(g.name) || matchConventionName(g.name, convention).kind !== "none",
     explicitGroups: [...refs],

@@ -46,6 +46,8 @@ export interface RoomLevels {
   hasEntry(user: string): boolean;
   /** The level needed to kick, invite, or send `m.room.power_levels`. */
   required(kind: LevelKind): number;
+  /** The level needed to send a state event of this type (`events[type]`, else `state_default`). */
+  stateLevel(type: string): number;
   /**
    * The current content with every level as a number (string levels of v1–9 rooms made
    * integers, as Synapse itself requires of a new event) and everything else preserved.
@@ -54,6 +56,12 @@ export interface RoomLevels {
 }
 
 export type LevelsReading = { readonly ok: true; readonly levels: RoomLevels } | { readonly ok: false; readonly problems: readonly string[] };
+
+/** Room versions 12 and later (and the v12 preview) give creators infinite power and forbid them in `users`. */
+export function hasCreatorPower(roomVersion: string): boolean {
+  if (/^(?:0|[1-9][0-9]*)$/.test(roomVersion)) return Number(roomVersion) >= 12;
+  return roomVersion === "org.matrix.hydra.11";
+}
 
 /** Whether this room version allows levels given as strings of integers (versions 1–9). */
 export function allowsStringLevels(roomVersion: string): boolean {
@@ -103,7 +111,7 @@ export function readLevels(observed: ObservedRoom): LevelsReading {
     if (observed.createSender && observed.creators.length === 0) users[observed.createSender] = NO_PL_CREATOR_LEVEL;
     return {
       ok: true,
-      levels: makeLevels(users, 0, creators, { kick: DEFAULTS.kick, invite: 0, power_levels: 0 }, { users: { ...users } }),
+      levels: makeLevels(users, 0, creators, { kick: DEFAULTS.kick, invite: 0, power_levels: 0 }, { users: { ...users } }, {}, 0),
     };
   }
 
@@ -161,6 +169,7 @@ export function readLevels(observed: ObservedRoom): LevelsReading {
   }
 
   let powerLevelsEvent: number | undefined;
+  const events: Record<string, number> = {};
   for (const dir of ["events", "notifications"] as const) {
     if (!Object.hasOwn(raw, dir)) continue;
     const map = raw[dir];
@@ -173,6 +182,7 @@ export function readLevels(observed: ObservedRoom): LevelsReading {
       const d = decodeLevel(value, version);
       if (d.ok) {
         out[key] = d.level;
+        if (dir === "events") events[key] = d.level;
         if (dir === "events" && key === "m.room.power_levels") powerLevelsEvent = d.level;
       } else {
         problems.push(`power levels: ${dir}[${show(key)}] is ${show(value)} (${d.why})`);
@@ -190,6 +200,8 @@ export function readLevels(observed: ObservedRoom): LevelsReading {
       creators,
       { kick: top.kick, invite: top.invite, power_levels: powerLevelsEvent ?? top.state_default },
       normalized,
+      events,
+      top.state_default,
     ),
   };
 }
@@ -200,6 +212,8 @@ function makeLevels(
   creators: ReadonlySet<string>,
   required: Readonly<Record<LevelKind, number>>,
   content: PowerLevelsContent,
+  events: Readonly<Record<string, number>>,
+  stateDefault: number,
 ): RoomLevels {
   return {
     users,
@@ -209,5 +223,6 @@ function makeLevels(
     of: (user) => (creators.has(user) ? Infinity : Object.hasOwn(users, user) ? (users[user] as number) : usersDefault),
     hasEntry: (user) => Object.hasOwn(users, user),
     required: (kind) => required[kind],
+    stateLevel: (type) => (Object.hasOwn(events, type) ? (events[type] as number) : stateDefault),
   };
 }

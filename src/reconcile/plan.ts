@@ -1,32 +1,44 @@
 /**
  * The planner: `(desired, observed, memory, policy) → RoomPlan`. Pure: no I/O, no clock.
- * Every rule of the domain lives here (ARCHITECTURE.md, "Rules of the domain"):
+ * Every rule of the domain lives here (ARCHITECTURE.md, "Rules of the domain"), each as one
+ * named decision that returns actions and typed findings (findings.ts; words.ts says them):
  *
- * - Desired members are the union of the mapped groups' recursive members; a user's level is
- *   the highest role any group gives (computed upstream in desired.ts).
- * - Only users of the managed domains are touched; the bot itself, users matching
- *   `ignoreUsers`, recorded externals and v12 creators are never kicked or demoted.
- * - Nobody whose level is at or above the bot's is kicked, demoted or changed; no level is
- *   set above the bot's own (it is clamped, with a note).
- * - Pending invites count as membership; a stale invite is revoked by a kick. A banned user
- *   is reported, never unbanned or re-invited.
- * - All level changes of a room fold into one `m.room.power_levels` event that preserves the
- *   rest of the content; a user who loses every group has their `users` entry removed.
- * - Fail closed: when any group of the room is incomplete, no kicks and no demotions.
- * - Guard rail: when the removals of a room exceed `maxRemovals`, they are held (listed, not
- *   applied); removals held earlier stay held until an operator releases them.
+ * - judge: a room whose state or levels cannot be read as the auth rules read them, or that
+ *   the bot is not joined to, is not planned.
+ * - decideMember: only users of the managed domains are touched; the bot itself, users
+ *   matching `ignoreUsers`, recorded externals and v12 creators are never kicked or demoted;
+ *   nobody whose level is at or above the bot's is changed; no level is set above the bot's
+ *   own (clamped). Pending invites count as membership; a stale invite is revoked by a kick;
+ *   a banned user is reported, never unbanned or re-invited. Fail closed: when a group of
+ *   the room is incomplete, no kicks and no demotions.
+ * - guardRemovals: removals beyond `maxRemovals` are held; removals held earlier stay held
+ *   until an operator releases them.
+ * - templateFields: the template's power-level fields, under the auth rules (never set a
+ *   field above our level, never change one whose value is above it).
+ * - powerLevelsEvent: user levels and template fields fold into ONE `m.room.power_levels`
+ *   event that preserves the rest of the content.
+ * - templateState: history visibility, join rule, guest access, name and topic, one event
+ *   each, only when different and only when the template sets them.
+ * - spaceLinks: a space's `m.space.child` links to its managed children, a child's
+ *   `m.space.parent`; only links this service added are ever removed.
  */
-import { serverNameOf, userIdPattern, type UserId } from "../matrix/ids.ts";
-import { readLevels, type RoomLevels } from "./levels.ts";
+import { serverNameOf, userIdPattern, type RoomId, type UserId } from "../matrix/ids.ts";
+import type { Finding } from "./findings.ts";
+import { readLevels, type LevelKind, type RoomLevels } from "./levels.ts";
+import { POWER_LEVEL_FIELDS, type JoinRuleSetting, type PowerLevelField, type RoomTemplate } from "./template.ts";
 import type {
   Action,
+  ActionOf,
+  DesiredLink,
   DesiredMember,
   DesiredRoom,
   HeldRemoval,
   Membership,
   ObservedRoom,
+  ObservedStateType,
   Policy,
   PowerLevelChange,
+  PowerLevelFieldChange,
   PowerLevelsContent,
   RoomMemory,
   RoomPlan,
@@ -59,218 +71,252 @@ function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-function fmt(level: number): string {
-  return level === Infinity ? "creator" : String(level);
+/** What every decision of one room reads. */
+interface RoomContext {
+  readonly desired: DesiredRoom;
+  readonly observed: ObservedRoom;
+  readonly memory: RoomMemory;
+  readonly policy: Policy;
+  readonly levels: RoomLevels;
+  readonly botLevel: number;
+  readonly incomplete: boolean;
+  readonly isManaged: (user: string) => boolean;
+  readonly isManagedDomain: (user: string) => boolean;
 }
 
 /** Plans one room. Deterministic: the same input gives the same plan, sorted by user id. */
 export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: RoomMemory, policy: Policy): RoomPlan {
-  const { domains, ignore } = compile(policy);
-  const bot = policy.bot;
-  const notes: string[] = [...desired.notes];
+  const findings: Finding[] = desired.notes.map((text) => ({ kind: "directory", text }));
   const base = { room: desired.room, roomId: observed.roomId };
 
-  // A room whose state or levels cannot be read as the auth rules read them is not judged:
-  // we would not know who is above whom.
+  // judge: we would not know who is above whom.
   const reading = readLevels(observed);
   if (!reading.ok) {
-    return { ...base, actions: [], held: [], notes, error: `cannot judge this room, nothing changed: ${reading.problems.join("; ")}` };
+    return { ...base, actions: [], held: [], findings, error: `cannot judge this room, nothing changed: ${reading.problems.join("; ")}` };
   }
+  if (observed.members[policy.bot] !== "join") {
+    findings.push({ kind: "not-joined", bot: policy.bot });
+    return { ...base, actions: [], held: [], findings };
+  }
+  const { domains, ignore } = compile(policy);
   const levels = reading.levels;
-  const botLevel = levels.of(bot);
+  const botLevel = levels.of(policy.bot);
+  const isManagedDomain = (user: string): boolean => domains.has(serverNameOf(user as UserId).toLowerCase());
+  const ctx: RoomContext = {
+    desired,
+    observed,
+    memory,
+    policy,
+    levels,
+    botLevel,
+    incomplete: desired.incompleteGroups.length > 0,
+    isManaged: (user) => user !== policy.bot && isManagedDomain(user) && !ignore.some((re) => re.test(user)),
+    isManagedDomain,
+  };
 
-  if (observed.members[bot] !== "join") {
-    notes.push(`not managed: ${bot} is not joined to this room`);
-    return { ...base, actions: [], held: [], notes };
+  findings.push(...botCapabilities(ctx));
+  if (ctx.incomplete) findings.push({ kind: "incomplete", groups: desired.incompleteGroups });
+
+  const fields = templateFields(ctx);
+  findings.push(...fields.findings);
+  const members = decideMembers(ctx, fields.usersDefault);
+  findings.push(...members.findings);
+  const guard = guardRemovals(ctx, members.removalCandidates, members.managedMembers);
+  findings.push(...guard.findings);
+
+  // A kicked user's stale level entry goes too (in the same power-levels event).
+  const changes = [...members.changes];
+  for (const u of guard.kicks) {
+    if (levels.hasEntry(u) && levels.of(u) !== fields.usersDefault) {
+      const drop = dropEntry(ctx, u, levels.of(u), fields.usersDefault);
+      if (drop.kind === "change") changes.push(drop.change);
+      else findings.push(drop.finding);
+    }
   }
 
-  const lacking = (["invite", "kick", "power_levels"] as const).filter((k) => botLevel < levels.required(k));
-  if (lacking.length > 0) {
-    const need = Math.max(...lacking.map((k) => levels.required(k)));
-    notes.push(
-      `our level ${fmt(botLevel)} is too low to ${lacking.map((k) => `${k === "power_levels" ? "change power levels" : k} (needs ${levels.required(k)})`).join(", ")}: raise ${bot} to at least ${need} in this room`,
-    );
+  const actions: Action[] = [];
+  const permitted = (what: LevelKind, count: number): boolean => {
+    if (count === 0) return false;
+    const need = levels.required(what);
+    if (botLevel >= need) return true;
+    findings.push({ kind: "cannot", what, count, botLevel, need });
+    return false;
+  };
+  if (permitted("kick", guard.kicks.length)) {
+    for (const u of guard.kicks) actions.push({ kind: "kick", user: u, reason: policy.kickReason });
+  }
+  const event = powerLevelsEvent(ctx, changes, fields.changes);
+  findings.push(...event.findings);
+  if (event.action && permitted("power_levels", changes.length + fields.changes.length)) actions.push(event.action);
+
+  // Other state: judged against the levels after the power-levels event (the bot never sets a
+  // field above its own level, so what it could do before it can still do).
+  const stateNeed = (type: string): number => levelAfter(levels, fields.changes, type);
+  const state = [...templateState(ctx), ...parentLinks(ctx)];
+  const children = spaceChildren(ctx);
+  findings.push(...state.flatMap((s) => s.findings), ...children.findings);
+  const stateActions = [...state.flatMap((s) => s.actions), ...children.actions];
+  for (const a of stateActions) {
+    const type = a.kind === "set-state" ? a.type : "m.space.child";
+    const need = stateNeed(type);
+    if (botLevel >= need) actions.push(a);
+    else if (!findings.some((f) => f.kind === "cannot-set-state" && f.type === type)) findings.push({ kind: "cannot-set-state", type, botLevel, need });
   }
 
-  const incomplete = desired.incompleteGroups.length > 0;
-  if (incomplete) {
-    notes.push(
-      `directory data incomplete (${desired.incompleteGroups.join(", ")}): no removals or demotions in this run`,
-    );
+  if (permitted("invite", members.invites.length)) {
+    for (const u of members.invites) actions.push({ kind: "invite", user: u });
   }
+  return { ...base, actions, held: guard.held, findings };
+}
 
+/** What the bot cannot do here at all, said once at the top. */
+function botCapabilities(ctx: RoomContext): Finding[] {
+  const { levels, botLevel, policy } = ctx;
+  const lacking = (["invite", "kick", "power_levels"] as const).filter((k) => botLevel < levels.required(k)).map((what) => ({ what, need: levels.required(what) }));
+  return lacking.length > 0 ? [{ kind: "bot-level-too-low", bot: policy.bot, botLevel, lacking }] : [];
+}
+
+interface MemberDecisions {
+  readonly invites: UserId[];
+  readonly removalCandidates: UserId[];
+  readonly changes: PowerLevelChange[];
+  readonly findings: Finding[];
+  readonly managedMembers: number;
+}
+
+/**
+ * Every user the directory or the room knows of, each once, through the membership rules.
+ * `usersDefault` is the users_default the power-levels event will carry.
+ */
+function decideMembers(ctx: RoomContext, usersDefault: number): MemberDecisions {
+  const { desired, observed, levels, botLevel, memory, policy } = ctx;
   const externals = new Set<string>(memory.externals);
-  const heldBefore = new Set<string>(memory.held);
-  const released = new Set<string>(memory.released);
-
-  const isManaged = (user: string): boolean =>
-    user !== bot && domains.has(serverNameOf(user as UserId).toLowerCase()) && !ignore.some((re) => re.test(user));
-
   const desiredByUser = new Map<string, DesiredMember>();
-  const foreign: string[] = [];
+  const foreign: UserId[] = [];
   for (const m of desired.members) {
-    if (!isManaged(m.user)) {
-      if (m.user !== bot && !domains.has(serverNameOf(m.user).toLowerCase())) foreign.push(m.user);
+    if (!ctx.isManaged(m.user)) {
+      if (m.user !== policy.bot && !ctx.isManagedDomain(m.user)) foreign.push(m.user);
       continue;
     }
     desiredByUser.set(m.user, m);
   }
-  for (const u of foreign.sort()) notes.push(`${u}: not in a managed domain, left alone`);
+  const perUser: { user: string; finding: Finding }[] = [];
+  const out: MemberDecisions = { invites: [], removalCandidates: [], changes: [], findings: [], managedMembers: 0 };
+  for (const u of foreign.sort(compare)) out.findings.push({ kind: "foreign-user", user: u });
+  const notRemoved: UserId[] = [];
+  let managedMembers = 0;
 
-  const invites: UserId[] = [];
-  const removalCandidates: UserId[] = [];
-  const changes: PowerLevelChange[] = [];
-  const notRemovedWhy: string[] = [];
-
-  // Every user the directory or the room knows of, each once. The order of visiting does not
-  // matter: everything collected per user is sorted below, so the plan is deterministic.
+  // The order of visiting does not matter: everything collected is sorted below.
   const users: string[] = [...desiredByUser.keys()];
   for (const u of Object.keys(observed.members)) if (!desiredByUser.has(u)) users.push(u);
   for (const u of Object.keys(levels.users)) if (!desiredByUser.has(u) && !Object.hasOwn(observed.members, u)) users.push(u);
-  const userNotes: [string, string][] = [];
-  const note = (u: string, text: string): void => {
-    userNotes.push([u, `${u}: ${text}`]);
-  };
 
-  /** Removes a user's entry, unless that would raise them to a users_default above our own level. */
-  const dropEntry = (u: UserId, current: number): void => {
-    if (levels.usersDefault > botLevel) {
-      note(u, `entry ${current} kept: removing it would raise them to users_default ${levels.usersDefault}, above ours (${fmt(botLevel)})`);
-      return;
-    }
-    changes.push({ user: u, from: current, to: levels.usersDefault, removeEntry: true });
-  };
-
-  let managedMembers = 0;
   for (const user of users) {
-    if (!isManaged(user)) continue;
+    if (!ctx.isManaged(user)) continue;
     const u = user as UserId;
     const membership: Membership | undefined = observed.members[u];
     const present = membership === "join" || membership === "invite";
     const want = desiredByUser.get(u);
     const current = levels.of(u);
-    const isCreator = levels.creators.has(u);
-    const protectedUser = current >= botLevel;
+    const note = (finding: Finding): void => {
+      perUser.push({ user: u, finding });
+    };
 
     if (want) {
       if (present) managedMembers++;
       if (membership === "ban") {
-        note(u, `banned, not re-invited`);
+        note({ kind: "banned", user: u });
         continue;
       }
-      if (!present) invites.push(u);
-      if (isCreator) continue; // infinite power; never written into `users`
+      if (!present) out.invites.push(u);
+      if (levels.creators.has(u)) continue; // infinite power; never written into `users`
       let target = want.level;
       if (target > botLevel) {
-        note(u, `role ${want.role} wants level ${target}, above ours (${fmt(botLevel)}); set to ${fmt(botLevel)}`);
+        note({ kind: "clamped", user: u, role: want.role, wanted: target, botLevel });
         target = botLevel;
       }
-      if (target === current) continue;
-      if (protectedUser) {
-        note(u, `level ${fmt(current)} ≥ ours (${fmt(botLevel)}), left alone (wanted ${target})`);
+      // Their level once the event is sent: their entry, or the (new) users_default.
+      const after = levels.hasEntry(u) ? current : usersDefault;
+      if (target === after) continue;
+      if (current >= botLevel) {
+        if (target !== current) note({ kind: "protected", user: u, level: current, botLevel, wanted: target });
         continue;
       }
       if (target < current && externals.has(u)) {
-        note(u, `added by hand (external), not lowered from ${current} to ${target}`);
+        note({ kind: "external-not-lowered", user: u, from: current, to: target });
         continue;
       }
-      if (target < current && incomplete) {
-        note(u, `not lowered from ${current} to ${target}: directory data incomplete`);
+      if (target < current && ctx.incomplete) {
+        note({ kind: "not-lowered-incomplete", user: u, from: current, to: target });
         continue;
       }
-      changes.push({ user: u, from: current, to: target, removeEntry: target === levels.usersDefault });
+      out.changes.push({ user: u, from: current, to: target, removeEntry: target === usersDefault });
       continue;
     }
 
     // Not desired: a managed user the directory no longer puts in this room.
     if (externals.has(u)) continue; // added by hand: never removed by a sync
-    const hasLevel = levels.hasEntry(u) && current !== levels.usersDefault;
+    const hasLevel = levels.hasEntry(u) && current !== usersDefault;
     if (!present && !hasLevel) continue;
-    if (isCreator) {
-      note(u, `not in a mapped group, but a room creator (unlimited power), left alone`);
+    if (levels.creators.has(u)) {
+      note({ kind: "creator-left-alone", user: u });
       continue;
     }
-    if (protectedUser) {
-      note(u, `not in a mapped group, but level ${fmt(current)} ≥ ours (${fmt(botLevel)}), left alone`);
+    if (current >= botLevel) {
+      note({ kind: "protected", user: u, level: current, botLevel });
       continue;
     }
     if (present) managedMembers++;
-    if (incomplete) {
-      notRemovedWhy.push(u);
+    if (ctx.incomplete) {
+      notRemoved.push(u);
       continue;
     }
     if (present && policy.kick) {
-      removalCandidates.push(u);
+      out.removalCandidates.push(u);
     } else {
-      if (present) note(u, `not in a mapped group; kicking is off, left in the room`);
-      if (hasLevel) dropEntry(u, current);
+      if (present) note({ kind: "kicking-off", user: u });
+      if (hasLevel) {
+        const drop = dropEntry(ctx, u, current, usersDefault);
+        if (drop.kind === "change") out.changes.push(drop.change);
+        else note(drop.finding);
+      }
     }
   }
-  userNotes.sort((a, b) => compare(a[0], b[0]));
-  for (const [, text] of userNotes) notes.push(text);
-  if (notRemovedWhy.length > 0) notes.push(notRemovedNote(notRemovedWhy.sort(compare)));
-  invites.sort(compare);
-  removalCandidates.sort(compare);
-
-  // Guard rail: a mass removal is held for an operator to release.
-  const guarded = removalCandidates.filter((u) => !released.has(u));
-  const tooMany = exceedsGuard(guarded.length, managedMembers, policy.maxRemovals);
-  const heldUsers = new Set<string>(tooMany ? guarded : guarded.filter((u) => heldBefore.has(u)));
-  if (tooMany) {
-    notes.push(
-      `${guarded.length} removals of ${managedMembers} managed members exceed the limit (${describeGuard(policy.maxRemovals)}): held for release`,
-    );
-  }
-
-  const kicks: UserId[] = [];
-  const held: HeldRemoval[] = [];
-  for (const u of removalCandidates) {
-    if (heldUsers.has(u)) {
-      held.push({ kind: "kick", user: u, reason: policy.kickReason });
-      continue;
-    }
-    kicks.push(u);
-    if (levels.hasEntry(u) && levels.of(u) !== levels.usersDefault) dropEntry(u, levels.of(u));
-  }
-
-  // Permission checks: a room where we lack a level gets a clear note instead of failing actions.
-  const actions: Action[] = [];
-  if (kicks.length > 0) {
-    const need = levels.required("kick");
-    if (botLevel >= need) {
-      for (const u of kicks) actions.push({ kind: "kick", user: u, reason: policy.kickReason });
-    } else {
-      notes.push(`cannot kick ${kicks.length} user(s): our level ${fmt(botLevel)} is below the kick level ${need}`);
-    }
-  }
-  if (changes.length > 0) {
-    const need = levels.required("power_levels");
-    if (botLevel >= need) {
-      changes.sort((a, b) => compare(a.user, b.user));
-      actions.push({ kind: "set-power-levels", changes, content: newPowerLevels(levels, changes, notes) });
-    } else {
-      notes.push(`cannot change power levels of ${changes.length} user(s): our level ${fmt(botLevel)} is below ${need}`);
-    }
-  }
-  if (invites.length > 0) {
-    const need = levels.required("invite");
-    if (botLevel >= need) {
-      for (const u of invites) actions.push({ kind: "invite", user: u });
-    } else {
-      notes.push(`cannot invite ${invites.length} user(s): our level ${fmt(botLevel)} is below the invite level ${need}`);
-    }
-  }
-
-  return { ...base, actions, held, notes };
+  perUser.sort((a, b) => compare(a.user, b.user));
+  out.findings.push(...perUser.map((p) => p.finding));
+  if (notRemoved.length > 0) out.findings.push({ kind: "not-removed-incomplete", users: notRemoved.sort(compare) });
+  out.invites.sort(compare);
+  out.removalCandidates.sort(compare);
+  return { ...out, managedMembers };
 }
 
-/** How many users a note names before it only counts the rest. */
-const NOTE_NAMES = 5;
+/** Removes a user's entry, unless that would raise them to a users_default above our own level. */
+function dropEntry(
+  ctx: RoomContext,
+  u: UserId,
+  current: number,
+  usersDefault: number,
+): { kind: "change"; change: PowerLevelChange } | { kind: "kept"; finding: Finding } {
+  if (usersDefault > ctx.botLevel) return { kind: "kept", finding: { kind: "entry-kept", user: u, level: current, usersDefault, botLevel: ctx.botLevel } };
+  return { kind: "change", change: { user: u, from: current, to: usersDefault, removeEntry: true } };
+}
 
-/** "not removed" with a count and the first few: a 2,500-member group must not give a 60 KB note. */
-function notRemovedNote(users: readonly string[]): string {
-  if (users.length <= NOTE_NAMES) return `not removed (directory data incomplete): ${users.join(", ")}`;
-  return `not removed (directory data incomplete): ${users.length} users, among them ${users.slice(0, NOTE_NAMES).join(", ")} and ${users.length - NOTE_NAMES} more`;
+/** Guard rail: a mass removal is held for an operator to release. */
+function guardRemovals(ctx: RoomContext, candidates: readonly UserId[], managed: number): { kicks: UserId[]; held: HeldRemoval[]; findings: Finding[] } {
+  const { memory, policy } = ctx;
+  const released = new Set<string>(memory.released);
+  const heldBefore = new Set<string>(memory.held);
+  const guarded = candidates.filter((u) => !released.has(u));
+  const tooMany = exceedsGuard(guarded.length, managed, policy.maxRemovals);
+  const heldUsers = new Set<string>(tooMany ? guarded : guarded.filter((u) => heldBefore.has(u)));
+  const findings: Finding[] = tooMany ? [{ kind: "guard-held", count: guarded.length, managed, limit: policy.maxRemovals }] : [];
+  const kicks: UserId[] = [];
+  const held: HeldRemoval[] = [];
+  for (const u of candidates) {
+    if (heldUsers.has(u)) held.push({ kind: "kick", user: u, reason: policy.kickReason });
+    else kicks.push(u);
+  }
+  return { kicks, held, findings };
 }
 
 function exceedsGuard(n: number, managed: number, limit: Policy["maxRemovals"]): boolean {
@@ -281,18 +327,105 @@ function exceedsGuard(n: number, managed: number, limit: Policy["maxRemovals"]):
   return false;
 }
 
-function describeGuard(limit: Policy["maxRemovals"]): string {
-  const parts: string[] = [];
-  if (limit.count !== undefined) parts.push(`at most ${limit.count}`);
-  if (limit.share !== undefined) parts.push(`at most ${Math.round(limit.share * 100)}% of managed members`);
-  return parts.join(", ");
+/** Spec defaults of the top-level fields when the content lacks them. */
+const FIELD_DEFAULTS: Readonly<Record<PowerLevelField, number>> = {
+  users_default: 0,
+  events_default: 0,
+  state_default: 50,
+  invite: 0,
+  kick: 50,
+  ban: 50,
+  redact: 50,
+};
+const NOTIFICATIONS_ROOM_DEFAULT = 50;
+
+function levelIn(map: unknown, key: string): number | undefined {
+  if (typeof map !== "object" || map === null || !Object.hasOwn(map, key)) return undefined;
+  const v = (map as Record<string, unknown>)[key];
+  return typeof v === "number" ? v : undefined;
 }
 
 /**
- * The current content with only the changed `users` entries touched (levels given as strings
- * in old rooms written as integers, as a new event must have them); v12 creators never written.
+ * The template's power-level fields that differ from the room's, under the auth rules
+ * (Synapse `_check_power_levels`): a field whose current or wanted value is above our level
+ * is left with a finding. Lowering users_default is left too when it would lower members
+ * this sync does not manage, or while the directory data is incomplete (no demotions).
  */
-function newPowerLevels(levels: RoomLevels, changes: readonly PowerLevelChange[], notes: string[]): PowerLevelsContent {
+function templateFields(ctx: RoomContext): { changes: PowerLevelFieldChange[]; findings: Finding[]; usersDefault: number } {
+  const { levels, botLevel } = ctx;
+  const template = ctx.desired.template?.powerLevels;
+  const changes: PowerLevelFieldChange[] = [];
+  const findings: Finding[] = [];
+  let usersDefault = levels.usersDefault;
+  if (template === undefined) return { changes, findings, usersDefault };
+  const content = levels.content;
+  const consider = (field: string, from: number | undefined, effective: number, to: number): boolean => {
+    if (from === undefined ? effective === to : from === to) return false;
+    if ((from !== undefined && from > botLevel) || to > botLevel) {
+      findings.push({ kind: "field-above-bot", field, ...(from !== undefined ? { from } : {}), to, botLevel });
+      return false;
+    }
+    changes.push({ field, ...(from !== undefined ? { from } : {}), to });
+    return true;
+  };
+  for (const field of POWER_LEVEL_FIELDS) {
+    const to = template[field];
+    if (to === undefined) continue;
+    const from = levelIn(content, field);
+    const effective = from ?? FIELD_DEFAULTS[field];
+    if (field === "users_default" && to < effective) {
+      const lowered = Object.entries(ctx.observed.members)
+        .filter(([u, m]) => (m === "join" || m === "invite") && !levels.hasEntry(u) && u !== ctx.policy.bot && !levels.creators.has(u))
+        .filter(([u]) => ctx.incomplete || !ctx.isManaged(u) || ctx.memory.externals.includes(u as UserId))
+        .map(([u]) => u as UserId)
+        .sort(compare);
+      if (lowered.length > 0) {
+        findings.push({ kind: "users-default-kept", from: effective, to, users: lowered });
+        continue;
+      }
+    }
+    if (consider(field, from, effective, to) && field === "users_default") usersDefault = to;
+  }
+  const room = template.notifications?.room;
+  if (room !== undefined) {
+    const from = levelIn(content.notifications, "room");
+    consider("notifications.room", from, from ?? NOTIFICATIONS_ROOM_DEFAULT, room);
+  }
+  for (const [type, to] of Object.entries(template.events ?? {}).sort(([a], [b]) => compare(a, b))) {
+    // An absent entry falls back to state_default or events_default, which one depends on
+    // whether the type is sent as state: the entry is always written.
+    consider(`events.${type}`, levelIn(content.events, type), Number.NaN, to);
+  }
+  return { changes, findings, usersDefault };
+}
+
+/** The level a state event of `type` needs once the template's field changes are applied. */
+function levelAfter(levels: RoomLevels, fields: readonly PowerLevelFieldChange[], type: string): number {
+  const entry = fields.find((f) => f.field === `events.${type}`);
+  if (entry) return entry.to;
+  const current = levels.stateLevel(type);
+  if (levelIn(levels.content.events, type) !== undefined) return current;
+  return fields.find((f) => f.field === "state_default")?.to ?? current;
+}
+
+/**
+ * The one `m.room.power_levels` event: the current content with only the changed `users`
+ * entries and template fields touched (levels given as strings in old rooms written as
+ * integers, as a new event must have them); v12 creators never written.
+ */
+function powerLevelsEvent(
+  ctx: RoomContext,
+  changes: readonly PowerLevelChange[],
+  fields: readonly PowerLevelFieldChange[],
+): { action?: ActionOf<"set-power-levels">; findings: Finding[] } {
+  if (changes.length === 0 && fields.length === 0) return { findings: [] };
+  const sorted = [...changes].sort((a, b) => compare(a.user, b.user));
+  const findings: Finding[] = [];
+  const content = withChanges(ctx.levels, sorted, fields, findings);
+  return { action: { kind: "set-power-levels", changes: sorted, fields, content }, findings };
+}
+
+function withChanges(levels: RoomLevels, changes: readonly PowerLevelChange[], fields: readonly PowerLevelFieldChange[], findings: Finding[]): PowerLevelsContent {
   const users: Record<string, unknown> = { ...(levels.content.users ?? {}) };
   for (const c of changes) {
     if (c.removeEntry) delete users[c.user];
@@ -301,10 +434,168 @@ function newPowerLevels(levels: RoomLevels, changes: readonly PowerLevelChange[]
   for (const creator of levels.creators) {
     if (Object.hasOwn(users, creator)) {
       delete users[creator];
-      notes.push(`${creator}: creator listed in power levels users; entry dropped (room v12 forbids it)`);
+      findings.push({ kind: "creator-entry-dropped", user: creator as UserId });
     }
   }
-  return { ...levels.content, users: users as Record<string, number> };
+  const content: Record<string, unknown> = { ...levels.content, users };
+  for (const f of fields) {
+    const dot = f.field.indexOf(".");
+    if (dot < 0) {
+      content[f.field] = f.to;
+      continue;
+    }
+    const dir = f.field.slice(0, dot);
+    const key = f.field.slice(dot + 1);
+    const map = content[dir];
+    content[dir] = { ...(typeof map === "object" && map !== null ? map : {}), [key]: f.to };
+  }
+  return content;
+}
+
+type StateDecision = { readonly actions: ActionOf<"set-state">[]; readonly findings: Finding[] };
+
+function stateContent(ctx: RoomContext, type: ObservedStateType, stateKey = ""): Readonly<Record<string, unknown>> | undefined {
+  return ctx.observed.state?.[type]?.[stateKey];
+}
+
+function stringField(content: Readonly<Record<string, unknown>> | undefined, key: string): string | undefined {
+  const v = content?.[key];
+  return typeof v === "string" ? v : undefined;
+}
+
+/** Room versions from which a join rule exists (numbered versions; later named ones have them all). */
+const JOIN_RULE_SINCE: Readonly<Record<string, number>> = { knock: 7, restricted: 8, knock_restricted: 10 };
+
+function roomVersionNumber(version: string): number {
+  return /^[1-9][0-9]*$/.test(version) ? Number(version) : Number.POSITIVE_INFINITY;
+}
+
+/** History visibility, join rule, guest access, name and topic: one event each, when different. */
+function templateState(ctx: RoomContext): StateDecision[] {
+  const t: RoomTemplate | undefined = ctx.desired.template;
+  if (t === undefined) return [];
+  const out: StateDecision[] = [];
+  const simple = (type: ObservedStateType, key: string, want: string | undefined, absent: string | null): void => {
+    if (want === undefined) return;
+    const now = stringField(stateContent(ctx, type), key) ?? absent;
+    if (now === want) return;
+    out.push({ actions: [{ kind: "set-state", type, stateKey: "", content: { [key]: want }, from: now, to: want }], findings: [] });
+  };
+  // Absent events mean: history "shared", guests "forbidden" (the spec's defaults).
+  simple("m.room.history_visibility", "history_visibility", t.historyVisibility, "shared");
+  if (t.joinRule !== undefined) out.push(joinRule(ctx, t.joinRule));
+  simple("m.room.guest_access", "guest_access", t.guestAccess, "forbidden");
+  simple("m.room.name", "name", t.name, null);
+  simple("m.room.topic", "topic", t.topic, null);
+  if (t.encryption && stateContent(ctx, "m.room.encryption") === undefined) out.push({ actions: [], findings: [{ kind: "not-encrypted" }] });
+  return out;
+}
+
+function joinRule(ctx: RoomContext, want: JoinRuleSetting): StateDecision {
+  const since = JOIN_RULE_SINCE[want.rule];
+  const version = ctx.observed.roomVersion;
+  if (since !== undefined && roomVersionNumber(version) < since) {
+    return { actions: [], findings: [{ kind: "join-rule-unsupported", rule: want.rule, roomVersion: version, since }] };
+  }
+  const current = stateContent(ctx, "m.room.join_rules");
+  const rule = stringField(current, "join_rule") ?? "invite";
+  const spaces = "spaces" in want ? [...new Set(want.spaces)].sort(compare) : [];
+  const allowed = allowedRooms(current);
+  const findings: Finding[] = [];
+  const ids = spaces.filter((s) => s.startsWith("!"));
+  const unknown = spaces.filter((s) => !s.startsWith("!"));
+  if (unknown.length > 0) {
+    // Spaces without an id yet (a dry run before their creation): shown as the run would
+    // send it, naming them by reference.
+    const to = `${want.rule} (members of ${spaces.join(", ")})`;
+    return {
+      actions: [{ kind: "set-state", type: "m.room.join_rules", stateKey: "", content: { join_rule: want.rule }, from: rule, to, pending: unknown.join(", ") }],
+      findings,
+    };
+  }
+  const same = rule === want.rule && (!("spaces" in want) || (allowed.length === ids.length && allowed.every((r, i) => r === ids[i])));
+  if (same) return { actions: [], findings };
+  const content: Record<string, unknown> = { join_rule: want.rule };
+  if ("spaces" in want) content["allow"] = ids.map((room_id) => ({ type: "m.room_membership", room_id }));
+  const to = "spaces" in want ? `${want.rule} (members of ${ids.join(", ")})` : want.rule;
+  const from = rule === "restricted" || rule === "knock_restricted" ? `${rule} (members of ${allowed.join(", ")})` : rule;
+  return { actions: [{ kind: "set-state", type: "m.room.join_rules", stateKey: "", content, from: current === undefined ? null : from, to }], findings };
+}
+
+function allowedRooms(content: Readonly<Record<string, unknown>> | undefined): string[] {
+  const allow = content?.["allow"];
+  if (!Array.isArray(allow)) return [];
+  const ids = allow.flatMap((a: unknown) => {
+    if (typeof a !== "object" || a === null) return [];
+    const e = a as Record<string, unknown>;
+    return e["type"] === "m.room_membership" && typeof e["room_id"] === "string" ? [e["room_id"]] : [];
+  });
+  return [...new Set(ids)].sort(compare);
+}
+
+/** A link that counts: `via` is a non-empty list of server names (the spec ignores others). */
+function linked(content: Readonly<Record<string, unknown>> | undefined): boolean {
+  const via = content?.["via"];
+  return Array.isArray(via) && via.length > 0 && via.every((v) => typeof v === "string");
+}
+
+function ours(ctx: RoomContext, type: "m.space.child" | "m.space.parent", stateKey: string): boolean {
+  return (ctx.memory.links ?? []).some((l) => l.type === type && l.stateKey === stateKey);
+}
+
+function via(ctx: RoomContext): string[] {
+  return [serverNameOf(ctx.policy.bot)];
+}
+
+/** A space's children: linked when managed and missing; unlinked only when ours and no longer wanted. */
+function spaceChildren(ctx: RoomContext): { actions: Action[]; findings: Finding[] } {
+  const space = ctx.desired.space;
+  if (space === undefined) return { actions: [], findings: [] };
+  const actions: Action[] = [];
+  const findings: Finding[] = [];
+  const wanted = new Set<string>();
+  const sorted = [...space.children].sort((a, b) => compare(a.roomId ?? a.ref, b.roomId ?? b.ref));
+  for (const child of sorted) {
+    if (child.roomId === undefined) {
+      actions.push({ kind: "add-child", child: child.ref, via: via(ctx) });
+      findings.push({ kind: "child-pending", child: child.ref });
+      continue;
+    }
+    wanted.add(child.roomId);
+    if (!linked(stateContent(ctx, "m.space.child", child.roomId))) actions.push({ kind: "add-child", child: child.ref, childId: child.roomId, via: via(ctx) });
+  }
+  const removals: Action[] = [];
+  for (const [key, content] of Object.entries(ctx.observed.state?.["m.space.child"] ?? {}).sort(([a], [b]) => compare(a, b))) {
+    if (wanted.has(key) || !linked(content)) continue;
+    if (!ours(ctx, "m.space.child", key)) findings.push({ kind: "link-not-ours", type: "m.space.child", room: key });
+    else if (ctx.incomplete) continue; // the directory may still want it: no removals on partial knowledge
+    else removals.push({ kind: "remove-child", child: key, childId: key as RoomId });
+  }
+  return { actions: [...removals, ...actions], findings };
+}
+
+/** A child's `m.space.parent` links to the spaces that list it. */
+function parentLinks(ctx: RoomContext): StateDecision[] {
+  const parents: readonly DesiredLink[] | undefined = ctx.desired.parents;
+  const observed = ctx.observed.state?.["m.space.parent"] ?? {};
+  if (parents === undefined && ctx.memory.links === undefined) return [];
+  const actions: ActionOf<"set-state">[] = [];
+  const wanted = new Set<string>();
+  for (const p of [...(parents ?? [])].sort((a, b) => compare(a.ref, b.ref))) {
+    if (p.roomId === undefined) {
+      // A space to be created first (a dry run): shown as the run would send it.
+      actions.push({ kind: "set-state", type: "m.space.parent", stateKey: p.ref, content: { via: via(ctx) }, from: null, to: `parent ${p.ref}`, pending: p.ref });
+      continue;
+    }
+    wanted.add(p.roomId);
+    if (linked(observed[p.roomId])) continue;
+    actions.push({ kind: "set-state", type: "m.space.parent", stateKey: p.roomId, content: { via: via(ctx) }, from: null, to: `parent ${p.ref}` });
+  }
+  for (const [key, content] of Object.entries(observed).sort(([a], [b]) => compare(a, b))) {
+    if (wanted.has(key) || !linked(content) || !ours(ctx, "m.space.parent", key) || ctx.incomplete) continue;
+    actions.push({ kind: "set-state", type: "m.space.parent", stateKey: key, content: {}, from: `parent ${key}`, to: "none" });
+  }
+  return [{ actions, findings: [] }];
 }
 
 /** Plans many rooms with the same policy. */
@@ -333,11 +624,15 @@ export function planLevelChange(
   const botLevel = levels.of(bot);
   if (levels.creators.has(user)) return { ok: false, reason: `${user} is a creator of this room (unlimited power); levels do not apply` };
   const need = levels.required("power_levels");
-  if (botLevel < need) return { ok: false, reason: `our level ${fmt(botLevel)} is below ${need}, needed to change power levels` };
+  if (botLevel < need) return { ok: false, reason: `our level ${fmtLevel(botLevel)} is below ${need}, needed to change power levels` };
   const current = levels.of(user);
-  if (user !== bot && current >= botLevel) return { ok: false, reason: `${user} has level ${fmt(current)} ≥ ours (${fmt(botLevel)})` };
+  if (user !== bot && current >= botLevel) return { ok: false, reason: `${user} has level ${fmtLevel(current)} ≥ ours (${fmtLevel(botLevel)})` };
   const target = level === undefined ? levels.usersDefault : Math.min(level, botLevel);
   const change: PowerLevelChange = { user, from: current, to: target, removeEntry: level === undefined || target === levels.usersDefault };
-  const notes: string[] = [];
-  return { ok: true, content: newPowerLevels(levels, [change], notes), change };
+  return { ok: true, content: withChanges(levels, [change], [], []), change };
+}
+
+/** A level in words: "creator" for a v12 creator's unlimited power. */
+export function fmtLevel(level: number): string {
+  return level === Infinity ? "creator" : String(level);
 }

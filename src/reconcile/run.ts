@@ -13,8 +13,12 @@ import { applyRoomPlan, simulateRoomPlan, type ActionResult } from "./apply.ts";
 import { readDirectory, type DirectorySettings } from "./directory.ts";
 import { mergeDesiredRooms } from "./desired.ts";
 import { planRoom } from "./plan.ts";
+import { creatable, DEFAULT_CREATE_ROOM_INVITES, planCreation } from "./plan-create.ts";
 import { countReport, reportActions, reportHeld, type RoomReport, type RunReport } from "./report.ts";
-import type { DesiredRoom, Policy, RoomMemory } from "./types.ts";
+import { desiredSpaces, type SpaceDraft } from "./spaces.ts";
+import type { RoomTemplate, SpaceSetting } from "./template.ts";
+import type { Action, DesiredLink, DesiredRoom, Policy, RoomMemory, RoomPlan, SpaceLinkKey } from "./types.ts";
+import { findingText } from "./words.ts";
 
 export interface SyncSettings extends DirectorySettings {
   /** Default: the bot's own server name. */
@@ -24,9 +28,16 @@ export interface SyncSettings extends DirectorySettings {
     readonly kickReason: string;
     readonly maxRemovals: { readonly count?: number; readonly share?: number };
     readonly ignoreUsers: readonly string[];
+    /** Create a mapped alias of our server that does not resolve. */
+    readonly createRooms: boolean;
+    /** Most members invited in the createRoom request itself (default 10, Synapse's limit). */
+    readonly createRoomInvites?: number;
   };
   /** Rooms processed at once. */
   readonly concurrency: number;
+  /** The template of the room known by these references; absent: only members are managed. */
+  readonly templateFor?: (refs: readonly string[]) => RoomTemplate;
+  readonly spaces?: readonly SpaceSetting[];
 }
 
 export interface SyncDeps {
@@ -172,7 +183,13 @@ async function syncRooms(
     errors.push(`${directory.error.message}; no room was changed`);
     return [];
   }
-  const desired: DesiredRoom[] = directory.value.desired;
+  const spaceDrafts = directory.value.spaces;
+  const spaceRefs = new Set(spaceDrafts.map((d) => d.setting.space));
+  // Spaces are desired rooms too; their members are filled in from their children below.
+  const desired: DesiredRoom[] = [
+    ...directory.value.desired.filter((d) => !spaceRefs.has(d.room)),
+    ...spaceDrafts.map((d): DesiredRoom => ({ room: d.setting.space, members: [], incompleteGroups: [], notes: [], space: { children: [] } })),
+  ];
   directoryNotes.push(...directory.value.notes);
   for (const n of directory.value.notes) log.info("directory note", { note: n });
 
@@ -201,24 +218,44 @@ async function syncRooms(
   const heldRows = await store.listHeld();
   const held = groupBy(heldRows.filter((h) => h.releasedAt === null), (h) => h.roomId, (h) => h.userId as UserId);
   const released = groupBy(heldRows.filter((h) => h.releasedAt !== null), (h) => h.roomId, (h) => h.userId as UserId);
+  const links = groupBy(await store.listSpaceLinks(), (l) => l.roomId, (l): SpaceLinkKey => ({ type: l.type, stateKey: l.stateKey as RoomId }));
+
+  /** Every reference's room id once known (resolved, or created in this run). */
+  const idOf = new Map<string, RoomId>();
+  const resolving = new Map<string, ReturnType<typeof gateway.resolveRoom>>();
+  const resolve = (ref: string): ReturnType<typeof gateway.resolveRoom> => {
+    let r = resolving.get(ref);
+    if (r === undefined) {
+      r = gateway.resolveRoom(ref);
+      resolving.set(ref, r);
+    }
+    return r;
+  };
 
   // Resolve every reference first: two references to one room (two aliases, or an alias and
   // the room's id) are one room, planned once with their groups merged — planned apart, each
   // would kick the other's members, and the next run invite them back.
-  const targets = await mapConcurrent(desired, settings.concurrency, async (room): Promise<Target | RoomReport | undefined> => {
+  const targets = await mapConcurrent(desired, settings.concurrency, async (room): Promise<Target | Missing | RoomReport | undefined> => {
     if (opts.signal?.aborted) return undefined;
     const report = emptyReport(room.room);
     if (unmanaged.has(room.room)) {
       report.notes.push("unmanaged: handed back by an operator; not synced");
       return report;
     }
-    const resolved = await gateway.resolveRoom(room.room);
+    const resolved = await resolve(room.room);
     if (!resolved.ok) {
       if (wanted && !wanted.has(room.room)) return undefined;
+      if (resolved.error.code === "M_NOT_FOUND" && settings.sync.createRooms) {
+        const check = creatable(room.room, bot);
+        if (check.ok) return { missing: room };
+        return await recordRoomError(report, check.reason);
+      }
       if (resolved.error.code !== "M_NOT_FOUND") unresolved.push({ ref: room.room, roomId: lastRoomId.get(room.room) });
-      return await recordRoomError(report, resolved.error.message);
+      const why = resolved.error.code === "M_NOT_FOUND" && !settings.sync.createRooms ? `${resolved.error.message} (sync.createRooms is off: not created)` : resolved.error.message;
+      return await recordRoomError(report, why);
     }
     const roomId: RoomId = resolved.value;
+    idOf.set(room.room, roomId);
     report.roomId = roomId;
     if (unmanaged.has(roomId)) {
       report.notes.push("unmanaged: handed back by an operator; not synced");
@@ -227,11 +264,16 @@ async function syncRooms(
     return { room: room.room, roomId, desired: room };
   });
   const early: RoomReport[] = [];
+  const missing: DesiredRoom[] = [];
   const byId = new Map<RoomId, DesiredRoom[]>();
   const wantedIds = new Set<string>(wanted ?? []);
-  for (const t of targets) if (t !== undefined && t.roomId !== null && wanted?.has(t.room) === true) wantedIds.add(t.roomId);
+  for (const t of targets) if (t !== undefined && "roomId" in t && t.roomId !== null && wanted?.has(t.room) === true) wantedIds.add(t.roomId);
   for (const t of targets) {
     if (t === undefined) continue;
+    if ("missing" in t) {
+      missing.push(t.missing);
+      continue;
+    }
     if (wanted && !(wanted.has(t.room) || (t.roomId !== null && wantedIds.has(t.roomId)))) continue;
     if (!("desired" in t)) {
       early.push(t);
@@ -241,28 +283,150 @@ async function syncRooms(
     if (list) list.push(t.desired);
     else byId.set(t.roomId, [t.desired]);
   }
-  const rooms = [...byId].map(([roomId, parts]) => {
+  const merged = [...byId].map(([roomId, parts]): { roomId: RoomId | null; refs: string[]; desired: DesiredRoom } => {
     // Aliases first (a readable name for the merged room), then ids; each sorted.
     const refs = parts.map((p) => p.room).sort((a, b) => Number(a.startsWith("!")) - Number(b.startsWith("!")) || (a < b ? -1 : a > b ? 1 : 0));
-    const merged = mergeDesiredRooms(refs[0] as string, parts);
+    const room = mergeDesiredRooms(refs[0] as string, parts);
     // A reference that may reach this room could not be resolved: its groups' members are not
     // known to be unwanted here, so no removals in it (fail closed). A reference whose last
     // room is unknown may reach any room.
     const unsure = unresolved.filter((u) => u.roomId === undefined || u.roomId === roomId).map((u) => `(reference ${u.ref}: not resolved)`);
-    const desired = unsure.length === 0 ? merged : { ...merged, incompleteGroups: [...merged.incompleteGroups, ...unsure] };
-    return { roomId, refs, desired };
+    return { roomId, refs, desired: unsure.length === 0 ? room : { ...room, incompleteGroups: [...room.incompleteGroups, ...unsure] } };
   });
+  for (const m of missing) merged.push({ roomId: null, refs: [m.room], desired: m });
 
-  const total = early.length + rooms.length;
-  let done = early.length;
-  const reports = await mapConcurrent(rooms, settings.concurrency, async (room) => {
+  // Spaces named by restricted join rules: resolved once; one that neither resolves nor is
+  // created in this run is left out of the rule (with a note).
+  const ruleRefs = new Set<string>();
+  for (const m of merged) {
+    const rule = settings.templateFor?.(m.refs).joinRule;
+    if (rule !== undefined && "spaces" in rule) for (const s of rule.spaces) if (!s.startsWith("!")) ruleRefs.add(s);
+  }
+  await Promise.all(
+    [...ruleRefs].filter((r) => !idOf.has(r)).map(async (r) => {
+      const x = await resolve(r);
+      if (x.ok) idOf.set(r, x.value);
+    }),
+  );
+  const creating = new Set(missing.map((m) => m.room));
+
+  // What each room should look like: members (spaces: from their children), template, links.
+  const byRef = new Map<string, DesiredRoom>();
+  for (const m of merged) for (const ref of m.refs) byRef.set(ref, m.desired);
+  const childKey = (ref: string): DesiredRoom | undefined => byRef.get(ref) ?? (idOf.has(ref) ? merged.find((m) => m.roomId === idOf.get(ref))?.desired : undefined);
+  const roomsForSpaces = new Map<string, DesiredRoom>();
+  for (const d of spaceDrafts) for (const child of d.children) {
+    const room = childKey(child);
+    if (room !== undefined && room.space === undefined) roomsForSpaces.set(child, room);
+  }
+  const spaceRooms = new Map(desiredSpaces(spaceDrafts, roomsForSpaces, settings.roles).map((r) => [r.room, r]));
+  const parentsOf = (refs: readonly string[], roomId: RoomId | null): SpaceDraft[] =>
+    spaceDrafts.filter((d) => d.children.some((c) => refs.includes(c) || (roomId !== null && idOf.get(c) === roomId)));
+  const shape = (refs: readonly string[], roomId: RoomId | null, base: DesiredRoom): DesiredRoom => {
+    const spaceRef = refs.find((r) => spaceRooms.has(r));
+    let room: DesiredRoom = spaceRef !== undefined ? { ...(spaceRooms.get(spaceRef) as DesiredRoom), room: base.room } : base;
+    if (spaceRef !== undefined) {
+      const notes = [...room.notes];
+      const children: DesiredLink[] = [];
+      for (const link of room.space?.children ?? []) {
+        const id = link.ref.startsWith("!") ? (link.ref as RoomId) : idOf.get(link.ref);
+        if (id === undefined && !link.ref.startsWith("!") && !creatable(link.ref, bot).ok) {
+          notes.push(`${link.ref}: a child on another server that did not resolve: not linked (only rooms that exist, or aliases of ${botServer} that are created, are linked)`);
+          continue;
+        }
+        children.push(id !== undefined ? { ref: link.ref, roomId: id } : { ref: link.ref });
+      }
+      room = { ...room, notes, space: { children } };
+    }
+    const parents = parentsOf(refs, roomId);
+    let template = settings.templateFor?.(refs);
+    const restrict = parents.filter((p) => p.setting.restrictChildren).map((p) => idOf.get(p.setting.space) ?? p.setting.space);
+    if (restrict.length > 0 && template !== undefined) template = { ...template, joinRule: { rule: "restricted", spaces: restrict } };
+    else if (restrict.length > 0) template = { powerLevels: {}, encryption: false, joinRule: { rule: "restricted", spaces: restrict } };
+    const ruleNotes: string[] = [];
+    if (template !== undefined && template.joinRule !== undefined && "spaces" in template.joinRule) {
+      const spaces = template.joinRule.spaces.flatMap((s) => {
+        const id = s.startsWith("!") ? s : idOf.get(s);
+        if (id !== undefined) return [id];
+        if (creating.has(s)) return [s]; // created in this run (a dry run shows it pending)
+        ruleNotes.push(`join rule: space ${s} does not resolve: left out of the ${template?.joinRule?.rule ?? ""} rule`);
+        return [];
+      });
+      const { joinRule: _dropped, ...rest } = template;
+      template = spaces.length > 0 ? { ...template, joinRule: { ...template.joinRule, spaces } } : rest;
+    }
+    const withParents = parents.filter((p) => p.setting.parentLinks).map((p): DesiredLink => {
+      const id = idOf.get(p.setting.space) ?? (p.setting.space.startsWith("!") ? (p.setting.space as RoomId) : undefined);
+      return id !== undefined ? { ref: p.setting.space, roomId: id } : { ref: p.setting.space };
+    });
+    return {
+      ...room,
+      ...(ruleNotes.length > 0 ? { notes: [...room.notes, ...ruleNotes] } : {}),
+      ...(template !== undefined ? { template } : {}),
+      ...(withParents.length > 0 ? { parents: withParents } : {}),
+    };
+  };
+
+  // Rooms that do not exist yet: spaces first (their ids go into their children's parent
+  // links and join rules), then rooms; each in one createRoom request.
+  const toCreate = merged.filter((m) => m.roomId === null).sort((a, b) => Number(b.desired.space !== undefined) - Number(a.desired.space !== undefined));
+  const created: RoomReport[] = [];
+  const createdSpaces: { ref: string; report: RoomReport; roomId: RoomId | null }[] = [];
+  for (const m of toCreate) {
+    if (opts.signal?.aborted) break;
+    const desiredRoom = shape(m.refs, null, m.desired);
+    const parentIds = (desiredRoom.parents ?? []).flatMap((p) => (p.roomId !== undefined ? [p.roomId] : []));
+    const plan = planCreation({
+      desired: desiredRoom,
+      template: desiredRoom.template ?? { powerLevels: {}, encryption: false },
+      policy,
+      parents: parentIds,
+      maxInvites: settings.sync.createRoomInvites ?? DEFAULT_CREATE_ROOM_INVITES,
+    });
+    const report = emptyReport(m.desired.room);
+    if (plan.error !== undefined) {
+      report.notes.push(...plan.findings.map(findingText));
+      created.push(await recordRoomError(report, plan.error));
+      continue;
+    }
+    const results = opts.dryRun ? simulateRoomPlan(plan) : await applyRoomPlan(gateway, plan, opts.signal);
+    const roomId = results[0]?.roomId ?? null;
+    if (roomId !== null) {
+      idOf.set(m.desired.room, roomId);
+      report.roomId = roomId;
+    }
+    report.actions = reportActions(results);
+    report.notes.push(...plan.findings.map(findingText));
+    if (desiredRoom.incompleteGroups.length > 0) report.incompleteGroups = [...desiredRoom.incompleteGroups];
+    await record(report, m.desired.room, roomId, [m.desired.room], results, plan);
+    if (roomId !== null && !opts.dryRun) {
+      for (const p of parentIds) await store.addSpaceLink({ roomId, type: "m.space.parent", stateKey: p, runId, addedAt: clock.now() });
+    }
+    if (desiredRoom.space !== undefined && (roomId !== null || opts.dryRun)) createdSpaces.push({ ref: m.desired.room, report, roomId });
+    else created.push(report);
+  }
+  // A space created in this run gets its children now that they exist (one event each).
+  for (const s of createdSpaces) {
+    const space = shape([s.ref], s.roomId, spaceRooms.get(s.ref) ?? { room: s.ref, members: [], incompleteGroups: [], notes: [] });
+    const actions: Action[] = (space.space?.children ?? []).map((c) => ({ kind: "add-child", child: c.ref, ...(c.roomId !== undefined ? { childId: c.roomId } : {}), via: [botServer] }));
+    const plan: RoomPlan = { room: s.ref, roomId: s.roomId, actions, held: [], findings: [] };
+    const results = opts.dryRun || s.roomId === null ? simulateRoomPlan(plan) : await applyRoomPlan(gateway, plan, opts.signal);
+    s.report.actions.push(...reportActions(results));
+    await record(s.report, s.ref, s.roomId, [], results, plan);
+    created.push(s.report);
+  }
+
+  const existing = merged.filter((m): m is typeof m & { roomId: RoomId } => m.roomId !== null);
+  const total = early.length + created.length + existing.length;
+  let done = early.length + created.length;
+  const reports = await mapConcurrent(existing, settings.concurrency, async (room) => {
     if (opts.signal?.aborted) return undefined;
-    const report = await syncRoom(room.roomId, room.refs, room.desired);
+    const report = await syncRoom(room.roomId, room.refs, shape(room.refs, room.roomId, room.desired));
     deps.progress?.(++done, total);
     return report;
   });
   // Sorted by the name each room is reported under.
-  const selected = [...early, ...reports.filter((r): r is RoomReport => r !== undefined)].sort((a, b) =>
+  const selected = [...early, ...created, ...reports.filter((r): r is RoomReport => r !== undefined)].sort((a, b) =>
     a.room < b.room ? -1 : a.room > b.room ? 1 : 0,
   );
   if (wanted && opts.signal?.aborted !== true) {
@@ -280,59 +444,61 @@ async function syncRooms(
     }
     const observed = await gateway.readRoom(roomId);
     if (!observed.ok) return await recordRoomError(report, observed.error.message, refs);
+    if (room.space !== undefined && observed.value.roomType !== "m.space" && observed.value.problems === undefined) {
+      return await recordRoomError(report, `configured as a space, but ${roomId} is not one (its m.room.create has no type m.space): nothing changed; create a space, or list this room as a child instead`, refs);
+    }
 
     const memory: RoomMemory = {
       externals: externals.get(roomId) ?? [],
       held: held.get(roomId) ?? [],
       released: released.get(roomId) ?? [],
+      ...(links.has(roomId) ? { links: links.get(roomId) ?? [] } : {}),
     };
     const plan = planRoom(room, observed.value, memory, policy);
     if (plan.error !== undefined) {
       // Not judged: nothing planned, and what was held stays held.
-      report.notes.push(...plan.notes);
+      report.notes.push(...plan.findings.map(findingText));
       return await recordRoomError(report, plan.error, refs);
     }
     const results: ActionResult[] = opts.dryRun ? simulateRoomPlan(plan) : await applyRoomPlan(gateway, plan, opts.signal);
 
     report.actions = reportActions(results);
     report.held = reportHeld(plan.held);
-    report.notes.push(...plan.notes);
+    report.notes.push(...plan.findings.map(findingText));
     if (room.incompleteGroups.length > 0) report.incompleteGroups = [...room.incompleteGroups];
+    await record(report, room.room, roomId, refs, results, plan);
+    return report;
+  }
 
+  /** The audit rows of one room, its held set, the links it added and its managed-room record. */
+  async function record(report: RoomReport, room: string, roomId: RoomId | null, refs: readonly string[], results: readonly ActionResult[], plan: RoomPlan): Promise<void> {
     const at = clock.now();
+    const entries = reportActions(results);
     const rows: ActionRecord[] = [
-      ...report.actions.map((a): ActionRecord => {
-        const { kind, user, outcome, error, ...detail } = a;
-        return { runId, room: room.room, roomId, kind, userId: user, detail, outcome: outcome ?? "planned", error: error ?? null, at };
+      ...entries.map((a): ActionRecord => {
+        const { kind, outcome, error, ...detail } = a;
+        const userId = "user" in detail ? detail.user : null;
+        return { runId, room, roomId, kind, userId, detail, outcome: outcome ?? "planned", error: error ?? null, at };
       }),
-      ...report.held.map((h): ActionRecord => ({
-        runId,
-        room: room.room,
-        roomId,
-        kind: h.kind,
-        userId: h.user,
-        detail: { reason: h.reason },
-        outcome: "held",
-        error: null,
-        at,
-      })),
+      ...reportHeld(plan.held).map((h): ActionRecord => ({ runId, room, roomId, kind: h.kind, userId: h.user, detail: { reason: h.reason }, outcome: "held", error: null, at })),
     ];
     await store.recordActions(rows);
-    if (!opts.dryRun) {
-      await store.replaceHeld(roomId, room.room, plan.held.map((h) => ({ userId: h.user, reason: h.reason })), runId, at);
-      const failed = report.actions.filter((a) => a.outcome === "failed").length;
-      for (const ref of refs) {
-        await store.upsertManagedRoom({
-          room: ref,
-          roomId,
-          lastRunId: runId,
-          lastOutcome: failed > 0 ? "failed" : "ok",
-          lastSummary: countReport([report]),
-          now: at,
-        });
+    if (opts.dryRun || roomId === null) return;
+    for (const r of results) {
+      if (r.outcome !== "applied") continue;
+      const a = r.action;
+      if (a.kind === "add-child" && a.childId !== undefined) await store.addSpaceLink({ roomId, type: "m.space.child", stateKey: a.childId, runId, addedAt: at });
+      if (a.kind === "remove-child") await store.removeSpaceLink(roomId, "m.space.child", a.childId);
+      if (a.kind === "set-state" && a.type === "m.space.parent") {
+        if (Object.keys(a.content).length > 0) await store.addSpaceLink({ roomId, type: "m.space.parent", stateKey: a.stateKey, runId, addedAt: at });
+        else await store.removeSpaceLink(roomId, "m.space.parent", a.stateKey);
       }
     }
-    return report;
+    if (plan.roomId !== null) await store.replaceHeld(roomId, room, plan.held.map((h) => ({ userId: h.user, reason: h.reason })), runId, at);
+    const failed = report.actions.filter((a) => a.outcome === "failed").length;
+    for (const ref of refs) {
+      await store.upsertManagedRoom({ room: ref, roomId, lastRunId: runId, lastOutcome: failed > 0 ? "failed" : "ok", lastSummary: countReport([report]), now: at });
+    }
   }
 
   async function recordRoomError(report: RoomReport, message: string, refs: readonly string[] = [report.room]): Promise<RoomReport> {
@@ -355,6 +521,11 @@ interface Target {
   readonly room: string;
   readonly roomId: RoomId;
   readonly desired: DesiredRoom;
+}
+
+/** A mapped alias that does not resolve and may be created. */
+interface Missing {
+  readonly missing: DesiredRoom;
 }
 
 function emptyReport(room: string): RoomReport {

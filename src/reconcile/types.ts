@@ -1,4 +1,6 @@
 import type { RoomId, UserId } from "../matrix/ids.ts";
+import type { Finding } from "./findings.ts";
+import type { RoomTemplate } from "./template.ts";
 
 /** Membership states from `m.room.member` content. Absent from the room = no entry. */
 export type Membership = "join" | "invite" | "leave" | "ban" | "knock";
@@ -21,6 +23,19 @@ export interface DesiredRoom {
   readonly incompleteGroups: readonly string[];
   /** Non-fatal findings while building it (invalid ids, disabled accounts...). */
   readonly notes: readonly string[];
+  /** What the room should look like besides its members; absent: nothing but members is managed. */
+  readonly template?: RoomTemplate;
+  /** Set when the room is a space: the managed rooms that should be its children. */
+  readonly space?: { readonly children: readonly DesiredLink[] };
+  /** Spaces that should be named in this room's `m.space.parent` events. */
+  readonly parents?: readonly DesiredLink[];
+}
+
+/** A space link the directory wants: to a room known by reference, with its id once it has one. */
+export interface DesiredLink {
+  readonly ref: string;
+  /** Absent while the room does not exist yet (a dry run before its creation). */
+  readonly roomId?: RoomId;
 }
 
 /**
@@ -55,11 +70,34 @@ export interface ObservedRoom {
   /** Sender of `m.room.create` (for rooms without a power levels event). */
   readonly createSender?: UserId;
   /**
+   * The other state the template and spaces are compared with, by type and state key (only
+   * the types in OBSERVED_STATE_TYPES; absent: none of them known, as in a room with none).
+   */
+  readonly state?: ObservedState;
+  /** `m.room.create`'s `type` (e.g. "m.space"); absent for an ordinary room. */
+  readonly roomType?: string;
+  /**
    * What made the state unreadable (no create event, two power levels events...): such a room
    * cannot be judged, and the planner changes nothing in it.
    */
   readonly problems?: readonly string[];
 }
+
+/** State types besides members, power levels and create that the planner reads. */
+export const OBSERVED_STATE_TYPES = [
+  "m.room.join_rules",
+  "m.room.history_visibility",
+  "m.room.guest_access",
+  "m.room.name",
+  "m.room.topic",
+  "m.room.encryption",
+  "m.space.child",
+  "m.space.parent",
+] as const;
+export type ObservedStateType = (typeof OBSERVED_STATE_TYPES)[number];
+
+/** type → state key → content, as the homeserver gave it (untrusted; the planner decodes it). */
+export type ObservedState = Readonly<Partial<Record<ObservedStateType, Readonly<Record<string, Readonly<Record<string, unknown>>>>>>>;
 
 /** Room-specific inputs that come from our own store, not from the directory or homeserver. */
 export interface RoomMemory {
@@ -69,6 +107,16 @@ export interface RoomMemory {
   readonly held: readonly UserId[];
   /** Removals an operator released: applied even past the guard. */
   readonly released: readonly UserId[];
+  /**
+   * Space links this service added to the room (`m.space.child` / `m.space.parent` state
+   * keys): only these are ever removed. Absent: none.
+   */
+  readonly links?: readonly SpaceLinkKey[];
+}
+
+export interface SpaceLinkKey {
+  readonly type: "m.space.child" | "m.space.parent";
+  readonly stateKey: RoomId;
 }
 
 export interface Policy {
@@ -95,16 +143,69 @@ export interface PowerLevelChange {
   readonly removeEntry: boolean;
 }
 
-/** The closed vocabulary of changes. An executor switches on `kind` exhaustively. */
+/** A template field of `m.room.power_levels` changed: "users_default", "events.m.room.name", "notifications.room". */
+export interface PowerLevelFieldChange {
+  readonly field: string;
+  /** Absent: the content had no such key (the spec default applied). */
+  readonly from?: number;
+  readonly to: number;
+}
+
+/** What `createRoom` is asked for (the client-server API's request body, as we use it). */
+export interface CreateRoomRequest {
+  readonly preset: "private_chat" | "public_chat";
+  readonly room_alias_name: string;
+  readonly name: string;
+  readonly topic?: string;
+  readonly room_version: string;
+  readonly creation_content?: { readonly type: "m.space" };
+  readonly power_level_content_override: PowerLevelsContent;
+  readonly initial_state: readonly { readonly type: string; readonly state_key: string; readonly content: Readonly<Record<string, unknown>> }[];
+  readonly invite: readonly UserId[];
+}
+
+/**
+ * The closed vocabulary of changes, used by the planner, the executor, the reports and the
+ * store alike. A new kind is: a member here, the rule that plans it (plan.ts), its executor
+ * case (apply.ts), its words (words.ts); the compiler points at each.
+ */
 export type Action =
+  | {
+      readonly kind: "create-room";
+      readonly alias: string;
+      readonly request: CreateRoomRequest;
+      /** The members' levels given in the same request (for the reports). */
+      readonly levels: readonly PowerLevelChange[];
+    }
   | { readonly kind: "kick"; readonly user: UserId; readonly reason: string }
-  | { readonly kind: "invite"; readonly user: UserId }
   | {
       readonly kind: "set-power-levels";
       readonly changes: readonly PowerLevelChange[];
-      /** The whole new `m.room.power_levels` content: the current one with only `users` changed. */
+      /** Template fields changed in the same event. */
+      readonly fields: readonly PowerLevelFieldChange[];
+      /** The whole new `m.room.power_levels` content: the current one with only these changed. */
       readonly content: PowerLevelsContent;
-    };
+    }
+  | {
+      readonly kind: "set-state";
+      readonly type: string;
+      readonly stateKey: string;
+      readonly content: Readonly<Record<string, unknown>>;
+      /** The current value in words ("shared", "invite", a name), or null when unset. */
+      readonly from: string | null;
+      readonly to: string;
+      /**
+       * Set when the event names a room that does not exist yet (a space a dry run would
+       * create first): the reference, in place of its id. Such an action is shown, never sent.
+       */
+      readonly pending?: string;
+    }
+  | { readonly kind: "add-child"; readonly child: string; readonly childId?: RoomId; readonly via: readonly string[] }
+  | { readonly kind: "remove-child"; readonly child: string; readonly childId: RoomId }
+  | { readonly kind: "invite"; readonly user: UserId };
+
+export type ActionKind = Action["kind"];
+export type ActionOf<K extends ActionKind> = Extract<Action, { kind: K }>;
 
 export interface HeldRemoval {
   readonly kind: "kick";
@@ -114,11 +215,15 @@ export interface HeldRemoval {
 
 export interface RoomPlan {
   readonly room: string;
-  readonly roomId: RoomId;
-  /** In the order they are applied: kicks, then the one power-levels event, then invites. */
+  /** Null only for the plan that creates the room. */
+  readonly roomId: RoomId | null;
+  /**
+   * In the order they are applied: creation; kicks; the one power-levels event; other state;
+   * space links removed, then added; invites last (invitees join a room already in shape).
+   */
   readonly actions: readonly Action[];
   readonly held: readonly HeldRemoval[];
-  readonly notes: readonly string[];
+  readonly findings: readonly Finding[];
   /**
    * Set when the room cannot be judged (its power levels or state are invalid): then there
    * are no actions and no held removals, and earlier held removals stay as they are.

@@ -32,6 +32,7 @@ import { Kysely, PostgresDialect, type ColumnType, type Generated } from "kysely
 import { PGliteDialect } from "kysely-pglite-dialect";
 import pg from "pg";
 import { describeError } from "../result.ts";
+import type { RecordedKind, SpaceLinkType } from "./store.ts";
 
 /** A timestamptz column: a `Date` in and out. */
 type Timestamp = ColumnType<Date, Date, Date>;
@@ -59,12 +60,22 @@ export interface RunActionsTable {
   run_id: number;
   room: string;
   room_id: string | null;
-  kind: string;
+  kind: RecordedKind;
   user_id: string | null;
   detail: Json;
   outcome: string;
   error: string | null;
   at: Timestamp;
+}
+
+export interface SpaceLinksTable {
+  /** The room the link event lives in (the space for a child link, the child for a parent link). */
+  room_id: string;
+  type: SpaceLinkType;
+  /** The linked room's id. */
+  state_key: string;
+  run_id: number;
+  added_at: Timestamp;
 }
 
 export interface HeldRemovalsTable {
@@ -130,6 +141,7 @@ export interface Database {
   held_removals: HeldRemovalsTable;
   external_members: ExternalMembersTable;
   managed_rooms: ManagedRoomsTable;
+  space_links: SpaceLinksTable;
 }
 
 export type Engine = "pglite" | "postgres";

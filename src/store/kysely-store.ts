@@ -16,6 +16,8 @@ import type {
   TokenAuditRecord,
   ActionRecord,
   ExternalRecord,
+  SpaceLinkRecord,
+  SpaceLinkType,
   HeldRecord,
   ManagedRoomRecord,
   RunOutcome,
@@ -245,6 +247,26 @@ export async function releaseHeld(db: Db, roomId: string, userIds: readonly stri
 // --- external members --------------------------------------------------------------------
 
 /** Ordered by room id, then user id. */
+export async function listSpaceLinks(db: Db, roomId?: string): Promise<SpaceLinkRecord[]> {
+  let query = db.selectFrom("space_links").selectAll();
+  if (roomId !== undefined) query = query.where("room_id", "=", roomId);
+  const rows = await query.orderBy("room_id").orderBy("type").orderBy("state_key").execute();
+  return rows.map((row) => ({ roomId: row.room_id, type: row.type, stateKey: row.state_key, runId: row.run_id, addedAt: row.added_at }));
+}
+
+export async function addSpaceLink(db: Db, r: SpaceLinkRecord): Promise<void> {
+  await db
+    .insertInto("space_links")
+    .values({ room_id: r.roomId, type: r.type, state_key: r.stateKey, run_id: r.runId, added_at: r.addedAt })
+    .onConflict((oc) => oc.columns(["room_id", "type", "state_key"]).doUpdateSet({ run_id: r.runId, added_at: r.addedAt }))
+    .execute();
+}
+
+export async function removeSpaceLink(db: Db, roomId: string, type: SpaceLinkType, stateKey: string): Promise<boolean> {
+  const r = await db.deleteFrom("space_links").where("room_id", "=", roomId).where("type", "=", type).where("state_key", "=", stateKey).executeTakeFirst();
+  return Number(r.numDeletedRows) > 0;
+}
+
 export async function listExternals(db: Db, roomId?: string): Promise<ExternalRecord[]> {
   let query = db.selectFrom("external_members").selectAll();
   if (roomId !== undefined) query = query.where("room_id", "=", roomId);
@@ -463,6 +485,9 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     replaceHeld: (roomId, room, rows, runId, now) => replaceHeld(db, roomId, room, rows, runId, now),
     releaseHeld: (roomId, userIds, now) => releaseHeld(db, roomId, userIds, now),
     listExternals: (roomId) => listExternals(db, roomId),
+    listSpaceLinks: (roomId) => listSpaceLinks(db, roomId),
+    addSpaceLink: (record) => addSpaceLink(db, record),
+    removeSpaceLink: (roomId, type, stateKey) => removeSpaceLink(db, roomId, type, stateKey),
     addExternal: (record) => addExternal(db, record),
     removeExternal: (roomId, userId) => removeExternal(db, roomId, userId),
     upsertManagedRoom: (input) => upsertManagedRoom(db, input),

@@ -3,6 +3,22 @@
  * (store/kysely-store.ts) over either embedded PGlite or PostgreSQL.
  * Times are passed in by the caller (injected clock); the store never reads the clock.
  */
+import type { ActionKind } from "../reconcile/types.ts";
+
+/** What a run_actions row records: an action of the planner's vocabulary, or a room that could not be synced. */
+export type RecordedKind = ActionKind | "room-error";
+export type SpaceLinkType = "m.space.child" | "m.space.parent";
+
+export interface SpaceLinkRecord {
+  /** The room the link event lives in. */
+  readonly roomId: string;
+  readonly type: SpaceLinkType;
+  /** The linked room. */
+  readonly stateKey: string;
+  readonly runId: number;
+  readonly addedAt: Date;
+}
+
 export type RunTrigger = "cli" | "schedule" | "command" | "startup" | "demo";
 /** `degraded`: the run worked, but a mapped group was incomplete or missing (no removals in its rooms). */
 export type RunOutcome = "running" | "ok" | "degraded" | "failed" | "interrupted";
@@ -25,8 +41,7 @@ export interface ActionRecord {
   /** The room as configured (alias or id). */
   readonly room: string;
   readonly roomId: string | null;
-  /** "invite" | "kick" | "power-level" | "room-error" ... */
-  readonly kind: string;
+  readonly kind: RecordedKind;
   readonly userId: string | null;
   /** JSON detail: from/to levels, reason... */
   readonly detail: unknown;
@@ -143,6 +158,12 @@ export interface Store {
   removeAllowed(scope: string, entry: string): Promise<boolean>;
   /** Makes the config-sourced entries of a scope exactly `entries`; command-sourced ones stay. */
   seedAllowed(scope: string, entries: readonly Omit<AllowEntry, "scope" | "source" | "addedAt">[], now: Date): Promise<void>;
+
+  /** Space links this service added (all, or those living in one room). */
+  listSpaceLinks(roomId?: string): Promise<SpaceLinkRecord[]>;
+  /** Insert or update (same room, type and state key). */
+  addSpaceLink(record: SpaceLinkRecord): Promise<void>;
+  removeSpaceLink(roomId: string, type: SpaceLinkType, stateKey: string): Promise<boolean>;
 
   close(): Promise<void>;
 }

@@ -284,14 +284,14 @@ log: { level: error }
       const byRoom = new Map(report.rooms.map((r) => [r.room, r.actions]));
       expect(byRoom.get("#eng:example.org")).toEqual([
         { kind: "kick", user: "@mallory:example.org", reason: expect.any(String) },
-        { kind: "power-level", user: "@erin:example.org", from: 0, to: 50 },
+        { kind: "set-power-levels", user: "@erin:example.org", from: 0, to: 50 },
         { kind: "invite", user: "@bob:example.org" },
         { kind: "invite", user: "@dave:example.org" },
         { kind: "invite", user: "@erin:example.org" },
       ]);
       expect(byRoom.get("#ops:example.org")).toEqual([
-        { kind: "power-level", user: "@bob:example.org", from: 0, to: 50 },
-        { kind: "power-level", user: "@dave:example.org", from: 0, to: 50 },
+        { kind: "set-power-levels", user: "@bob:example.org", from: 0, to: 50 },
+        { kind: "set-power-levels", user: "@dave:example.org", from: 0, to: 50 },
         { kind: "invite", user: "@bob:example.org" },
         { kind: "invite", user: "@dave:example.org" },
       ]);

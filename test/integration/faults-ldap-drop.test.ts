@@ -160,14 +160,14 @@ log: { level: error }
     expect(byRoom.get("#staff:example.org")!.actions).toEqual([
       { kind: "kick", user: u("stale1"), reason: expect.any(String), outcome: "applied" },
       { kind: "kick", user: u("stale2"), reason: expect.any(String), outcome: "applied" },
-      { kind: "power-level", user: u("stale2"), from: 50, to: 0, outcome: "applied" },
-      { kind: "power-level", user: u("u02"), from: 0, to: 50, outcome: "applied" },
-      { kind: "power-level", user: u("u03"), from: 50, to: 0, outcome: "applied" },
+      { kind: "set-power-levels", user: u("stale2"), from: 50, to: 0, outcome: "applied" },
+      { kind: "set-power-levels", user: u("u02"), from: 0, to: 50, outcome: "applied" },
+      { kind: "set-power-levels", user: u("u03"), from: 50, to: 0, outcome: "applied" },
       ...USERS.slice(24).map((uid) => ({ kind: "invite", user: u(uid), outcome: "applied" })),
     ]);
     expect(byRoom.get("#leads:example.org")!.actions).toEqual([
       { kind: "kick", user: u("u07"), reason: expect.any(String), outcome: "applied" },
-      { kind: "power-level", user: u("u07"), from: 50, to: 0, outcome: "applied" },
+      { kind: "set-power-levels", user: u("u07"), from: 50, to: 0, outcome: "applied" },
       { kind: "invite", user: u("u02"), outcome: "applied" },
     ]);
 

@@ -144,8 +144,8 @@ describe("fault: homeserver timeouts", () => {
       { kind: "kick", user: u("x1"), reason: expect.any(String), ...timedOut(`kicking ${u("x1")} from ${roomB}`) },
       { kind: "kick", user: u("x2"), reason: expect.any(String), ...timedOut(`kicking ${u("x2")} from ${roomB}`) },
       { kind: "kick", user: u("x3"), reason: expect.any(String), outcome: "applied" },
-      { kind: "power-level", user: u("a1"), from: 0, to: 50, ...timedOut(`changing power levels in ${roomB}`) },
-      { kind: "power-level", user: u("x3"), from: 50, to: 0, ...timedOut(`changing power levels in ${roomB}`) },
+      { kind: "set-power-levels", user: u("a1"), from: 0, to: 50, ...timedOut(`changing power levels in ${roomB}`) },
+      { kind: "set-power-levels", user: u("x3"), from: 50, to: 0, ...timedOut(`changing power levels in ${roomB}`) },
       { kind: "invite", user: u("a3"), ...timedOut(`inviting ${u("a3")} to ${roomB}`) },
       { kind: "invite", user: u("a4"), ...timedOut(`inviting ${u("a4")} to ${roomB}`) },
       { kind: "invite", user: u("a5"), outcome: "applied" },
@@ -178,7 +178,7 @@ describe("fault: homeserver timeouts", () => {
     expect(byRoom.get("#a-unreadable:example.org")!.actions).toEqual([
       { kind: "kick", user: u("y1"), reason: expect.any(String), outcome: "applied" },
       { kind: "kick", user: u("y2"), reason: expect.any(String), outcome: "applied" },
-      { kind: "power-level", user: u("y2"), from: 50, to: 0, outcome: "applied" },
+      { kind: "set-power-levels", user: u("y2"), from: 50, to: 0, outcome: "applied" },
       ...DIRECTORY.slice(1).map((n) => ({ kind: "invite", user: u(n), outcome: "applied" })),
     ]);
     // The stalled-but-applied changes (x1 kicked, the levels, a3 invited) are seen and not repeated.

@@ -56,7 +56,7 @@ describe("/healthz, /readyz, /metrics", () => {
       ],
       errors: [],
       notes: [],
-      counts: { invites: 1, kicks: 1, powerLevels: 0, held: 1, failed: 1, roomErrors: 0 },
+      counts: { created: 0, invites: 1, kicks: 1, powerLevels: 0, permissions: 0, state: 0, links: 0, held: 1, failed: 1, roomErrors: 0 },
     };
     metrics.recordRun(report);
     metrics.recordHomeserverResponse(429, 12);

@@ -270,8 +270,8 @@ log: { level: error }
       const byRoom = new Map(report.rooms.map((r) => [r.room, r.actions]));
       expect(byRoom.get("#engineering:example.org")).toEqual([
         { kind: "kick", user: "@mallory:example.org", reason: expect.any(String) },
-        { kind: "power-level", user: "@carol:example.org", from: 0, to: 50 },
-        { kind: "power-level", user: "@dave:example.org", from: 0, to: 50 },
+        { kind: "set-power-levels", user: "@carol:example.org", from: 0, to: 50 },
+        { kind: "set-power-levels", user: "@dave:example.org", from: 0, to: 50 },
         { kind: "invite", user: "@bob:example.org" },
         { kind: "invite", user: "@carol:example.org" },
         { kind: "invite", user: "@dave:example.org" },
@@ -283,7 +283,7 @@ log: { level: error }
       ]);
       // Convention: xxxopsxxxexample.org (bob carol dave erin; frank disabled) and its owners (alice → moderator).
       expect(byRoom.get("#ops:example.org")).toEqual([
-        { kind: "power-level", user: "@alice:example.org", from: 0, to: 50 },
+        { kind: "set-power-levels", user: "@alice:example.org", from: 0, to: 50 },
         { kind: "invite", user: "@alice:example.org" },
         { kind: "invite", user: "@carol:example.org" },
         { kind: "invite", user: "@dave:example.org" },

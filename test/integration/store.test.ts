@@ -152,7 +152,7 @@ for (const { engine, skip } of engines) {
         runId,
         room: `#room-${i % 7}:example.org`,
         roomId: i % 5 === 0 ? null : `!r${i % 7}:example.org`,
-        kind: ["invite", "kick", "power-level", "room-error"][i % 4]!,
+        kind: (["invite", "kick", "set-power-levels", "room-error"] as const)[i % 4]!,
         userId: i % 4 === 3 ? null : `@user${i}:example.org`,
         detail: i < jsonSamples.length ? jsonSamples[i] : { index: i, levels: { from: 0, to: 50 } },
         outcome: outcomes[i % outcomes.length]!,

@@ -163,9 +163,9 @@ describe("power levels as the room version's auth rules read them", () => {
     const r = await sync(path);
     expect(r.code).toBe(EXIT_OK);
     expect(r.report.rooms[0]!.error).toBeNull();
-    expect(r.report.rooms[0]!.actions.map((a) => `${a.kind} ${a.user} ${a.outcome ?? ""}`)).toEqual([
+    expect(r.report.rooms[0]!.actions.map((a) => `${a.kind} ${"user" in a ? a.user : "?"} ${a.outcome ?? ""}`)).toEqual([
       `kick ${u("lo")} applied`,
-      `power-level ${u("lo")} applied`,
+      `set-power-levels ${u("lo")} applied`,
     ]);
     expect(hs.members(room)).toMatchObject({ [u("boss")]: "join", [u("lo")]: "leave", [u("alice")]: "join" });
     const pl = hs.powerLevels(room)!;

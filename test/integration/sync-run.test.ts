@@ -75,6 +75,7 @@ async function makeWorld(directory: unknown, mapping: SyncSettings["mapping"]["r
             maxRemovals: {},
             ignoreUsers: [],
             maxDepth: 10,
+            createRooms: false,
             ...opts.settings,
           },
           concurrency: 3,

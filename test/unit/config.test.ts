@@ -83,7 +83,9 @@ describe("loadConfig: valid files", () => {
           memberRole: "member",
         },
       },
-      sync: { kick: true, kickReason: DEFAULT_KICK_REASON, maxRemovals: {}, ignoreUsers: [], maxDepth: 10 },
+      sync: { kick: true, kickReason: DEFAULT_KICK_REASON, maxRemovals: {}, ignoreUsers: [], maxDepth: 10, createRooms: true, createRoomInvites: 10 },
+      rooms: { defaults: { encryption: false }, overrides: {} },
+      spaces: [],
       log: { level: "info", format: "json" },
     };
     expect(config).toEqual(expected);

@@ -266,7 +266,7 @@ describe("planner under hostile room states", () => {
         const plan = planFor(state.raw, desired, p.kick, p.incomplete);
         if (typeof plan === "string") return;
         for (const action of plan.actions) {
-          const named = action.kind === "set-power-levels" ? action.changes.map((c) => c.user) : [action.user];
+          const named = action.kind === "set-power-levels" ? action.changes.map((c) => c.user) : action.kind === "kick" || action.kind === "invite" ? [action.user] : [];
           for (const u of named) expect(parseUserId(u), `named ${JSON.stringify(u)}`).toBeDefined();
         }
         for (const h of plan.held) expect(parseUserId(h.user)).toBeDefined();
