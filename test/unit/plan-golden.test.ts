@@ -3,6 +3,9 @@
  * the inputs of `planRoom` and the exact actions and held removals it must produce (in the
  * manner of matrix-corporal's computator testdata). A fixture states what the rule requires,
  * never what the planner happens to print.
+ *
+ * A fixture whose `observed` is `null` is a room that does not exist: it is planned by
+ * `planCreation` (with `desired.template`, and the fixture's `parents` as the spaces to name).
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -10,13 +13,18 @@ import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import type { RoomId, UserId } from "../../src/matrix/ids.ts";
 import { planRoom } from "../../src/reconcile/plan.ts";
-import type {
-  Action,
-  DesiredRoom,
-  HeldRemoval,
-  ObservedRoom,
-  Policy,
-  RoomMemory,
+import { planCreation } from "../../src/reconcile/plan-create.ts";
+import { GUEST_ACCESS, HISTORY_VISIBILITIES, type RoomTemplate } from "../../src/reconcile/template.ts";
+import { findingText } from "../../src/reconcile/words.ts";
+import {
+  OBSERVED_STATE_TYPES,
+  type Action,
+  type DesiredRoom,
+  type HeldRemoval,
+  type ObservedRoom,
+  type Policy,
+  type RoomMemory,
+  type RoomPlan,
 } from "../../src/reconcile/types.ts";
 
 const FIXTURES = join(import.meta.dirname, "..", "fixtures", "plan");
@@ -36,12 +44,74 @@ const powerLevels = z.looseObject({
   redact: z.number().optional(),
 });
 const change = z.strictObject({ user: userId, from: z.number(), to: z.number(), removeEntry: z.boolean() });
+const roomId = z.string().startsWith("!").transform((s) => s as RoomId);
+const level = z.number().int();
+const stateContent = z.record(z.string(), z.unknown());
 const action = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("kick"), user: userId, reason: z.string() }),
   z.strictObject({ kind: z.literal("invite"), user: userId }),
-  z.strictObject({ kind: z.literal("set-power-levels"), changes: z.array(change), content: powerLevels }),
+  z.strictObject({
+    kind: z.literal("set-power-levels"),
+    changes: z.array(change),
+    fields: z.array(z.strictObject({ field: z.string(), from: z.number().optional(), to: z.number() })),
+    content: powerLevels,
+  }),
+  z.strictObject({
+    kind: z.literal("set-state"),
+    type: z.string(),
+    stateKey: z.string(),
+    content: stateContent,
+    from: z.string().nullable(),
+    to: z.string(),
+    pending: z.string().optional(),
+  }),
+  z.strictObject({ kind: z.literal("add-child"), child: z.string(), childId: roomId.optional(), via: z.array(z.string()) }),
+  z.strictObject({ kind: z.literal("remove-child"), child: z.string(), childId: roomId }),
+  z.strictObject({
+    kind: z.literal("create-room"),
+    alias: z.string(),
+    request: z.strictObject({
+      preset: z.enum(["private_chat", "public_chat"]),
+      room_alias_name: z.string(),
+      name: z.string(),
+      topic: z.string().optional(),
+      room_version: z.string(),
+      creation_content: z.strictObject({ type: z.literal("m.space") }).optional(),
+      power_level_content_override: powerLevels,
+      initial_state: z.array(z.strictObject({ type: z.string(), state_key: z.string(), content: stateContent })),
+      invite: z.array(userId),
+    }),
+    levels: z.array(change),
+  }),
 ]);
 const heldRemoval = z.strictObject({ kind: z.literal("kick"), user: userId, reason: z.string() });
+
+const joinRule = z.union([
+  z.strictObject({ rule: z.enum(["invite", "knock", "public"]) }),
+  z.strictObject({ rule: z.enum(["restricted", "knock_restricted"]), spaces: z.array(z.string()) }),
+]);
+const template = z.strictObject({
+  powerLevels: z.strictObject({
+    users_default: level.optional(),
+    events_default: level.optional(),
+    state_default: level.optional(),
+    invite: level.optional(),
+    kick: level.optional(),
+    ban: level.optional(),
+    redact: level.optional(),
+    notifications: z.strictObject({ room: level.optional() }).optional(),
+    events: z.record(z.string(), level).optional(),
+  }),
+  historyVisibility: z.enum(HISTORY_VISIBILITIES).optional(),
+  joinRule: joinRule.optional(),
+  guestAccess: z.enum(GUEST_ACCESS).optional(),
+  name: z.string().optional(),
+  topic: z.string().optional(),
+  encryption: z.boolean(),
+  roomVersion: z.string().optional(),
+});
+const link = z.strictObject({ ref: z.string(), roomId: roomId.optional() });
+const stateTypes = z.enum(OBSERVED_STATE_TYPES);
 
 const fixtureSchema = z.strictObject({
   rule: z.string().min(10),
@@ -60,7 +130,13 @@ const fixtureSchema = z.strictObject({
     ),
     incompleteGroups: z.array(z.string()),
     notes: z.array(z.string()),
+    template: template.optional(),
+    space: z.strictObject({ children: z.array(link) }).optional(),
+    parents: z.array(link).optional(),
   }),
+  /** For a room to create (`observed: null`): the ids of the spaces it names in `m.space.parent`. */
+  parents: z.array(roomId).optional(),
+  /** `null`: the room does not exist yet, and the plan creates it. */
   observed: z.strictObject({
     roomId: z.string().startsWith("!"),
     roomVersion: z.string(),
@@ -69,8 +145,16 @@ const fixtureSchema = z.strictObject({
     // As the homeserver gave it: levels may be strings (room v1-9) or invalid (then no plan).
     powerLevels: z.record(z.string(), z.unknown()).optional(),
     createSender: userId.optional(),
+    // type -> state key -> content, as the homeserver gave it.
+    state: z.partialRecord(stateTypes, z.record(z.string(), stateContent)).optional(),
+    roomType: z.string().optional(),
+  }).nullable(),
+  memory: z.strictObject({
+    externals: z.array(userId),
+    held: z.array(userId),
+    released: z.array(userId),
+    links: z.array(z.strictObject({ type: z.enum(["m.space.child", "m.space.parent"]), stateKey: roomId })).optional(),
   }),
-  memory: z.strictObject({ externals: z.array(userId), held: z.array(userId), released: z.array(userId) }),
   expected: z.strictObject({
     actions: z.array(action),
     held: z.array(heldRemoval),
@@ -85,7 +169,9 @@ interface Fixture {
   readonly rule: string;
   readonly policy: Policy;
   readonly desired: DesiredRoom;
-  readonly observed: ObservedRoom;
+  /** Null: a room to create. */
+  readonly observed: ObservedRoom | null;
+  readonly parents: readonly RoomId[] | undefined;
   readonly memory: RoomMemory;
   readonly actions: readonly Action[];
   readonly held: readonly HeldRemoval[];
@@ -93,34 +179,58 @@ interface Fixture {
   readonly error: string | undefined;
 }
 
+/** The object without its undefined properties (zod's optional keys, under exactOptionalPropertyTypes). */
+function defined<T extends object>(value: T): { [K in keyof T]: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as { [K in keyof T]: Exclude<T[K], undefined> };
+}
+
 /** Decodes one fixture file; optional fields are only set when present (exactOptionalPropertyTypes). */
 function load(file: string): Fixture {
   const raw: unknown = JSON.parse(readFileSync(join(FIXTURES, file), "utf8"));
   const f = fixtureSchema.parse(raw);
-  const { count, share } = f.policy.maxRemovals;
-  const policy: Policy = {
-    ...f.policy,
-    maxRemovals: { ...(count === undefined ? {} : { count }), ...(share === undefined ? {} : { share }) },
+  const policy: Policy = { ...f.policy, maxRemovals: defined(f.policy.maxRemovals) };
+  const { template: t, space, parents, ...desiredRest } = f.desired;
+  const desired: DesiredRoom = {
+    ...desiredRest,
+    ...(t === undefined ? {} : { template: toTemplate(t) }),
+    ...(space === undefined ? {} : { space: { children: space.children.map(defined) } }),
+    ...(parents === undefined ? {} : { parents: parents.map(defined) }),
   };
-  const { powerLevels: pl, createSender, ...observedRest } = f.observed;
-  const observed: ObservedRoom = {
-    ...observedRest,
-    roomId: f.observed.roomId as RoomId,
-    ...(pl === undefined ? {} : { powerLevels: pl }),
-    ...(createSender === undefined ? {} : { createSender }),
-  };
+  let observed: ObservedRoom | null = null;
+  if (f.observed !== null) {
+    const { roomId: id, ...rest } = f.observed;
+    observed = { ...defined(rest), roomId: id as RoomId };
+  }
+  const { links, ...memoryRest } = f.memory;
   return {
     file,
     rule: f.rule,
     policy,
-    desired: f.desired,
+    desired,
     observed,
-    memory: f.memory,
+    parents: f.parents,
+    memory: { ...memoryRest, ...(links === undefined ? {} : { links }) },
     actions: f.expected.actions as Action[],
     held: f.expected.held,
     notesInclude: f.expected.notesInclude,
     error: f.expected.error,
   };
+}
+
+function toTemplate(t: z.infer<typeof template>): RoomTemplate {
+  const { powerLevels: pl, joinRule: rule, ...rest } = t;
+  const { notifications, ...fields } = pl;
+  return {
+    ...defined(rest),
+    powerLevels: { ...defined(fields), ...(notifications === undefined ? {} : { notifications: defined(notifications) }) },
+    ...(rule === undefined ? {} : { joinRule: rule }),
+  };
+}
+
+function planOf(f: Fixture): RoomPlan {
+  if (f.observed !== null) return planRoom(f.desired, f.observed, f.memory, f.policy);
+  if (f.desired.template === undefined) throw new Error("a fixture that creates its room (observed: null) needs desired.template");
+  return planCreation({ desired: f.desired, template: f.desired.template, policy: f.policy, ...(f.parents === undefined ? {} : { parents: f.parents }) });
 }
 
 const files = readdirSync(FIXTURES)
@@ -146,17 +256,18 @@ describe("planner golden fixtures", () => {
     const title = fixture instanceof Error ? "(unreadable fixture)" : fixture.rule;
     it(`${file.replace(/\.json$/, "")}: ${title}`, () => {
       if (fixture instanceof Error) throw fixture;
-      const plan = planRoom(fixture.desired, fixture.observed, fixture.memory, fixture.policy);
+      const plan = planOf(fixture);
       expect(plan.room).toBe(fixture.desired.room);
-      expect(plan.roomId).toBe(fixture.observed.roomId);
+      expect(plan.roomId).toBe(fixture.observed === null ? null : fixture.observed.roomId);
       expect(plan.actions).toEqual(fixture.actions);
       expect(plan.held).toEqual(fixture.held);
       if (fixture.error === undefined) expect(plan.error).toBeUndefined();
       else expect(plan.error).toContain(fixture.error);
+      const notes = plan.findings.map(findingText);
       for (const wanted of fixture.notesInclude) {
         expect(
-          plan.notes.some((n) => n.includes(wanted)),
-          `a note containing ${JSON.stringify(wanted)} in ${JSON.stringify(plan.notes)}`,
+          notes.some((n) => n.includes(wanted)),
+          `a note containing ${JSON.stringify(wanted)} in ${JSON.stringify(notes)}`,
         ).toBe(true);
       }
     });
