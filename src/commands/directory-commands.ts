@@ -1,4 +1,5 @@
 /** `!idp`, `!joined`, `!managed`: what the directory says, and which rooms the bot is in. */
+import { countsLine } from "../reconcile/words.ts";
 import { listDirectory } from "../reconcile/directory.ts";
 import type { Command } from "./context.ts";
 import { bold, list, paragraph, table, type Part } from "./render.ts";
@@ -83,7 +84,9 @@ export const managedCommand: Command = defineCommand({
   },
 });
 
+/** A stored summary (untyped JSON, possibly from an older version) in the run report's words. */
 function countsText(c: Record<string, unknown>): string {
   const n = (k: string): number => (typeof c[k] === "number" ? c[k] : 0);
-  return `${n("invites")} invite(s), ${n("kicks")} kick(s), ${n("powerLevels")} level change(s), ${n("held")} held, ${n("failed")} failed`;
+  const counts = { created: n("created"), invites: n("invites"), kicks: n("kicks"), powerLevels: n("powerLevels"), permissions: n("permissions"), state: n("state"), links: n("links"), held: n("held"), failed: n("failed"), roomErrors: n("roomErrors") };
+  return countsLine(1, counts).replace(/^1 room\(s\): /, "").replace(/, 0 room error\(s\)$/, "");
 }

@@ -204,7 +204,13 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
 
     async readRoom(roomId) {
       const r = await call<unknown>(`reading the state of ${roomId}`, "GET", `${room(roomId)}/state`);
-      if (!r.ok) return r;
+      if (!r.ok) {
+        // Synapse answers 403 to a user who is not in the room.
+        if (r.error.code === "M_FORBIDDEN") {
+          return fail(`${r.error.message}: the bot is not in this room; invite it (with a level above the ones it manages) and let it join; nothing was changed`, { code: "M_FORBIDDEN" });
+        }
+        return r;
+      }
       return decodeRoomState(roomId, r.value);
     },
 

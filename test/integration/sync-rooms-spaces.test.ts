@@ -286,3 +286,84 @@ spaces:
     }
   });
 });
+
+describe("dry run = real run, with every new kind", () => {
+  it("a dry run lists exactly the creations, template corrections, links and invites the real run then applies", async () => {
+    const hs = await FakeHomeserver.start({ serverName: "example.org" });
+    const w = await makeWorld(
+      `
+mapping:
+  rooms:
+    - { room: "#eng:example.org", groups: [ { group: eng } ] }
+    - { room: "#ops:example.org", groups: [ { group: ops } ] }
+rooms:
+  defaults:
+    permissions: { invite: 0, events: { m.room.topic: 50 } }
+    historyVisibility: shared
+spaces:
+  - space: "#company:example.org"
+    children: { rooms: ["#eng:example.org", "#ops:example.org"] }
+    restrictChildren: true
+`,
+      hs,
+    );
+    // #ops exists and has drifted; #eng and the space do not exist yet.
+    const ops = hs.createRoom({ creator: BOT, alias: "#ops:example.org", members: { [u("mallory")]: "join" } });
+    hs.putLegacyState(ops, "m.room.history_visibility", "", { history_visibility: "joined" }, BOT);
+
+    const dry = await w.run(true);
+    expect(hs.requestCounts().create_room).toBe(0);
+    expect(hs.members(ops)).toEqual({ [BOT]: "join", [u("mallory")]: "join" });
+    const real = await w.run();
+    expect(real.outcome).toBe("ok");
+
+    // The ids the real run made stand for the references the dry run named.
+    const ids = new Map(real.rooms.flatMap((r) => (r.roomId !== null ? [[r.roomId, r.room] as const] : [])));
+    const normal = (report: RunReport): unknown =>
+      report.rooms.map((r) => ({
+        room: r.room,
+        actions: r.actions.map((a) => {
+          const { outcome: _o, error: _e, ...rest } = a;
+          const { roomId: _r, childId: _c, ...plain } = rest as typeof rest & { roomId?: string; childId?: string };
+          let text = JSON.stringify(plain);
+          for (const [id, ref] of ids) text = text.split(id).join(ref);
+          return JSON.parse(text) as unknown;
+        }),
+      }));
+    expect(normal(dry)).toEqual(normal(real));
+    const kinds = new Set(real.rooms.flatMap((r) => r.actions.map((a) => a.kind)));
+    expect([...kinds].sort()).toEqual(["add-child", "create-room", "invite", "kick", "set-power-levels", "set-state"]);
+    expect(real.rooms.flatMap((r) => r.actions).every((a) => a.outcome === "applied")).toBe(true);
+  });
+});
+
+describe("bad input", () => {
+  it("a room that exists but the bot is not in, and a room configured as a space that is not one: one clear error each, the other rooms still run", async () => {
+    const hs = await FakeHomeserver.start({ serverName: "example.org" });
+    const w = await makeWorld(
+      `
+mapping:
+  rooms:
+    - { room: "#eng:example.org", groups: [ { group: eng } ] }
+    - { room: "#ops:example.org", groups: [ { group: ops } ] }
+    - { room: "#lounge:example.org", groups: [ { group: ops } ] }
+spaces:
+  - space: "#plain:example.org"
+    children: { rooms: ["#lounge:example.org"] }
+`,
+      hs,
+    );
+    hs.registerUser(u("boss"));
+    hs.createRoom({ creator: u("boss"), alias: "#eng:example.org" });
+    hs.createRoom({ creator: BOT, alias: "#plain:example.org" });
+    const lounge = hs.createRoom({ creator: BOT, alias: "#lounge:example.org" });
+    const report = await w.run();
+    const byRoom = new Map(report.rooms.map((r) => [r.room, r]));
+    expect(byRoom.get("#eng:example.org")?.error).toMatch(/the bot is not in this room; invite it .* nothing was changed/);
+    expect(byRoom.get("#plain:example.org")?.error).toMatch(/configured as a space, but .* is not one .*nothing changed/);
+    expect(byRoom.get("#ops:example.org")?.actions).toEqual([expect.objectContaining({ kind: "create-room", outcome: "applied" })]);
+    expect(hs.members(lounge)).toMatchObject({ [u("dave")]: "invite" });
+    // Nothing was linked into the room that is not a space.
+    expect(hs.roomState(roomIdOf(report, "#plain:example.org")).some((e) => e.type === "m.space.child")).toBe(false);
+  });
+});
