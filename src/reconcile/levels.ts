@@ -63,6 +63,14 @@ export function hasCreatorPower(roomVersion: string): boolean {
   return roomVersion === "org.matrix.hydra.11";
 }
 
+/** Room versions from which a join rule exists (numbered versions; later named ones have them all). */
+export const JOIN_RULE_SINCE: Readonly<Record<string, number>> = { knock: 7, restricted: 8, knock_restricted: 10 };
+
+/** A numbered room version as a number; a named one (a later preview) counts as newer than all. */
+export function roomVersionNumber(version: string): number {
+  return /^[1-9][0-9]*$/.test(version) ? Number(version) : Number.POSITIVE_INFINITY;
+}
+
 /** Whether this room version allows levels given as strings of integers (versions 1–9). */
 export function allowsStringLevels(roomVersion: string): boolean {
   if (!CANONICAL_INTEGER.test(roomVersion)) return false;

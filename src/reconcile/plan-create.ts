@@ -20,7 +20,7 @@
  */
 import { parseRoomAlias, serverNameOf, userIdPattern, type RoomId, type UserId } from "../matrix/ids.ts";
 import type { Finding } from "./findings.ts";
-import { hasCreatorPower } from "./levels.ts";
+import { hasCreatorPower, JOIN_RULE_SINCE, roomVersionNumber } from "./levels.ts";
 import { POWER_LEVEL_FIELDS, type RoomTemplate } from "./template.ts";
 import type { Action, CreateRoomRequest, DesiredRoom, Policy, PowerLevelChange, RoomPlan } from "./types.ts";
 
@@ -134,7 +134,13 @@ export function planCreation(input: CreationInput): RoomPlan {
 
   const initial: { type: string; state_key: string; content: Record<string, unknown> }[] = [];
   if (template.historyVisibility !== undefined) initial.push({ type: "m.room.history_visibility", state_key: "", content: { history_visibility: template.historyVisibility } });
-  const rule = template.joinRule;
+  let rule = template.joinRule;
+  const since = rule === undefined ? undefined : JOIN_RULE_SINCE[rule.rule];
+  if (rule !== undefined && since !== undefined && roomVersionNumber(version) < since) {
+    // Room versions before it have no such rule: nobody, invitees included, could join.
+    findings.push({ kind: "join-rule-unsupported", rule: rule.rule, roomVersion: version, since });
+    rule = undefined;
+  }
   if (rule !== undefined && rule.rule !== "public") {
     const allow = "spaces" in rule ? rule.spaces.filter((s) => s.startsWith("!")) : [];
     if ("spaces" in rule && allow.length === 0) {

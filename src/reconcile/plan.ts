@@ -24,7 +24,7 @@
  */
 import { serverNameOf, userIdPattern, type RoomId, type UserId } from "../matrix/ids.ts";
 import type { Finding } from "./findings.ts";
-import { readLevels, type LevelKind, type RoomLevels } from "./levels.ts";
+import { JOIN_RULE_SINCE, readLevels, roomVersionNumber, type LevelKind, type RoomLevels } from "./levels.ts";
 import { POWER_LEVEL_FIELDS, type JoinRuleSetting, type PowerLevelField, type RoomTemplate } from "./template.ts";
 import type {
   Action,
@@ -117,9 +117,24 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
   findings.push(...botCapabilities(ctx));
   if (ctx.incomplete) findings.push({ kind: "incomplete", groups: desired.incompleteGroups });
 
-  const fields = templateFields(ctx);
+  // users_default first tentatively as the template wants it: the members' entries are
+  // planned against it, and it is kept as it is when it would still change the level of
+  // someone it must not (usersDefaultChange).
+  let fields = templateFields(ctx);
+  let members = decideMembers(ctx, fields.usersDefault);
+  if (fields.usersDefault !== levels.usersDefault) {
+    const blocked = usersDefaultBlocked(ctx, members.changes, fields.usersDefault);
+    if (blocked.length > 0) {
+      fields = {
+        ...fields,
+        changes: fields.changes.filter((c) => c.field !== "users_default"),
+        findings: [...fields.findings, { kind: "users-default-kept", from: levels.usersDefault, to: fields.usersDefault, users: blocked }],
+        usersDefault: levels.usersDefault,
+      };
+      members = decideMembers(ctx, fields.usersDefault);
+    }
+  }
   findings.push(...fields.findings);
-  const members = decideMembers(ctx, fields.usersDefault);
   findings.push(...members.findings);
   const guard = guardRemovals(ctx, members.removalCandidates, members.managedMembers);
   findings.push(...guard.findings);
@@ -147,11 +162,12 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
   }
   const event = powerLevelsEvent(ctx, changes, fields.changes);
   findings.push(...event.findings);
-  if (event.action && permitted("power_levels", changes.length + fields.changes.length)) actions.push(event.action);
+  const sent = event.action !== undefined && permitted("power_levels", changes.length + fields.changes.length);
+  if (sent && event.action) actions.push(event.action);
 
-  // Other state: judged against the levels after the power-levels event (the bot never sets a
-  // field above its own level, so what it could do before it can still do).
-  const stateNeed = (type: string): number => levelAfter(levels, fields.changes, type);
+  // Other state: judged against the levels after the power-levels event, when it is sent (the
+  // bot never sets a field above its own level, so what it could do before it can still do).
+  const stateNeed = (type: string): number => levelAfter(levels, sent ? fields.changes : [], type);
   const state = [...templateState(ctx), ...parentLinks(ctx)];
   const children = spaceChildren(ctx);
   findings.push(...state.flatMap((s) => s.findings), ...children.findings);
@@ -372,18 +388,8 @@ function templateFields(ctx: RoomContext): { changes: PowerLevelFieldChange[]; f
     const to = template[field];
     if (to === undefined) continue;
     const from = levelIn(content, field);
-    const effective = from ?? FIELD_DEFAULTS[field];
-    if (field === "users_default" && to < effective) {
-      const lowered = Object.entries(ctx.observed.members)
-        .filter(([u, m]) => (m === "join" || m === "invite") && !levels.hasEntry(u) && u !== ctx.policy.bot && !levels.creators.has(u))
-        .filter(([u]) => ctx.incomplete || !ctx.isManaged(u) || ctx.memory.externals.includes(u as UserId))
-        .map(([u]) => u as UserId)
-        .sort(compare);
-      if (lowered.length > 0) {
-        findings.push({ kind: "users-default-kept", from: effective, to, users: lowered });
-        continue;
-      }
-    }
+    // Without any power levels event, state events need level 0 (the spec), not 50.
+    const effective = from ?? (field === "state_default" && ctx.observed.powerLevels === undefined ? 0 : FIELD_DEFAULTS[field]);
     if (consider(field, from, effective, to) && field === "users_default") usersDefault = to;
   }
   const room = template.notifications?.room;
@@ -397,6 +403,33 @@ function templateFields(ctx: RoomContext): { changes: PowerLevelFieldChange[]; f
     consider(`events.${type}`, levelIn(content.events, type), Number.NaN, to);
   }
   return { changes, findings, usersDefault };
+}
+
+/**
+ * Who a users_default change would move that it must not: everyone the room knows of (any
+ * membership) and the bot, who has no `users` entry once the event is sent (`changes` are the
+ * members' entries it writes or removes) — the bot itself, anyone at or above the bot's level,
+ * users this sync does not manage; when lowering also externals, and anyone while the
+ * directory data is incomplete (no demotions then).
+ */
+function usersDefaultBlocked(ctx: RoomContext, changes: readonly PowerLevelChange[], to: number): UserId[] {
+  const { levels, botLevel, policy } = ctx;
+  const lowering = to < levels.usersDefault;
+  const entry = new Map<string, boolean>();
+  for (const c of changes) entry.set(c.user, !c.removeEntry);
+  const hasEntryAfter = (u: string): boolean => entry.get(u) ?? levels.hasEntry(u);
+  const externals = new Set<string>(ctx.memory.externals);
+  const out: UserId[] = [];
+  for (const u of new Set([...Object.keys(ctx.observed.members), policy.bot])) {
+    if (levels.creators.has(u) || hasEntryAfter(u)) continue;
+    const stays =
+      u === policy.bot ||
+      levels.of(u) >= botLevel ||
+      !ctx.isManaged(u) ||
+      (lowering && (externals.has(u) || ctx.incomplete));
+    if (stays) out.push(u as UserId);
+  }
+  return out.sort(compare);
 }
 
 /** The level a state event of `type` needs once the template's field changes are applied. */
@@ -422,7 +455,10 @@ function powerLevelsEvent(
   const sorted = [...changes].sort((a, b) => compare(a.user, b.user));
   const findings: Finding[] = [];
   const content = withChanges(ctx.levels, sorted, fields, findings);
-  return { action: { kind: "set-power-levels", changes: sorted, fields, content }, findings };
+  // A room without a power levels event requires level 0 for state events; an event without
+  // state_default would make it 50 (the spec's default): the first event keeps it at 0.
+  const first = ctx.observed.powerLevels === undefined && !Object.hasOwn(content, "state_default") ? { state_default: 0 } : {};
+  return { action: { kind: "set-power-levels", changes: sorted, fields, content: { ...content, ...first } }, findings };
 }
 
 function withChanges(levels: RoomLevels, changes: readonly PowerLevelChange[], fields: readonly PowerLevelFieldChange[], findings: Finding[]): PowerLevelsContent {
@@ -463,12 +499,6 @@ function stringField(content: Readonly<Record<string, unknown>> | undefined, key
   return typeof v === "string" ? v : undefined;
 }
 
-/** Room versions from which a join rule exists (numbered versions; later named ones have them all). */
-const JOIN_RULE_SINCE: Readonly<Record<string, number>> = { knock: 7, restricted: 8, knock_restricted: 10 };
-
-function roomVersionNumber(version: string): number {
-  return /^[1-9][0-9]*$/.test(version) ? Number(version) : Number.POSITIVE_INFINITY;
-}
 
 /** History visibility, join rule, guest access, name and topic: one event each, when different. */
 function templateState(ctx: RoomContext): StateDecision[] {
@@ -591,8 +621,9 @@ function parentLinks(ctx: RoomContext): StateDecision[] {
     if (linked(observed[p.roomId])) continue;
     actions.push({ kind: "set-state", type: "m.space.parent", stateKey: p.roomId, content: { via: via(ctx) }, from: null, to: `parent ${p.ref}` });
   }
+  const keep = new Set<string>(ctx.desired.keepParents ?? []);
   for (const [key, content] of Object.entries(observed).sort(([a], [b]) => compare(a, b))) {
-    if (wanted.has(key) || !linked(content) || !ours(ctx, "m.space.parent", key) || ctx.incomplete) continue;
+    if (wanted.has(key) || !linked(content) || !ours(ctx, "m.space.parent", key) || ctx.incomplete || keep.has(key)) continue;
     actions.push({ kind: "set-state", type: "m.space.parent", stateKey: key, content: {}, from: `parent ${key}`, to: "none" });
   }
   return [{ actions, findings: [] }];

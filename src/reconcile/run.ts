@@ -359,9 +359,14 @@ async function syncRooms(
       const id = idOf.get(p.setting.space) ?? (p.setting.space.startsWith("!") ? (p.setting.space as RoomId) : undefined);
       return id !== undefined ? { ref: p.setting.space, roomId: id } : { ref: p.setting.space };
     });
+    const keepParents = spaceDrafts.flatMap((d) => {
+      const id = idOf.get(d.setting.space);
+      return id !== undefined && (spaceRooms.get(d.setting.space)?.incompleteGroups.length ?? 0) > 0 ? [id] : [];
+    });
     return {
       ...room,
       ...(ruleNotes.length > 0 ? { notes: [...room.notes, ...ruleNotes] } : {}),
+      ...(keepParents.length > 0 ? { keepParents } : {}),
       ...(template !== undefined ? { template } : {}),
       ...(withParents.length > 0 ? { parents: withParents } : {}),
     };

@@ -29,6 +29,11 @@ export interface DesiredRoom {
   readonly space?: { readonly children: readonly DesiredLink[] };
   /** Spaces that should be named in this room's `m.space.parent` events. */
   readonly parents?: readonly DesiredLink[];
+  /**
+   * Spaces whose children are not fully known in this run (their directory data is
+   * incomplete): a parent link to them is never removed now.
+   */
+  readonly keepParents?: readonly RoomId[];
 }
 
 /** A space link the directory wants: to a room known by reference, with its id once it has one. */

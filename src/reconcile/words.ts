@@ -71,7 +71,7 @@ export function findingText(f: Finding): string {
     case "field-above-bot":
       return `permission ${f.field}: the template wants ${f.to}, but ${f.to > f.botLevel ? `${f.to} is` : `the current ${f.from ?? "?"} is`} above our level (${fmtLevel(f.botLevel)}); left as it is`;
     case "users-default-kept":
-      return `permission users_default: not lowered from ${f.from} to ${f.to}: it would lower members this sync does not manage or cannot judge now (${some(f.users)}); give them an entry or lower it by hand`;
+      return `permission users_default: not ${f.to < f.from ? "lowered" : "raised"} from ${f.from} to ${f.to}: it would change the level of users without an entry that this sync must not change now (the bot, users at or above its level, users it does not manage${f.to < f.from ? ", externals, anyone while the directory data is incomplete" : ""}): ${some(f.users)}; give them an entry or change it by hand`;
     case "cannot-set-state":
       return `cannot set ${f.type}: our level ${fmtLevel(f.botLevel)} is below ${f.need}`;
     case "join-rule-unsupported":
