@@ -25,13 +25,19 @@ export async function applyRoomPlan(ports: ApplyPorts, plan: RoomPlan, signal?: 
   const results: ActionResult[] = [];
   // A room created by the plan's first action is where the rest of its actions go.
   let roomId = plan.roomId;
+  let notCreated: string | undefined;
   for (const action of plan.actions) {
     if (signal?.aborted) {
       results.push({ action, outcome: "planned" });
       continue;
     }
+    if (notCreated !== undefined) {
+      results.push({ action, outcome: "failed", error: `not sent: ${notCreated}` });
+      continue;
+    }
     const r = await applyAction(ports, plan, roomId, action);
     if (r.ok && action.kind === "create-room" && r.value !== undefined) roomId = r.value;
+    if (!r.ok && action.kind === "create-room") notCreated = `${plan.room} was not created`;
     if (!r.ok) results.push({ action, outcome: "failed", error: r.error.message });
     else results.push({ action, outcome: "applied", ...(r.value !== undefined ? { roomId: r.value } : {}) });
   }

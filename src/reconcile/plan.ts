@@ -227,16 +227,18 @@ function decideMembers(ctx: RoomContext, usersDefault: number): MemberDecisions 
   for (const u of Object.keys(observed.members)) if (!desiredByUser.has(u)) users.push(u);
   for (const u of Object.keys(levels.users)) if (!desiredByUser.has(u) && !Object.hasOwn(observed.members, u)) users.push(u);
 
+  // Defined once, not per user: a closure made per iteration costs more than the rule itself.
+  let u = "" as UserId;
+  const note = (finding: Finding): void => {
+    perUser.push({ user: u, finding });
+  };
   for (const user of users) {
     if (!ctx.isManaged(user)) continue;
-    const u = user as UserId;
+    u = user as UserId;
     const membership: Membership | undefined = observed.members[u];
     const present = membership === "join" || membership === "invite";
     const want = desiredByUser.get(u);
     const current = levels.of(u);
-    const note = (finding: Finding): void => {
-      perUser.push({ user: u, finding });
-    };
 
     if (want) {
       if (present) managedMembers++;

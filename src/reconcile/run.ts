@@ -395,7 +395,15 @@ async function syncRooms(
       continue;
     }
     const results = opts.dryRun ? simulateRoomPlan(plan) : await applyRoomPlan(gateway, plan, opts.signal);
-    const roomId = results[0]?.roomId ?? null;
+    const creation = results[0];
+    if (creation?.outcome === "failed") {
+      // Not created (the alias was taken meanwhile, M_ROOM_IN_USE, or the server refused):
+      // a room error, nothing else was sent.
+      report.notes.push(...plan.findings.map(findingText));
+      created.push(await recordRoomError(report, creation.error ?? `${m.desired.room} was not created`));
+      continue;
+    }
+    const roomId = creation?.roomId ?? null;
     if (roomId !== null) {
       idOf.set(m.desired.room, roomId);
       report.roomId = roomId;

@@ -166,8 +166,13 @@ rooms:
     });
     const report = await w.run();
     const eng = report.rooms.find((r) => r.room === "#eng:example.org");
-    expect(eng?.actions).toEqual([expect.objectContaining({ kind: "create-room", outcome: "failed", error: expect.stringMatching(/M_ROOM_IN_USE/) })]);
+    expect(eng?.error).toMatch(/the alias was taken meanwhile \(M_ROOM_IN_USE\); nothing was created/);
+    expect(eng?.actions).toEqual([]);
     expect(report.outcome).toBe("failed");
+    // Nothing else happened: the room someone else made is untouched, nobody was invited.
+    const theirs = w.hs.directoryEntry("#eng:example.org");
+    expect(theirs).toBeDefined();
+    expect(w.hs.members(theirs?.roomId ?? "")).toEqual({ [u("dave")]: "join" });
   });
 });
 
