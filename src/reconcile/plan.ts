@@ -228,13 +228,12 @@ function decideMembers(ctx: RoomContext, usersDefault: number): MemberDecisions 
   for (const u of Object.keys(levels.users)) if (!desiredByUser.has(u) && !Object.hasOwn(observed.members, u)) users.push(u);
 
   // Defined once, not per user: a closure made per iteration costs more than the rule itself.
-  let u = "" as UserId;
-  const note = (finding: Finding): void => {
-    perUser.push({ user: u, finding });
+  const note = (finding: Finding & { readonly user: string }): void => {
+    perUser.push({ user: finding.user, finding });
   };
   for (const user of users) {
     if (!ctx.isManaged(user)) continue;
-    u = user as UserId;
+    const u = user as UserId;
     const membership: Membership | undefined = observed.members[u];
     const present = membership === "join" || membership === "invite";
     const want = desiredByUser.get(u);
@@ -314,7 +313,7 @@ function dropEntry(
   u: UserId,
   current: number,
   usersDefault: number,
-): { kind: "change"; change: PowerLevelChange } | { kind: "kept"; finding: Finding } {
+): { kind: "change"; change: PowerLevelChange } | { kind: "kept"; finding: Extract<Finding, { kind: "entry-kept" }> } {
   if (usersDefault > ctx.botLevel) return { kind: "kept", finding: { kind: "entry-kept", user: u, level: current, usersDefault, botLevel: ctx.botLevel } };
   return { kind: "change", change: { user: u, from: current, to: usersDefault, removeEntry: true } };
 }
