@@ -41,6 +41,9 @@ Commands:
   token ...       Registration tokens: list, show, create, update, delete, delete-all,
                   unrevoke, allow, disallow, allowed (matrix-group-sync token help)
   check-config    Validate the config and print it with secrets redacted
+  import KIND FILE [--out FILE] [--force]
+                  Turn another bot's config into ours (no config needed); the kinds:
+                  matrix-group-sync import --help
   migrate         Create or upgrade the database tables
   help            Show this text
 
@@ -55,6 +58,7 @@ Exit codes: 0 done, 1 the run had failures, 2 bad usage or config,
 
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
   if (argv[0] === "token") return runTokenCli(argv.slice(1), io);
+  if (argv[0] === "import") return (await import("./import/cli.ts")).runImportCli(argv.slice(1), io);
   let parsed;
   try {
     parsed = parseArgs({

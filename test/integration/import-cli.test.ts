@@ -1,0 +1,122 @@
+/**
+ * `matrix-group-sync import` as an operator runs it: files written (the config, secret files
+ * 0600 in a 0700 folder), the result loads with our loader, nothing written on any error,
+ * no overwrite without --force, stdout without --out, and the installed command.
+ */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { formatConfigError, loadConfig } from "../../src/config/load.ts";
+import { runCli, type CliIo } from "../../src/main.ts";
+import { runBin } from "../helpers/processes.ts";
+
+const FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), "../fixtures/import");
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "mgs-import-cli-"));
+});
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const io: CliIo = { out: (t) => out.push(t), err: (t) => err.push(t), env: {}, cwd: dir, interactive: false };
+  const code = await runCli(args, io);
+  return { code, out: out.join("\n"), err: err.join("\n") };
+}
+
+function loads(path: string): void {
+  const loaded = loadConfig({ path, env: {}, cwd: dir });
+  if (!loaded.ok) throw new Error(loaded.errors.map(formatConfigError).join("\n"));
+}
+
+const mode = (path: string): number => statSync(path).mode & 0o777;
+
+describe("matrix-group-sync import", () => {
+  it("inviterbot (Azure AD) --out: the config loads, each secret in its own 0600 file, the report lists three kinds and no secret", async () => {
+    const r = await cli(["import", "inviterbot", join(FIXTURES, "inviterbot-azure.yaml"), "--out", "config.yaml"]);
+    expect(r.code, r.err).toBe(0);
+    loads(join(dir, "config.yaml"));
+    const secrets = join(dir, "config.yaml.secrets");
+    expect(mode(secrets)).toBe(0o700);
+    expect(readdirSync(secrets).sort()).toEqual(["azure-client-secret", "homeserver-access-token"]);
+    for (const f of readdirSync(secrets)) expect(mode(join(secrets, f))).toBe(0o600);
+    expect(readFileSync(join(secrets, "azure-client-secret"), "utf8").trim()).toBe("azure-secret-do-not-print");
+    expect(readFileSync(join(dir, "config.yaml"), "utf8")).not.toContain("azure-secret-do-not-print");
+    expect(r.out + r.err).not.toContain("azure-secret-do-not-print");
+    expect(r.out).toMatch(/Mapped 1:1:[\s\S]*Changes meaning[\s\S]*No equivalent \(ignored\):[\s\S]*Placeholders/);
+    expect(r.out).toMatch(/cautious: true → sync\.kick: false/);
+    // check-config accepts it too (through the CLI, exactly as written)
+    const check = await cli(["check-config", "--config", "config.yaml"]);
+    expect(check.code, check.err).toBe(0);
+    expect(check.out).not.toContain("azure-secret-do-not-print");
+  });
+
+  it("inviterbot (LDAP) --out loads; the bind password is a 0600 file", async () => {
+    const r = await cli(["import", "inviterbot", join(FIXTURES, "inviterbot-ldap.yaml"), "--out", "sub/ldap.yaml"]);
+    expect(r.code, r.err).toBe(0);
+    loads(join(dir, "sub/ldap.yaml"));
+    expect(mode(join(dir, "sub/ldap.yaml.secrets/ldap-bind-password"))).toBe(0o600);
+    expect(r.out).not.toContain("ldap-secret-do-not-print");
+  });
+
+  it("bad input: every problem with file and line, exit 2, nothing written", async () => {
+    for (const name of ["inviterbot-bad.yaml", "inviterbot-bad-values.yaml", "not-yaml.yaml", "no-such-file.yaml"]) {
+      const r = await cli(["import", "inviterbot", join(FIXTURES, name), "--out", "config.yaml"]);
+      expect(r.code, name).toBe(2);
+      expect(r.err).toMatch(/nothing was written/);
+      expect(readdirSync(dir), name).toEqual([]);
+    }
+    const bad = await cli(["import", "inviterbot", join(FIXTURES, "inviterbot-bad.yaml"), "--out", "config.yaml"]);
+    expect(bad.err).toMatch(/inviterbot-bad\.yaml:7: ldap\.bind_pasword: unknown key; did you mean "bind_password"\?/);
+    expect(bad.err).toMatch(/inviterbot-bad\.yaml:5: ldap\.port: must be a whole number/);
+  });
+
+  it("refuses to overwrite without --force, and replaces with it", async () => {
+    writeFileSync(join(dir, "config.yaml"), "mine\n");
+    const src = join(FIXTURES, "inviterbot-azure.yaml");
+    const refused = await cli(["import", "inviterbot", src, "--out", "config.yaml"]);
+    expect(refused.code).toBe(2);
+    expect(refused.err).toMatch(/refusing to overwrite .*config\.yaml.*--force/);
+    expect(readFileSync(join(dir, "config.yaml"), "utf8")).toBe("mine\n");
+    expect(existsSync(join(dir, "config.yaml.secrets"))).toBe(false);
+    const forced = await cli(["import", "inviterbot", src, "--out", "config.yaml", "--force"]);
+    expect(forced.code, forced.err).toBe(0);
+    loads(join(dir, "config.yaml"));
+    expect(readdirSync(dir).filter((f) => f.includes(".tmp-"))).toEqual([]);
+  });
+
+  it("without --out: refuses a source with secrets; prints YAML for one without", async () => {
+    const refused = await cli(["import", "inviterbot", join(FIXTURES, "inviterbot-azure.yaml")]);
+    expect(refused.code).toBe(2);
+    expect(refused.err).toMatch(/give --out FILE/);
+    expect(refused.out).toBe("");
+    const noSecrets = join(dir, "anon.yaml");
+    writeFileSync(noSecrets, "idp_type: ldap\nmxid_homeserver: example.com\nldap:\n  host: ldap.example.com\n  port: 389\n  base_dn_users: ou=people,dc=example,dc=com\n  base_dn_groups: ou=groups,dc=example,dc=com\ncautious: true\n");
+    const printed = await cli(["import", "inviterbot", "anon.yaml"]);
+    expect(printed.code, printed.err).toBe(0);
+    expect(printed.err).toMatch(/Mapped 1:1/);
+    writeFileSync(join(dir, "printed.yaml"), printed.out);
+    loads(join(dir, "printed.yaml"));
+  });
+
+  it("bad usage: unknown kind with a suggestion, missing file argument", async () => {
+    const unknown = await cli(["import", "inviterbt", "x.yaml"]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.err).toMatch(/unknown kind: inviterbt\. Did you mean "inviterbot"\?/);
+    expect((await cli(["import", "inviterbot"])).code).toBe(2);
+    const help = await cli(["help"]);
+    expect(help.out).toMatch(/import KIND FILE/);
+  });
+
+  it("the installed command imports (bin entry)", async () => {
+    const r = await runBin(["import", "inviterbot", join(FIXTURES, "inviterbot-ldap.yaml"), "--out", join(dir, "bin.yaml")]);
+    expect(r.code, r.stderr).toBe(0);
+    loads(join(dir, "bin.yaml"));
+  });
+});
