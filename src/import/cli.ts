@@ -8,6 +8,8 @@ import { EXIT_FAILURES, EXIT_OK, EXIT_USAGE } from "../exit-codes.ts";
 import { describeError } from "../result.ts";
 import type { CliIo } from "../main.ts";
 import { convertInviterbot } from "./inviterbot.ts";
+import { convertMasTokenBot } from "./mas-token-bot.ts";
+import { convertMatrixRegistrationBot } from "./matrix-registration-bot.ts";
 import { formatImportError, formatReport, nearest, render, SourceDoc, type Conversion, type ImportError } from "./report.ts";
 import { writeAll } from "./write.ts";
 
@@ -15,6 +17,8 @@ type Converter = (src: SourceDoc, ctx: { directoryName: string }) => { ok: true;
 
 export const IMPORTERS: Readonly<Record<string, { what: string; convert: Converter }>> = {
   inviterbot: { what: "SAPUCC inviterbot (maubot plugin) base-config.yaml", convert: (src) => convertInviterbot(src) },
+  "matrix-registration-bot": { what: "moan0s/matrix-registration-bot config.yml (Synapse tokens)", convert: convertMatrixRegistrationBot },
+  "mas-token-bot": { what: "mas-token-bot (maubot plugin) base-config.yaml (MAS tokens)", convert: convertMasTokenBot },
 };
 
 export const IMPORT_USAGE = `Usage: matrix-group-sync import <kind> FILE [--out FILE] [--force]

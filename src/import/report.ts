@@ -404,8 +404,10 @@ export function render(
     `\n by \`matrix-group-sync import ${kind}\`. Read the report it printed, replace every PLACEHOLDER,` +
     `\n then check it: matrix-group-sync check-config --config ${out ?? "<this file>"}`;
   for (const [path, text] of conv.comments) {
-    const node = doc.getIn(path.split("."), true) as { comment?: string | null } | undefined;
-    if (node !== undefined && node !== null) node.comment = text;
+    const node = doc.getIn(path.split("."), true) as { comment?: string | null; commentBefore?: string | null; items?: unknown } | undefined;
+    if (node === undefined || node === null) continue;
+    if (node.items !== undefined) node.commentBefore = text; // a mapping: the comment goes above its first key
+    else node.comment = text;
   }
   for (const s of conv.secrets.filter((x) => x.placeholder === true)) {
     const node = doc.getIn([...s.parent, out === undefined ? s.key : s.fileKey], true) as { comment?: string | null } | undefined;

@@ -105,6 +105,37 @@ describe("matrix-group-sync import", () => {
     loads(join(dir, "printed.yaml"));
   });
 
+  it("matrix-registration-bot --out: loads; both tokens 0600 files; the placeholder directory written", async () => {
+    const r = await cli(["import", "matrix-registration-bot", join(FIXTURES, "matrix-registration-bot.yml"), "--out", "reg.yaml"]);
+    expect(r.code, r.err).toBe(0);
+    loads(join(dir, "reg.yaml"));
+    expect(readdirSync(join(dir, "reg.yaml.secrets")).sort()).toEqual(["homeserver-access-token", "synapse-admin-token"]);
+    for (const f of readdirSync(join(dir, "reg.yaml.secrets"))) expect(mode(join(dir, "reg.yaml.secrets", f))).toBe(0o600);
+    expect(readFileSync(join(dir, "reg.directory.yaml"), "utf8")).toMatch(/PLACEHOLDER/);
+    expect(r.out).toMatch(/Placeholders[\s\S]*kind: static/);
+    expect(r.out + readFileSync(join(dir, "reg.yaml"), "utf8")).not.toMatch(/do-not-print/);
+    const bad = await cli(["import", "matrix-registration-bot", join(FIXTURES, "matrix-registration-bot-bad.yml"), "--out", "bad.yaml"]);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/matrix-registration-bot-bad\.yml:3: bot\.acces_token: unknown key; did you mean "access_token"\?/);
+    expect(existsSync(join(dir, "bad.yaml"))).toBe(false);
+  });
+
+  it("mas-token-bot --out: loads with tokens.backend mas; the client secret a 0600 file", async () => {
+    const r = await cli(["import", "mas-token-bot", join(FIXTURES, "mas-token-bot.yaml"), "--out", "mas.yaml"]);
+    expect(r.code, r.err).toBe(0);
+    const loaded = loadConfig({ path: join(dir, "mas.yaml"), env: {}, cwd: dir });
+    if (!loaded.ok) throw new Error(loaded.errors.map(formatConfigError).join("\n"));
+    expect(loaded.config.tokens?.backend).toBe("mas");
+    expect(loaded.config.tokens?.mas?.clientSecret).toBe("mas-secret-do-not-print");
+    expect(mode(join(dir, "mas.yaml.secrets/mas-client-secret"))).toBe(0o600);
+    expect(r.out).not.toContain("mas-secret-do-not-print");
+    const bad = await cli(["import", "mas-token-bot", join(FIXTURES, "mas-token-bot-bad.yaml"), "--out", "bad.yaml"]);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/mas-token-bot-bad\.yaml:5: default_uses_alowed: unknown key; did you mean "default_uses_allowed"\?/);
+    expect(existsSync(join(dir, "bad.yaml"))).toBe(false);
+    expect(existsSync(join(dir, "bad.yaml.secrets"))).toBe(false);
+  });
+
   it("bad usage: unknown kind with a suggestion, missing file argument", async () => {
     const unknown = await cli(["import", "inviterbt", "x.yaml"]);
     expect(unknown.code).toBe(2);

@@ -170,3 +170,91 @@ describe("import inviterbot", () => {
     if (!result.ok) expect(result.errors.map(formatImportError)).toEqual([expect.stringMatching(/^inline\.yaml:5: ldap\.bind_password: is empty while bind_dn is set/)]);
   });
 });
+
+describe("import matrix-registration-bot", () => {
+  it("converts config.yml: homeserver, both tokens to files, log level; the directory is a marked placeholder; it loads", () => {
+    const { config, conv, yaml, secrets } = load("matrix-registration-bot", "matrix-registration-bot.yml");
+    expect(config.homeserver.url).toBe("https://synapse.example.com");
+    expect(config.homeserver.accessToken).toBe("bot-token-do-not-print");
+    expect(config.tokens?.backend).toBe("synapse");
+    expect(config.tokens?.synapse?.accessToken).toBe("admin-token-do-not-print");
+    expect(config.log.level).toBe("debug");
+    expect(config.idp.kind).toBe("static");
+    expect(yaml).not.toMatch(/do-not-print/);
+    expect(yaml).toMatch(/PLACEHOLDER/);
+    expect(secrets.get("config.yaml.secrets/homeserver-access-token")).toBe("bot-token-do-not-print");
+    expect(secrets.get("config.yaml.secrets/synapse-admin-token")).toBe("admin-token-do-not-print");
+    expect(secrets.get("config.directory.yaml")).toMatch(/PLACEHOLDER/);
+    expect(keys(conv.report, "mapped")).toEqual(expect.arrayContaining(["bot.server", "bot.access_token", "api.token", "api.base_url", "api.endpoint", "logging.level"]));
+    expect(keys(conv.report, "ignored")).toEqual(expect.arrayContaining(["bot.username", "bot.prefix"]));
+    expect(conv.report.placeholders.map((p) => p.to)).toEqual([expect.stringContaining("kind: static")]);
+    expect(formatReport(conv.report, "t")).not.toMatch(/do-not-print/);
+  });
+
+  it("a password instead of a token: ignored (never written), the token a placeholder; another admin URL and level change meaning", () => {
+    const { config, conv, yaml, secrets } = load("matrix-registration-bot", "matrix-registration-bot-password.yml");
+    expect(config.homeserver.url).toBe("https://synapse.example.com");
+    expect(config.log.level).toBe("info");
+    expect([...secrets.values(), yaml, formatReport(conv.report, "t")].join("\n")).not.toContain("password-do-not-print");
+    expect(keys(conv.report, "ignored")).toContain("bot.password");
+    expect(keys(conv.report, "changed")).toEqual(expect.arrayContaining(["api.base_url", "logging.level"]));
+    expect(conv.report.placeholders.map((p) => p.to)).toContain("homeserver.accessToken(File)");
+  });
+
+  it("reports misspelled keys and wrong types with lines", () => {
+    expect(errorsOf("matrix-registration-bot", "matrix-registration-bot-bad.yml").map(formatImportError)).toEqual([
+      expect.stringMatching(/:3: bot\.acces_token: unknown key; did you mean "access_token"\?/),
+      expect.stringMatching(/:6: api\.token: must be a string/),
+      expect.stringMatching(/:7: loging: unknown key; did you mean "logging"\?/),
+    ]);
+  });
+});
+
+describe("import mas-token-bot", () => {
+  it("converts base-config.yaml to tokens.backend mas, defaults and allow; it loads", () => {
+    const { config, conv, yaml, secrets } = load("mas-token-bot", "mas-token-bot.yaml");
+    expect(config.tokens?.backend).toBe("mas");
+    expect(config.tokens?.mas).toEqual({ url: "https://mas.example.com", clientId: "01J9ZQXKTV5M3G8B4W2Y7RCA6N", clientSecret: "mas-secret-do-not-print" });
+    expect(config.tokens?.defaults).toEqual({ uses: 1, expiry: "7d" });
+    expect(config.tokens?.allow).toEqual(["@user:example.com", "@admin:example.com", "!roomid:example.com"]);
+    expect(yaml).not.toContain("mas-secret-do-not-print");
+    expect(secrets.get("config.yaml.secrets/mas-client-secret")).toBe("mas-secret-do-not-print");
+    expect(keys(conv.report, "mapped")).toEqual(
+      expect.arrayContaining(["admin_api", "token_url", "client_id", "client_secret", "token_scope", "base_command", "default_uses_allowed", "default_expiry_time"]),
+    );
+    expect(keys(conv.report, "changed")).toEqual(expect.arrayContaining(["whitelist", "room_whitelist"]));
+    expect(conv.report.placeholders.map((p) => p.to)).toEqual(expect.arrayContaining(["homeserver.url", "homeserver.accessToken(File)", expect.stringContaining("kind: static")]));
+  });
+
+  it("other values change meaning: a scope, a command word, unlimited uses, no expiry, odd seconds", () => {
+    const src = SourceDoc.parse(
+      'admin_api: "https://auth.example.org/api/admin/"\ntoken_url: "https://other.example.org/token"\nclient_id: c\nclient_secret: s\ntoken_scope: "urn:mas:admin urn:x"\nbase_command: invite\ndefault_uses_allowed: -1\ndefault_expiry_time: 90\n',
+      "inline.yaml",
+    );
+    if (!src.ok) throw new Error("parse");
+    const result = IMPORTERS["mas-token-bot"]!.convert(src.doc, { directoryName: "d.yaml" });
+    if (!result.ok) throw new Error(result.errors.map(formatImportError).join("\n"));
+    const c = result.value.config as { tokens: { mas: { url: string }; defaults: { uses: unknown; expiry: string } } };
+    expect(c.tokens.mas.url).toBe("https://auth.example.org");
+    expect(c.tokens.defaults).toEqual({ uses: null, expiry: "90s" });
+    expect(keys(result.value.report, "changed")).toEqual(expect.arrayContaining(["token_url", "token_scope", "base_command", "default_uses_allowed"]));
+  });
+
+  it("reports misspelled keys and wrong types with lines", () => {
+    expect(errorsOf("mas-token-bot", "mas-token-bot-bad.yaml").map(formatImportError)).toEqual([
+      expect.stringMatching(/:5: default_uses_alowed: unknown key; did you mean "default_uses_allowed"\?/),
+      expect.stringMatching(/:6: default_expiry_time: must be a whole number/),
+      expect.stringMatching(/:7: whitelist: must be a list/),
+    ]);
+  });
+
+  it("an allow entry our schema refuses is reported at its source line", () => {
+    const src = SourceDoc.parse('admin_api: "https://m.example.org/api/admin"\nclient_id: c\nclient_secret: s\nwhitelist:\n  - "@ok:example.org"\nroom_whitelist:\n  - ""\n', "inline.yaml");
+    if (!src.ok) throw new Error("parse");
+    const result = IMPORTERS["mas-token-bot"]!.convert(src.doc, { directoryName: "d.yaml" });
+    if (!result.ok) throw new Error("convert");
+    const rendered = render(result.value, src.doc, "mas-token-bot", join(dir, "c.yaml"));
+    expect(rendered.ok).toBe(false);
+    if (!rendered.ok) expect(rendered.errors.map(formatImportError)).toEqual([expect.stringMatching(/^inline\.yaml:7: room_whitelist\.0: .*tokens\.allow\.1/)]);
+  });
+});
