@@ -72,6 +72,7 @@ export function helpFor<Ctx, R>(table: CommandTable<Ctx, R>, name: string, prefi
   const spec = match.command;
   const parts: Part[] = [paragraph(bold("Usage:"), " ", code(usageLine(spec, prefix)))];
   parts.push(paragraph(spec.description ?? spec.summary));
+  if ((spec.aliases ?? []).length > 0) parts.push(paragraph("Also: ", ...(spec.aliases ?? []).flatMap((a, i) => [...(i > 0 ? [", "] : []), code(`${prefix}${a}`)])));
   if (spec.params.length > 0) {
     parts.push(paragraph(bold("Arguments:")));
     parts.push(

@@ -494,7 +494,9 @@ export function parseCommandLine<Ctx, R>(table: CommandTable<Ctx, R>, body: stri
     }
     const flagStart = FLAG_START.exec(token.text);
     if (flagStart === null) {
-      positional.push(token.text);
+      const word = flagSpecs.find((f) => f.word === true && f.name === token.text.toLowerCase());
+      if (word !== undefined) flags[word.name] = true;
+      else positional.push(token.text);
       continue;
     }
     const flagText = token.text.slice(flagStart[0].length);

@@ -36,11 +36,18 @@ export interface FlagSpec {
   readonly description: string;
   /** Flags are switches; valued flags (`--since 7d`) are not supported. */
   readonly takesValue?: false;
+  /**
+   * Also given as the bare word (`!sync dry`, the inviterbot's form), unquoted and where no
+   * parameter could take it. Only for flags whose name no parameter value could be.
+   */
+  readonly word?: true;
 }
 
 export interface CommandSpec<Ctx, Result> {
   /** Lowercase words; a space separates sub-commands (`"token list"`). */
   readonly name: string;
+  /** Other names it answers to (the bots operators come from: `inviter` for help, `token generate`). */
+  readonly aliases?: readonly string[];
   /** One line, shown in the command list. */
   readonly summary: string;
   /** Longer text for `help <command>`; the summary is shown when absent. */
@@ -106,9 +113,12 @@ export class CommandTable<Ctx, R> {
     let maxWords = 0;
     for (const command of commands) {
       validate(command);
-      if (this.#byName.has(command.name)) throw new Error(`command table: duplicate command name '${command.name}'`);
-      this.#byName.set(command.name, command);
-      maxWords = Math.max(maxWords, command.name.split(" ").length);
+      for (const name of [command.name, ...(command.aliases ?? [])]) {
+        if (!COMMAND_NAME.test(name)) throw new Error(`command table: malformed alias '${name}' of '${command.name}'`);
+        if (this.#byName.has(name)) throw new Error(`command table: duplicate command name '${name}'`);
+        this.#byName.set(name, command);
+        maxWords = Math.max(maxWords, name.split(" ").length);
+      }
     }
     this.#commands = [...commands];
     this.#maxWords = maxWords;

@@ -1,6 +1,7 @@
 /** `!sync`, `!status`, `!release`: runs and what they held back. */
 import type { UserId } from "../matrix/ids.ts";
 import type { Command } from "./context.ts";
+import { auditParts } from "./audit-parts.ts";
 import { reportParts } from "./report-parts.ts";
 import { list, paragraph, table } from "./render.ts";
 import { defineCommand, type RoomRef } from "./spec.ts";
@@ -10,7 +11,7 @@ export const syncCommand: Command = defineCommand({
   summary: "Sync now (all managed rooms, or one); --dry only reports what would change",
   description: "Runs a sync right away. A run already in progress is never overlapped: this one is queued behind it (once).",
   params: [{ name: "room", kind: "room", description: "only this managed room", optional: true }],
-  flags: [{ name: "dry", description: "plan and report, change nothing" }],
+  flags: [{ name: "dry", description: "plan and report, change nothing (also as the word: !sync dry)", word: true }],
   permission: "operator",
   async run(ctx, args) {
     const ref = args.values["room"] as RoomRef | undefined;
@@ -72,6 +73,25 @@ export const statusCommand: Command = defineCommand({
       );
     }
     return parts;
+  },
+});
+
+export const historyCommand: Command = defineCommand({
+  name: "history",
+  summary: "The audit of a run: every action per room with its outcome (default: the last real run)",
+  description: "Shows what one run did or planned, room by room: creations, kicks, level and permission changes, state, space links, invites and held removals, each with its outcome. Without a run number: the last real run. !status lists the runs.",
+  params: [{ name: "run", kind: "int", description: "a run number from !status", optional: true }],
+  permission: "operator",
+  async run(ctx, args) {
+    const { store } = ctx.service.app;
+    let runId = args.values["run"] as number | undefined;
+    if (runId === undefined) {
+      const runs = await store.listRuns(100);
+      const last = runs.find((r) => !r.dryRun && r.outcome !== "running") ?? runs[0];
+      if (last === undefined) return [paragraph("No run yet.")];
+      runId = last.id;
+    }
+    return auditParts(await store.getRun(runId), runId, await store.listActions(runId));
   },
 });
 

@@ -4,13 +4,15 @@ import { idpCommand, joinedCommand, managedCommand } from "./directory-commands.
 import { helpFor, helpText } from "./help.ts";
 import { inviteAdminCommand, inviteMemberCommand, kickMemberCommand, manageCommand, unmanageCommand } from "./room-commands.ts";
 import { CommandTable, defineCommand } from "./spec.ts";
-import { releaseCommand, statusCommand, syncCommand } from "./sync-commands.ts";
+import { historyCommand, releaseCommand, statusCommand, syncCommand } from "./sync-commands.ts";
 import { tokenCommands } from "./token-commands.ts";
 import type { CommandContext } from "./context.ts";
 import type { Part } from "./render.ts";
 
 const helpCommand: Command = defineCommand({
   name: "help",
+  // The inviterbot's help command.
+  aliases: ["inviter"],
   summary: "List the commands, or explain one",
   params: [{ name: "command", kind: "string", description: "a command name, e.g. sync", optional: true, variadic: true }],
   permission: "operator",
@@ -28,6 +30,7 @@ export function commandTable(): CommandTable<CommandContext, Part[]> {
     managedCommand,
     syncCommand,
     statusCommand,
+    historyCommand,
     releaseCommand,
     unmanageCommand,
     manageCommand,

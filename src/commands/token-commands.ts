@@ -105,14 +105,16 @@ function parseUses(raw: string | undefined, fallback: number | null): { ok: true
 
 const listCommand: TokenCommand = defineCommand({
   name: "token list",
-  summary: "List registration tokens: valid (default), invalid or all",
-  params: [{ name: "which", kind: "string", description: "valid, invalid or all", optional: true }],
+  summary: "List registration tokens: valid (default), invalid or all; or show one token",
+  description: "Lists the registration tokens that are valid (the default), invalid, or all of them. Given anything else, shows that one token (as mas-token-bot's `token list TOKEN` does).",
+  params: [{ name: "which", kind: "string", description: "valid, invalid or all, or a token string or MAS id", optional: true }],
   permission: "anyone-in-room",
   async run(ctx, args) {
     const g = await gate(ctx);
     if (!g.ok) return g.reply;
-    const which = ((args.values["which"] as string | undefined) ?? "valid").toLowerCase();
-    if (which !== "valid" && which !== "invalid" && which !== "all") return [failed(paragraph(`which: "${which}" is not valid, invalid or all`))];
+    const given = (args.values["which"] as string | undefined) ?? "valid";
+    const which = given.toLowerCase();
+    if (which !== "valid" && which !== "invalid" && which !== "all") return await showCommand.run(ctx, { values: { token: given }, flags: {} });
     const r = await g.tokens.backend.list(which);
     await g.tokens.audit(ctx.actor, ctx.place, "list", null, r.ok ? "ok" : r.error.message, { which });
     if (!r.ok) return [failed(paragraph(r.error.message))];
@@ -131,6 +133,8 @@ const showCommand: TokenCommand = defineCommand({
 
 const createCommand: TokenCommand = defineCommand({
   name: "token create",
+  // mas-token-bot's word for it.
+  aliases: ["token generate"],
   summary: "Create a token: uses (default from config, or unlimited) and expiry (7d, 12h, a date, never)",
   params: [
     { name: "uses", kind: "string", description: 'how many registrations it allows, or "unlimited"', optional: true },

@@ -91,6 +91,11 @@ export async function listRuns(db: Db, limit: number): Promise<RunRecord[]> {
   return rows.map(toRunRecord);
 }
 
+export async function getRun(db: Db, id: number): Promise<RunRecord | undefined> {
+  const row = await db.selectFrom("sync_runs").selectAll().where("id", "=", id).executeTakeFirst();
+  return row === undefined ? undefined : toRunRecord(row);
+}
+
 /**
  * Marks interrupted the runs still "running" that nobody carries on: this store's own (its
  * caller says they stopped) and those of a process that is gone. With PGlite that is every
@@ -478,6 +483,7 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     startRun: (input) => startRun(db, { ...input, owner: opened.owner }),
     finishRun: (id, input) => finishRun(db, id, input),
     listRuns: (limit) => listRuns(db, limit),
+    getRun: (id) => getRun(db, id),
     interruptDanglingRuns: (finishedAt) => interruptDanglingRuns(db, finishedAt, opened.engine, opened.owner),
     recordActions: (rows) => recordActions(db, rows),
     listActions: (runId) => listActions(db, runId),

@@ -113,6 +113,7 @@ export interface Store {
   finishRun(id: number, input: { outcome: Exclude<RunOutcome, "running">; finishedAt: Date; summary: unknown; error?: string | null }): Promise<void>;
   /** Newest first. */
   listRuns(limit: number): Promise<RunRecord[]>;
+  getRun(id: number): Promise<RunRecord | undefined>;
   /**
    * Marks interrupted the runs still "running" that no live process carries on — left by a
    * killed process, or started through this store and stopped — and returns how many. The
