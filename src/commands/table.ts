@@ -15,7 +15,8 @@ const helpCommand: Command = defineCommand({
   aliases: ["inviter"],
   summary: "List the commands, or explain one",
   params: [{ name: "command", kind: "string", description: "a command name, e.g. sync", optional: true, variadic: true }],
-  permission: "operator",
+  // Everyone in the management room may learn what the bot does; the commands stay operator-only.
+  permission: "anyone-in-room",
   run(ctx, args) {
     const words = (args.values["command"] as string[] | undefined) ?? [];
     return Promise.resolve([words.length > 0 ? helpFor(ctx.table, words.join(" "), ctx.prefix) : helpText(ctx.table, ctx.prefix)]);

@@ -99,7 +99,8 @@ export class Service {
       rooms = dir.value.desired.map((d) => d.room);
     }
     const resolved = await this.app.gateway.resolveRoom(given);
-    if (!resolved.ok) return fail(`${given}: ${resolved.error.message}`);
+    // The gateway's message names the room already (never "#x: #x: no such room alias").
+    if (!resolved.ok) return fail(resolved.error.message, resolved.error.code !== undefined ? { code: resolved.error.code } : {});
     if (rooms.includes(given)) return ok({ room: given, roomId: resolved.value });
     // Configured by alias, named by id (or the other way round): compare resolved ids.
     const known = new Map((await this.app.store.listManagedRooms()).map((r) => [r.room, r.roomId]));

@@ -130,6 +130,8 @@ describe("serve: the management room", () => {
   it("refuses people who are not on the allow list, with one short reply", async () => {
     const reply = await command("!sync", "@intruder:example.org");
     expect(reply).toBe("Sorry @intruder:example.org, you are not on the allow list for commands here.");
+    // Help is for everyone in the room; what it lists stays operator-only.
+    expect(await command("!help", "@intruder:example.org")).toContain("!sync");
   });
 
   it("answers a typo with the nearest command and wrong arguments with the usage line", async () => {
@@ -137,6 +139,10 @@ describe("serve: the management room", () => {
     const usage = await command("!release");
     expect(usage).toContain("Usage: !release <room> [user…]");
     expect(await command("!release not-a-room")).toMatch(/room: .*not-a-room/);
+    // The room is named once, not "#x: #x: no such room alias".
+    const missing = await command("!release #nope:example.org");
+    expect(missing).toContain("#nope:example.org: no such room alias");
+    expect(missing).not.toContain("#nope:example.org: #nope:example.org");
   });
 
   it("!sync --dry reports and changes nothing; !sync applies, holding the mass removal; !release lets it through", async () => {
