@@ -34,10 +34,10 @@ const GROUPS: readonly { permission: CommandSpec<unknown, unknown>["permission"]
  * it, each with its usage line and summary. Ends with a pointer to `help <command>` when the
  * table has a `help` command.
  */
-export function helpText<Ctx, R>(table: CommandTable<Ctx, R>, prefix = "!"): Part {
+export function helpText<Ctx, R>(table: CommandTable<Ctx, R>, prefix = "!", only: (name: string) => boolean = () => true): Part {
   const sections: Part[] = [];
   for (const group of GROUPS) {
-    const commands = table.commands.filter((c) => c.permission === group.permission).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const commands = table.commands.filter((c) => c.permission === group.permission && only(c.name)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     if (commands.length === 0) continue;
     sections.push(paragraph(bold(`${group.title}:`)));
     sections.push(list(commands.map((c): Inline[] => [code(usageLine(c, prefix)), ` — ${c.summary}`])));

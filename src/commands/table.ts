@@ -23,9 +23,21 @@ const helpCommand: Command = defineCommand({
   },
 });
 
+/** `!token` alone: the token commands (who may run them is said per command). */
+const tokenHelpCommand: Command = defineCommand({
+  name: "token",
+  summary: "The registration-token commands",
+  params: [],
+  permission: "anyone-in-room",
+  run(ctx) {
+    return Promise.resolve([helpText(ctx.table, ctx.prefix, (name) => name.startsWith("token "))]);
+  },
+});
+
 export function commandTable(): CommandTable<CommandContext, Part[]> {
   return new CommandTable<CommandContext, Part[]>([
     helpCommand,
+    tokenHelpCommand,
     idpCommand,
     joinedCommand,
     managedCommand,

@@ -149,7 +149,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
       const parsed = parseCommandLine(table, ev.body, { prefix, ...(ev.formattedBody !== undefined ? { formattedBody: ev.formattedBody } : {}) });
       if (parsed.kind === "not-a-command") return;
       // Outside the management room only token commands are heard.
-      if (eventRoom !== roomId && (parsed.kind === "unknown" || !parsed.command.name.startsWith("token "))) return;
+      if (eventRoom !== roomId && (parsed.kind === "unknown" || !(parsed.command.name === "token" || parsed.command.name.startsWith("token ")))) return;
       if (!(await app.store.markHandled(ev.eventId, eventRoom, app.clock.now()))) return; // already handled
       // Permission comes from the table: "operator" commands (and unknown ones) need the allow list.
       const openToRoom = parsed.kind !== "unknown" && parsed.command.permission === "anyone-in-room";

@@ -208,6 +208,11 @@ describe("serve: the management room", () => {
     const later = hs.sendMessage(tokenRoom, "@helpdesk:example.org", "!token allowed");
     await hs.waitForMessage(tokenRoom, (m) => m.sender === BOT && JSON.stringify(m.content).includes(later), REPLY_MS);
     expect(hs.messages(tokenRoom, { sender: BOT }).some((m) => JSON.stringify(m.content).includes(sync))).toBe(false);
+    // `!token` alone is the token help, there too; it lists only token commands.
+    const help = hs.sendMessage(tokenRoom, "@helpdesk:example.org", "!token");
+    const helpReply = await hs.waitForMessage(tokenRoom, (m) => m.sender === BOT && JSON.stringify(m.content).includes(help), REPLY_MS);
+    expect(String(helpReply.content["body"])).toContain("!token create");
+    expect(String(helpReply.content["body"])).not.toContain("!sync");
   });
 
   it("!joined and !managed list the rooms", async () => {

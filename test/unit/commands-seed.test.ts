@@ -55,3 +55,12 @@ describe("seed bots' command habits", () => {
     expect(() => new CommandTable([a, b])).toThrow(/duplicate command name 'one'/);
   });
 });
+
+describe("!token alone", () => {
+  it("is the token commands' help; a typo after it still names the nearest token command", () => {
+    expect(parsed("!token").command.name).toBe("token");
+    const typo = parseCommandLine(table, "!token lsit");
+    expect(typo.kind).toBe("usage-error");
+    if (typo.kind === "usage-error") expect(typo.message).toContain("did you mean !token list?");
+  });
+});
