@@ -3,7 +3,7 @@
  * (typically from other homeservers), recorded as externals so that syncs leave them alone.
  * `!unmanage` / `!manage`: hand a room back to a person, or take it back.
  */
-import type { UserId } from "../matrix/ids.ts";
+import { serverNameOf, type UserId } from "../matrix/ids.ts";
 import type { DirectoryState } from "../reconcile/directory.ts";
 import { planLevelChange } from "../reconcile/plan.ts";
 import type { Command, CommandContext } from "./context.ts";
@@ -31,6 +31,13 @@ async function inviteExternal(ctx: CommandContext, roomRef: RoomRef, user: UserI
   const room = await service.managedRoom(roomRef, state.value);
   if (!room.ok) return [paragraph(room.error.message)];
   const { gateway, store, clock } = service.app;
+  // A user of our own server that the homeserver does not know is a typo: an invite would
+  // fail anyway, and an external recorded for nobody would linger. (Another server's users
+  // are looked up over federation, which may not answer: they are not checked.)
+  if (serverNameOf(user) === serverNameOf(service.bot)) {
+    const exists = await gateway.userExists(user);
+    if (exists.ok && !exists.value) return [paragraph(`Refused: there is no account ${user} on this homeserver (check the spelling).`)];
+  }
   const observed = await gateway.readRoom(room.value.roomId);
   if (!observed.ok) return [paragraph(`Cannot read ${room.value.room}: ${observed.error.message}`)];
   const membership = observed.value.members[user];

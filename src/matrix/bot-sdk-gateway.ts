@@ -234,6 +234,12 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
       return r.ok ? ok(undefined) : r;
     },
 
+    async userExists(user) {
+      const r = await call<unknown>(`looking up ${user}`, "GET", `/_matrix/client/v3/profile/${encodeURIComponent(user)}`);
+      if (r.ok) return ok(true);
+      return r.error.code === "M_NOT_FOUND" ? ok(false) : r;
+    },
+
     async setState(roomId, type, stateKey, content) {
       const r = await call<unknown>(
         `setting ${type}${stateKey === "" ? "" : ` ${stateKey}`} in ${roomId}`,

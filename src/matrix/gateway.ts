@@ -33,6 +33,14 @@ export interface PowerLevelsWriter {
   setPowerLevels(roomId: RoomId, content: PowerLevelsContent): Promise<Result<void>>;
 }
 
+export interface ProfileReader {
+  /**
+   * Whether the homeserver knows the account (`GET /profile/{user}`): false on 404
+   * M_NOT_FOUND; an error when it could not tell (the caller decides what that means).
+   */
+  userExists(user: UserId): Promise<Result<boolean>>;
+}
+
 export interface StateWriter {
   /** One state event (`PUT /rooms/{roomId}/state/{type}/{stateKey}`). */
   setState(roomId: RoomId, type: string, stateKey: string, content: Readonly<Record<string, unknown>>): Promise<Result<void>>;
@@ -43,4 +51,4 @@ export interface RoomCreator {
   createRoom(request: CreateRoomRequest): Promise<Result<RoomId>>;
 }
 
-export type MatrixGateway = WhoAmI & RoomResolver & RoomStateReader & RoomInviter & RoomKicker & PowerLevelsWriter & StateWriter & RoomCreator;
+export type MatrixGateway = WhoAmI & RoomResolver & RoomStateReader & RoomInviter & RoomKicker & PowerLevelsWriter & StateWriter & RoomCreator & ProfileReader;

@@ -168,6 +168,9 @@ describe("serve: the management room", () => {
   it("!invite-member adds an external that syncs leave alone; !kick-member removes them; directory users are refused", async () => {
     expect(await command("!invite-member #eng:example.org @bob:example.org")).toMatch(/Refused: @bob:example.org is managed by the directory/);
     expect(await command("!invite-member https://matrix.to/#/%23eng:example.org @guest:partner.example")).toMatch(/invited @guest:partner.example/);
+    // An account of our own server that does not exist (a typo): refused, nothing recorded.
+    expect(await command("!invite-member #eng:example.org @nobdoy:example.org")).toBe("Refused: there is no account @nobdoy:example.org on this homeserver (check the spelling).");
+    expect(hs.members(eng)["@nobdoy:example.org"]).toBeUndefined();
     expect(hs.members(eng)["@guest:partner.example"]).toBe("invite");
     // One below our own level unless --equal: !kick-member must still be able to remove them.
     await command("!invite-admin #eng:example.org @boss:partner.example");
