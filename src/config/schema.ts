@@ -573,7 +573,7 @@ const roomTemplateFields = {
   topic: z.string().exactOptional(),
   /** At creation only: turn on encryption (never switched off, never switched on in an existing room). */
   encryption: z.boolean().exactOptional(),
-  /** At creation only: the room version ("10"); absent: the homeserver's default. */
+  /** At creation only: the room version ("11"); absent: "11", Synapse's default, asked for explicitly (so the rules are known). */
   roomVersion: roomVersionSchema.exactOptional(),
 };
 
