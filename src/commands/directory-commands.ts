@@ -1,5 +1,5 @@
 /** `!idp`, `!joined`, `!managed`: what the directory says, and which rooms the bot is in. */
-import { countsLine } from "../reconcile/words.ts";
+import { changesText } from "../reconcile/words.ts";
 import { listDirectory } from "../reconcile/directory.ts";
 import type { Command } from "./context.ts";
 import { bold, list, paragraph, table, type Part } from "./render.ts";
@@ -88,5 +88,6 @@ export const managedCommand: Command = defineCommand({
 function countsText(c: Record<string, unknown>): string {
   const n = (k: string): number => (typeof c[k] === "number" ? c[k] : 0);
   const counts = { created: n("created"), invites: n("invites"), kicks: n("kicks"), powerLevels: n("powerLevels"), permissions: n("permissions"), state: n("state"), links: n("links"), held: n("held"), failed: n("failed"), roomErrors: n("roomErrors") };
-  return countsLine(1, counts).replace(/^1 room\(s\): /, "").replace(/, 0 room error\(s\)$/, "");
+  // One room's summary: its own error is shown instead when it had one.
+  return changesText(counts).replace(/, 0 room error\(s\)$/, "");
 }

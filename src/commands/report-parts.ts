@@ -4,7 +4,7 @@
  * terminal's do.
  */
 import { incompleteLine, type RunReport } from "../reconcile/report.ts";
-import { actionRow, countsLine, HELD_TEXT, statusText } from "../reconcile/words.ts";
+import { actionRow, changesText, HELD_TEXT, statusText } from "../reconcile/words.ts";
 import { bold, list, paragraph, table, type Part } from "./render.ts";
 
 export function reportParts(report: RunReport): Part[] {
@@ -16,7 +16,7 @@ export function reportParts(report: RunReport): Part[] {
         ? "Sync done, degraded"
         : "Sync done";
   const parts: Part[] = [
-    paragraph(bold(head), `: ${countsLine(report.rooms.length, report.counts).replace(/^(\d+ room\(s\)):/, "$1,")}${report.runId !== null ? ` — run ${report.runId}` : ""}`),
+    paragraph(bold(head), `: ${report.rooms.length} room(s), ${changesText(report.counts)}${report.runId !== null ? ` — run ${report.runId}` : ""}`),
   ];
   if (report.errors.length > 0) parts.push(list(report.errors.map((e) => `error: ${e}`)));
   if (report.incompleteGroups.length > 0) parts.push(list(report.incompleteGroups.map(incompleteLine)));

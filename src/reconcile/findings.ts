@@ -34,6 +34,8 @@ export type Finding =
   | { readonly kind: "join-rule-space-unknown"; readonly space: string }
   | { readonly kind: "not-encrypted" }
   | { readonly kind: "child-pending"; readonly child: string }
+  /** A child without a room id that this service cannot create (an alias of another server that did not resolve). */
+  | { readonly kind: "child-unreachable"; readonly child: string; readonly server: string }
   | { readonly kind: "link-not-ours"; readonly type: "m.space.child" | "m.space.parent"; readonly room: string };
 
 export type FindingKind = Finding["kind"];

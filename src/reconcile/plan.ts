@@ -25,6 +25,7 @@
 import { serverNameOf, userIdPattern, type RoomId, type UserId } from "../matrix/ids.ts";
 import type { Finding } from "./findings.ts";
 import { JOIN_RULE_SINCE, readLevels, roomVersionNumber, type LevelKind, type RoomLevels } from "./levels.ts";
+import { creatable } from "./plan-create.ts";
 import { POWER_LEVEL_FIELDS, type JoinRuleSetting, type PowerLevelField, type RoomTemplate } from "./template.ts";
 import type {
   Action,
@@ -42,6 +43,7 @@ import type {
   PowerLevelsContent,
   RoomMemory,
   RoomPlan,
+  SpaceLinkKey,
 } from "./types.ts";
 
 export const EMPTY_MEMORY: RoomMemory = { externals: [], held: [], released: [] };
@@ -578,28 +580,64 @@ function via(ctx: RoomContext): string[] {
   return [serverNameOf(ctx.policy.bot)];
 }
 
-/** A space's children: linked when managed and missing; unlinked only when ours and no longer wanted. */
+/** What the child-link rule reads: the space's desired children, its `m.space.child` state, our links. */
+interface ChildLinkInput {
+  readonly desired: DesiredRoom;
+  readonly children: Readonly<Record<string, Readonly<Record<string, unknown>>>>;
+  readonly links: readonly SpaceLinkKey[];
+  readonly incomplete: boolean;
+  readonly bot: UserId;
+}
+
 function spaceChildren(ctx: RoomContext): { actions: Action[]; findings: Finding[] } {
-  const space = ctx.desired.space;
+  return childLinks({
+    desired: ctx.desired,
+    children: ctx.observed.state?.["m.space.child"] ?? {},
+    links: ctx.memory.links ?? [],
+    incomplete: ctx.incomplete,
+    bot: ctx.policy.bot,
+  });
+}
+
+/**
+ * The child links of a space created in this run (it has no state yet): every desired child
+ * linked, by the same rule as an existing space's.
+ */
+export function planNewSpaceChildren(desired: DesiredRoom, policy: Policy): { actions: Action[]; findings: Finding[] } {
+  return childLinks({ desired, children: {}, links: [], incomplete: desired.incompleteGroups.length > 0, bot: policy.bot });
+}
+
+/**
+ * A space's children: linked when managed and missing (a child without an id yet is shown
+ * pending when this service will create it, and left with a finding when it cannot: an alias
+ * of another server that does not resolve); unlinked only when ours and no longer wanted.
+ */
+function childLinks(input: ChildLinkInput): { actions: Action[]; findings: Finding[] } {
+  const space = input.desired.space;
   if (space === undefined) return { actions: [], findings: [] };
+  const via = [serverNameOf(input.bot)];
   const actions: Action[] = [];
   const findings: Finding[] = [];
   const wanted = new Set<string>();
   const sorted = [...space.children].sort((a, b) => compare(a.roomId ?? a.ref, b.roomId ?? b.ref));
   for (const child of sorted) {
     if (child.roomId === undefined) {
-      actions.push({ kind: "add-child", child: child.ref, via: via(ctx) });
+      if (!creatable(child.ref, input.bot).ok) {
+        findings.push({ kind: "child-unreachable", child: child.ref, server: serverNameOf(input.bot) });
+        continue;
+      }
+      actions.push({ kind: "add-child", child: child.ref, via });
       findings.push({ kind: "child-pending", child: child.ref });
       continue;
     }
     wanted.add(child.roomId);
-    if (!linked(stateContent(ctx, "m.space.child", child.roomId))) actions.push({ kind: "add-child", child: child.ref, childId: child.roomId, via: via(ctx) });
+    if (!linked(input.children[child.roomId])) actions.push({ kind: "add-child", child: child.ref, childId: child.roomId, via });
   }
   const removals: Action[] = [];
-  for (const [key, content] of Object.entries(ctx.observed.state?.["m.space.child"] ?? {}).sort(([a], [b]) => compare(a, b))) {
+  for (const [key, content] of Object.entries(input.children).sort(([a], [b]) => compare(a, b))) {
     if (wanted.has(key) || !linked(content)) continue;
-    if (!ours(ctx, "m.space.child", key)) findings.push({ kind: "link-not-ours", type: "m.space.child", room: key });
-    else if (ctx.incomplete) continue; // the directory may still want it: no removals on partial knowledge
+    if (!input.links.some((l) => l.type === "m.space.child" && l.stateKey === key)) findings.push({ kind: "link-not-ours", type: "m.space.child", room: key });
+    else if (input.incomplete) continue; // the directory may still want it: no removals on partial knowledge
     else removals.push({ kind: "remove-child", child: key, childId: key as RoomId });
   }
   return { actions: [...removals, ...actions], findings };

@@ -12,12 +12,12 @@ import type { ActionRecord, RunTrigger, Store } from "../store/store.ts";
 import { applyRoomPlan, simulateRoomPlan, type ActionResult } from "./apply.ts";
 import { readDirectory, type DirectorySettings } from "./directory.ts";
 import { mergeDesiredRooms } from "./desired.ts";
-import { planRoom } from "./plan.ts";
+import { planNewSpaceChildren, planRoom } from "./plan.ts";
 import { creatable, DEFAULT_CREATE_ROOM_INVITES, planCreation } from "./plan-create.ts";
-import { countReport, reportActions, reportHeld, type RoomReport, type RunReport } from "./report.ts";
-import { desiredSpaces, type SpaceDraft } from "./spaces.ts";
+import { countReport, reportActions, reportHeld, type ReportAction, type RoomReport, type RunReport } from "./report.ts";
+import { desiredSpaces, incompleteSpaces, shapeDesired, type ShapeContext } from "./spaces.ts";
 import type { RoomTemplate, SpaceSetting } from "./template.ts";
-import type { Action, DesiredLink, DesiredRoom, Policy, RoomMemory, RoomPlan, SpaceLinkKey } from "./types.ts";
+import type { DesiredRoom, Policy, RoomMemory, RoomPlan, SpaceLinkKey } from "./types.ts";
 import { findingText } from "./words.ts";
 
 export interface SyncSettings extends DirectorySettings {
@@ -295,11 +295,12 @@ async function syncRooms(
   });
   for (const m of missing) merged.push({ roomId: null, refs: [m.room], desired: m });
 
-  // Spaces named by restricted join rules: resolved once; one that neither resolves nor is
-  // created in this run is left out of the rule (with a note).
+  // Each room's template once; the spaces its restricted join rule names are resolved once
+  // (one that neither resolves nor is created in this run is left out of the rule).
+  const templates = new Map(merged.map((m) => [m, settings.templateFor?.(m.refs)] as const));
   const ruleRefs = new Set<string>();
-  for (const m of merged) {
-    const rule = settings.templateFor?.(m.refs).joinRule;
+  for (const template of templates.values()) {
+    const rule = template?.joinRule;
     if (rule !== undefined && "spaces" in rule) for (const s of rule.spaces) if (!s.startsWith("!")) ruleRefs.add(s);
   }
   await Promise.all(
@@ -308,69 +309,25 @@ async function syncRooms(
       if (x.ok) idOf.set(r, x.value);
     }),
   );
-  const creating = new Set(missing.map((m) => m.room));
 
-  // What each room should look like: members (spaces: from their children), template, links.
+  // Spaces' members come from their children's desired rooms (by reference, or by room id).
   const byRef = new Map<string, DesiredRoom>();
-  for (const m of merged) for (const ref of m.refs) byRef.set(ref, m.desired);
-  const childKey = (ref: string): DesiredRoom | undefined => byRef.get(ref) ?? (idOf.has(ref) ? merged.find((m) => m.roomId === idOf.get(ref))?.desired : undefined);
+  const byRoomId = new Map<string, DesiredRoom>();
+  for (const m of merged) {
+    for (const ref of m.refs) byRef.set(ref, m.desired);
+    if (m.roomId !== null) byRoomId.set(m.roomId, m.desired);
+  }
   const roomsForSpaces = new Map<string, DesiredRoom>();
-  for (const d of spaceDrafts) for (const child of d.children) {
-    const room = childKey(child);
-    if (room !== undefined && room.space === undefined) roomsForSpaces.set(child, room);
+  for (const d of spaceDrafts) {
+    for (const child of d.children) {
+      const id = idOf.get(child);
+      const room = byRef.get(child) ?? (id !== undefined ? byRoomId.get(id) : undefined);
+      if (room !== undefined && room.space === undefined) roomsForSpaces.set(child, room);
+    }
   }
   const spaceRooms = new Map(desiredSpaces(spaceDrafts, roomsForSpaces, settings.roles).map((r) => [r.room, r]));
-  const parentsOf = (refs: readonly string[], roomId: RoomId | null): SpaceDraft[] =>
-    spaceDrafts.filter((d) => d.children.some((c) => refs.includes(c) || (roomId !== null && idOf.get(c) === roomId)));
-  const shape = (refs: readonly string[], roomId: RoomId | null, base: DesiredRoom): DesiredRoom => {
-    const spaceRef = refs.find((r) => spaceRooms.has(r));
-    let room: DesiredRoom = spaceRef !== undefined ? { ...(spaceRooms.get(spaceRef) as DesiredRoom), room: base.room } : base;
-    if (spaceRef !== undefined) {
-      const notes = [...room.notes];
-      const children: DesiredLink[] = [];
-      for (const link of room.space?.children ?? []) {
-        const id = link.ref.startsWith("!") ? (link.ref as RoomId) : idOf.get(link.ref);
-        if (id === undefined && !link.ref.startsWith("!") && !creatable(link.ref, bot).ok) {
-          notes.push(`${link.ref}: a child on another server that did not resolve: not linked (only rooms that exist, or aliases of ${botServer} that are created, are linked)`);
-          continue;
-        }
-        children.push(id !== undefined ? { ref: link.ref, roomId: id } : { ref: link.ref });
-      }
-      room = { ...room, notes, space: { children } };
-    }
-    const parents = parentsOf(refs, roomId);
-    let template = settings.templateFor?.(refs);
-    const restrict = parents.filter((p) => p.setting.restrictChildren).map((p) => idOf.get(p.setting.space) ?? p.setting.space);
-    if (restrict.length > 0 && template !== undefined) template = { ...template, joinRule: { rule: "restricted", spaces: restrict } };
-    else if (restrict.length > 0) template = { powerLevels: {}, encryption: false, joinRule: { rule: "restricted", spaces: restrict } };
-    const ruleNotes: string[] = [];
-    if (template !== undefined && template.joinRule !== undefined && "spaces" in template.joinRule) {
-      const spaces = template.joinRule.spaces.flatMap((s) => {
-        const id = s.startsWith("!") ? s : idOf.get(s);
-        if (id !== undefined) return [id];
-        if (creating.has(s)) return [s]; // created in this run (a dry run shows it pending)
-        ruleNotes.push(`join rule: space ${s} does not resolve: left out of the ${template?.joinRule?.rule ?? ""} rule`);
-        return [];
-      });
-      const { joinRule: _dropped, ...rest } = template;
-      template = spaces.length > 0 ? { ...template, joinRule: { ...template.joinRule, spaces } } : rest;
-    }
-    const withParents = parents.filter((p) => p.setting.parentLinks).map((p): DesiredLink => {
-      const id = idOf.get(p.setting.space) ?? (p.setting.space.startsWith("!") ? (p.setting.space as RoomId) : undefined);
-      return id !== undefined ? { ref: p.setting.space, roomId: id } : { ref: p.setting.space };
-    });
-    const keepParents = spaceDrafts.flatMap((d) => {
-      const id = idOf.get(d.setting.space);
-      return id !== undefined && (spaceRooms.get(d.setting.space)?.incompleteGroups.length ?? 0) > 0 ? [id] : [];
-    });
-    return {
-      ...room,
-      ...(ruleNotes.length > 0 ? { notes: [...room.notes, ...ruleNotes] } : {}),
-      ...(keepParents.length > 0 ? { keepParents } : {}),
-      ...(template !== undefined ? { template } : {}),
-      ...(withParents.length > 0 ? { parents: withParents } : {}),
-    };
-  };
+  const creating = new Set(missing.map((m) => m.room));
+  const shapeContext = (keepParents: readonly RoomId[]): ShapeContext => ({ drafts: spaceDrafts, spaceRooms, idOf, creating, keepParents });
 
   // Rooms that do not exist yet: spaces first (their ids go into their children's parent
   // links and join rules), then rooms; each in one createRoom request.
@@ -379,7 +336,8 @@ async function syncRooms(
   const createdSpaces: { ref: string; report: RoomReport; roomId: RoomId | null }[] = [];
   for (const m of toCreate) {
     if (opts.signal?.aborted) break;
-    const desiredRoom = shape(m.refs, null, m.desired);
+    // A room that does not exist has no links to keep.
+    const desiredRoom = shapeDesired(shapeContext([]), m.refs, null, m.desired, templates.get(m));
     const parentIds = (desiredRoom.parents ?? []).flatMap((p) => (p.roomId !== undefined ? [p.roomId] : []));
     const plan = planCreation({
       desired: desiredRoom,
@@ -411,7 +369,7 @@ async function syncRooms(
     report.actions = reportActions(results);
     report.notes.push(...plan.findings.map(findingText));
     if (desiredRoom.incompleteGroups.length > 0) report.incompleteGroups = [...desiredRoom.incompleteGroups];
-    await record(report, m.desired.room, roomId, [m.desired.room], results, plan);
+    await record(report, report.actions, m.desired.room, roomId, [m.desired.room], results, plan);
     if (roomId !== null && !opts.dryRun) {
       for (const p of parentIds) await store.addSpaceLink({ roomId, type: "m.space.parent", stateKey: p, runId, addedAt: clock.now() });
     }
@@ -420,21 +378,24 @@ async function syncRooms(
   }
   // A space created in this run gets its children now that they exist (one event each).
   for (const s of createdSpaces) {
-    const space = shape([s.ref], s.roomId, spaceRooms.get(s.ref) ?? { room: s.ref, members: [], incompleteGroups: [], notes: [] });
-    const actions: Action[] = (space.space?.children ?? []).map((c) => ({ kind: "add-child", child: c.ref, ...(c.roomId !== undefined ? { childId: c.roomId } : {}), via: [botServer] }));
-    const plan: RoomPlan = { room: s.ref, roomId: s.roomId, actions, held: [], findings: [] };
+    const space = shapeDesired(shapeContext([]), [s.ref], s.roomId, spaceRooms.get(s.ref) ?? { room: s.ref, members: [], incompleteGroups: [], notes: [] }, undefined);
+    const links = planNewSpaceChildren(space, policy);
+    const plan: RoomPlan = { room: s.ref, roomId: s.roomId, actions: links.actions, held: [], findings: links.findings };
     const results = opts.dryRun || s.roomId === null ? simulateRoomPlan(plan) : await applyRoomPlan(gateway, plan, opts.signal);
-    s.report.actions.push(...reportActions(results));
-    await record(s.report, s.ref, s.roomId, [], results, plan);
+    const entries = reportActions(results);
+    s.report.actions.push(...entries);
+    s.report.notes.push(...links.findings.map(findingText));
+    await record(s.report, entries, s.ref, s.roomId, [], results, plan);
     created.push(s.report);
   }
+  const existingContext = shapeContext(incompleteSpaces(spaceDrafts, spaceRooms, idOf));
 
   const existing = merged.filter((m): m is typeof m & { roomId: RoomId } => m.roomId !== null);
   const total = early.length + created.length + existing.length;
   let done = early.length + created.length;
   const reports = await mapConcurrent(existing, settings.concurrency, async (room) => {
     if (opts.signal?.aborted) return undefined;
-    const report = await syncRoom(room.roomId, room.refs, shape(room.refs, room.roomId, room.desired));
+    const report = await syncRoom(room.roomId, room.refs, shapeDesired(existingContext, room.refs, room.roomId, room.desired, templates.get(room)));
     deps.progress?.(++done, total);
     return report;
   });
@@ -479,14 +440,24 @@ async function syncRooms(
     report.held = reportHeld(plan.held);
     report.notes.push(...plan.findings.map(findingText));
     if (room.incompleteGroups.length > 0) report.incompleteGroups = [...room.incompleteGroups];
-    await record(report, room.room, roomId, refs, results, plan);
+    await record(report, report.actions, room.room, roomId, refs, results, plan);
     return report;
   }
 
-  /** The audit rows of one room, its held set, the links it added and its managed-room record. */
-  async function record(report: RoomReport, room: string, roomId: RoomId | null, refs: readonly string[], results: readonly ActionResult[], plan: RoomPlan): Promise<void> {
+  /**
+   * The audit rows of one room (`entries`: the report entries of `results`), its held set,
+   * the links it added and its managed-room record.
+   */
+  async function record(
+    report: RoomReport,
+    entries: readonly ReportAction[],
+    room: string,
+    roomId: RoomId | null,
+    refs: readonly string[],
+    results: readonly ActionResult[],
+    plan: RoomPlan,
+  ): Promise<void> {
     const at = clock.now();
-    const entries = reportActions(results);
     const rows: ActionRecord[] = [
       ...entries.map((a): ActionRecord => {
         const { kind, outcome, error, ...detail } = a;

@@ -11,8 +11,9 @@
  */
 import type { RoomGroupBinding } from "../idp/room-mapping.ts";
 import type { DirectorySnapshot } from "../idp/types.ts";
-import type { SpaceSetting } from "./template.ts";
-import type { DesiredMember, DesiredRoom } from "./types.ts";
+import type { RoomId } from "../matrix/ids.ts";
+import type { RoomTemplate, SpaceSetting } from "./template.ts";
+import type { DesiredLink, DesiredMember, DesiredRoom } from "./types.ts";
 
 /** A configured space with its children found: the directory's part of it. */
 export interface SpaceDraft {
@@ -140,4 +141,81 @@ export function desiredSpaces(drafts: readonly SpaceDraft[], rooms: ReadonlyMap<
     return room;
   };
   return drafts.map(build);
+}
+
+/** What shaping a room's desired state reads; everything resolved by the run before. */
+export interface ShapeContext {
+  readonly drafts: readonly SpaceDraft[];
+  /** The spaces' desired rooms (desiredSpaces), by space reference. */
+  readonly spaceRooms: ReadonlyMap<string, DesiredRoom>;
+  /** Room ids known so far: resolved, or created in this run. */
+  readonly idOf: ReadonlyMap<string, RoomId>;
+  /** References this run creates (a dry run has no id for them). */
+  readonly creating: ReadonlySet<string>;
+  /** The ids of spaces whose children are not fully known in this run. */
+  readonly keepParents: readonly RoomId[];
+}
+
+/**
+ * The spaces whose children are not fully known in this run (their data is incomplete): a
+ * parent link to them is never removed now.
+ */
+export function incompleteSpaces(drafts: readonly SpaceDraft[], spaceRooms: ReadonlyMap<string, DesiredRoom>, idOf: ReadonlyMap<string, RoomId>): RoomId[] {
+  return drafts.flatMap((d) => {
+    const id = idOf.get(d.setting.space);
+    return id !== undefined && (spaceRooms.get(d.setting.space)?.incompleteGroups.length ?? 0) > 0 ? [id] : [];
+  });
+}
+
+const asRoomId = (ref: string): RoomId | undefined => (ref.startsWith("!") ? (ref as RoomId) : undefined);
+
+/**
+ * One room's whole desired state, for the room known by `refs` (`roomId` null before it is
+ * created): a space gets its members and children (`spaceRooms`), every room the spaces that
+ * list it as parents (when `parentLinks`), and its template — with the join rule restricted
+ * to the spaces that ask for it (`restrictChildren`), and a restricted rule's spaces as room
+ * ids (one that neither resolves nor is created in this run is left out, with a note).
+ */
+export function shapeDesired(ctx: ShapeContext, refs: readonly string[], roomId: RoomId | null, base: DesiredRoom, template: RoomTemplate | undefined): DesiredRoom {
+  const idOf = (ref: string): RoomId | undefined => asRoomId(ref) ?? ctx.idOf.get(ref);
+  const spaceRef = refs.find((r) => ctx.spaceRooms.has(r));
+  const space = spaceRef === undefined ? undefined : ctx.spaceRooms.get(spaceRef);
+  let room: DesiredRoom = base;
+  if (space !== undefined) {
+    const children = (space.space?.children ?? []).map((link): DesiredLink => {
+      const id = idOf(link.ref);
+      return id !== undefined ? { ref: link.ref, roomId: id } : { ref: link.ref };
+    });
+    room = { ...space, room: base.room, space: { children } };
+  }
+  const parents = ctx.drafts.filter((d) => d.children.some((c) => refs.includes(c) || (roomId !== null && ctx.idOf.get(c) === roomId)));
+  const notes: string[] = [];
+  let wanted = template;
+  const restrict = parents.filter((p) => p.setting.restrictChildren).map((p) => idOf(p.setting.space) ?? p.setting.space);
+  if (restrict.length > 0) wanted = { ...(wanted ?? { powerLevels: {}, encryption: false }), joinRule: { rule: "restricted", spaces: restrict } };
+  if (wanted?.joinRule !== undefined && "spaces" in wanted.joinRule) {
+    const rule = wanted.joinRule;
+    const spaces = rule.spaces.flatMap((s) => {
+      const id = idOf(s);
+      if (id !== undefined) return [id];
+      if (ctx.creating.has(s)) return [s]; // created in this run (a dry run shows it pending)
+      notes.push(`join rule: space ${s} does not resolve: left out of the ${rule.rule} rule`);
+      return [];
+    });
+    const { joinRule: _dropped, ...rest } = wanted;
+    wanted = spaces.length > 0 ? { ...wanted, joinRule: { ...rule, spaces } } : rest;
+  }
+  const withParents = parents
+    .filter((p) => p.setting.parentLinks)
+    .map((p): DesiredLink => {
+      const id = idOf(p.setting.space);
+      return id !== undefined ? { ref: p.setting.space, roomId: id } : { ref: p.setting.space };
+    });
+  return {
+    ...room,
+    ...(notes.length > 0 ? { notes: [...room.notes, ...notes] } : {}),
+    ...(ctx.keepParents.length > 0 ? { keepParents: ctx.keepParents } : {}),
+    ...(wanted !== undefined ? { template: wanted } : {}),
+    ...(withParents.length > 0 ? { parents: withParents } : {}),
+  };
 }

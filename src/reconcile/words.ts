@@ -82,6 +82,8 @@ export function findingText(f: Finding): string {
       return "the template asks for encryption, but this room is not encrypted: encryption is set only when a room is created (switch it on by hand if wanted; it cannot be switched off)";
     case "child-pending":
       return `${f.child}: not created yet; linked as a child once it exists`;
+    case "child-unreachable":
+      return `${f.child}: a child on another server that did not resolve: not linked (only rooms that exist, or aliases of ${f.server} that are created, are linked)`;
     case "link-not-ours":
       return `${f.type} ${f.room}: not added by this service, left alone`;
     default: {
@@ -128,11 +130,16 @@ export const HELD_TEXT = "kick held by the mass-removal guard";
 
 /** "3 room(s): 2 invite(s), ..." — the one summary line of a run. */
 export function countsLine(rooms: number, c: RunReport["counts"]): string {
+  return `${rooms} room(s): ${changesText(c)}`;
+}
+
+/** "2 invite(s), 1 kick(s), ..., 0 room error(s)": what a run changed, without its room count. */
+export function changesText(c: RunReport["counts"]): string {
   const extra = [
     c.created > 0 ? `${c.created} created` : "",
     c.permissions > 0 ? `${c.permissions} permission change(s)` : "",
     c.state > 0 ? `${c.state} state change(s)` : "",
     c.links > 0 ? `${c.links} space link change(s)` : "",
   ].filter((x) => x !== "");
-  return `${rooms} room(s): ${extra.length > 0 ? `${extra.join(", ")}, ` : ""}${c.invites} invite(s), ${c.kicks} kick(s), ${c.powerLevels} level change(s), ${c.held} held, ${c.failed} failed, ${c.roomErrors} room error(s)`;
+  return `${extra.length > 0 ? `${extra.join(", ")}, ` : ""}${c.invites} invite(s), ${c.kicks} kick(s), ${c.powerLevels} level change(s), ${c.held} held, ${c.failed} failed, ${c.roomErrors} room error(s)`;
 }
