@@ -619,7 +619,8 @@ function childLinks(input: ChildLinkInput): { actions: Action[]; findings: Findi
   const actions: Action[] = [];
   const findings: Finding[] = [];
   const wanted = new Set<string>();
-  const sorted = [...space.children].sort((a, b) => compare(a.roomId ?? a.ref, b.roomId ?? b.ref));
+  // By reference: the same order whether the ids are known yet (a dry run before creation) or not.
+  const sorted = [...space.children].sort((a, b) => compare(a.ref, b.ref));
   for (const child of sorted) {
     if (child.roomId === undefined) {
       if (!creatable(child.ref, input.bot).ok) {
