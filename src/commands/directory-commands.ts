@@ -1,27 +1,35 @@
 /** `!idp`, `!joined`, `!managed`: what the directory says, and which rooms the bot is in. */
 import { changesText } from "../reconcile/words.ts";
-import { listDirectory } from "../reconcile/directory.ts";
-import type { Command } from "./context.ts";
+import { directoryText, listDirectory } from "../reconcile/directory.ts";
+import { command, done, failure, refused, type Command } from "./command.ts";
 import { bold, list, paragraph, table, type Part } from "./render.ts";
-import { defineCommand, type RoomRef } from "./spec.ts";
 
-export const idpCommand: Command = defineCommand({
+const BOTH = ["room", "cli"] as const;
+
+export const idpCommand: Command = command({
   name: "idp",
   summary: "Rooms and members as the directory defines them, with roles and group paths",
-  params: [{ name: "room", kind: "room", description: "only this managed room", optional: true }],
+  params: [{ name: "room", kind: "room", description: "only these managed rooms (as configured, or by id)", optional: true, variadic: true }],
   permission: "operator",
+  surfaces: BOTH,
+  uses: ["directory"],
   async run(ctx, args) {
-    const state = await ctx.service.directory();
-    if (!state.ok) return [paragraph(`The directory could not be read: ${state.error.message}`)];
-    const ref = args.values["room"] as RoomRef | undefined;
-    let rooms: string[] | undefined;
-    if (ref !== undefined) {
-      const room = await ctx.service.managedRoom(ref, state.value);
-      if (!room.ok) return [paragraph(room.error.message)];
-      rooms = [room.value.room];
+    const state = await ctx.directory.read();
+    if (!state.ok) return failure(`The directory could not be read: ${state.error.message}`);
+    const rooms: string[] = [];
+    for (const ref of args.room) {
+      const given = ref.kind === "id" ? ref.roomId : ref.alias;
+      // As configured: no homeserver request needed.
+      if (state.value.desired.some((d) => d.room === given)) {
+        rooms.push(given);
+        continue;
+      }
+      const room = await ctx.directory.managedRoom(ref, state.value);
+      if (!room.ok) return refused(room.error.message);
+      rooms.push(room.value.room);
     }
-    const listing = listDirectory(state.value, rooms);
-    const parts: Part[] = [paragraph(bold(`${listing.rooms.length} room(s) from the directory (${ctx.service.app.idp.kind})`))];
+    const listing = listDirectory(state.value, rooms.length > 0 ? rooms : undefined);
+    const parts: Part[] = [paragraph(bold(`${listing.rooms.length} room(s) from the directory (${ctx.directory.kind})`))];
     if (listing.notes.length > 0) parts.push(list(listing.notes));
     for (const room of listing.rooms) {
       const incomplete = room.incompleteGroups.length > 0 ? ` — INCOMPLETE (${room.incompleteGroups.join(", ")}): no removals` : "";
@@ -31,56 +39,67 @@ export const idpCommand: Command = defineCommand({
       }
       if (room.notes.length > 0) parts.push(list(room.notes));
     }
-    return parts;
+    return { status: "ok", parts, text: directoryText(listing), data: listing };
   },
 });
 
-export const joinedCommand: Command = defineCommand({
+export const joinedCommand: Command = command({
   name: "joined",
   summary: "Rooms the bot has joined",
   params: [],
   permission: "operator",
+  surfaces: BOTH,
+  uses: ["homeserver", "store"],
   async run(ctx) {
-    const joined = await ctx.service.client.getJoinedRooms();
-    const managed = new Map((await ctx.service.app.store.listManagedRooms()).flatMap((r) => (r.roomId ? [[r.roomId, r] as const] : [])));
-    if (joined.length === 0) return [paragraph("The bot has joined no room.")];
-    return [
-      paragraph(`The bot is in ${joined.length} room(s):`),
-      table(
-        ["room id", "managed as", "state"],
-        [...joined].sort().map((id) => {
-          const m = managed.get(id);
-          return [id, m?.room ?? "", m === undefined ? "" : m.managed ? "managed" : "handed back (!manage to resume)"];
-        }),
-      ),
-    ];
+    const joined = await ctx.homeserver.joinedRooms();
+    if (!joined.ok) return failure(`Cannot list the rooms the bot is in: ${joined.error.message}`);
+    const managed = new Map((await ctx.store.listManagedRooms()).flatMap((r) => (r.roomId ? [[r.roomId, r] as const] : [])));
+    const rows = [...joined.value].sort().map((id) => {
+      const m = managed.get(id);
+      return { roomId: id, managedAs: m?.room ?? null, state: m === undefined ? null : m.managed ? "managed" : "handed back" };
+    });
+    if (rows.length === 0) return done(paragraph("The bot has joined no room."), { rooms: rows });
+    return done(
+      [
+        paragraph(`The bot is in ${rows.length} room(s):`),
+        table(
+          ["room id", "managed as", "state"],
+          rows.map((r) => [r.roomId, r.managedAs ?? "", r.state === "handed back" ? `handed back (${ctx.prefix}manage to resume)` : (r.state ?? "")]),
+        ),
+      ],
+      { rooms: rows },
+    );
   },
 });
 
-export const managedCommand: Command = defineCommand({
+export const managedCommand: Command = command({
   name: "managed",
   summary: "Rooms this service manages, with the result of their last sync",
   params: [],
   permission: "operator",
+  surfaces: BOTH,
+  uses: ["directory", "store"],
   async run(ctx) {
-    const state = await ctx.service.directory();
-    const records = new Map((await ctx.service.app.store.listManagedRooms()).map((r) => [r.room, r]));
+    const state = await ctx.directory.read();
+    const records = new Map((await ctx.store.listManagedRooms()).map((r) => [r.room, r]));
     const configured = state.ok ? state.value.desired.map((d) => d.room) : [...records.keys()];
     const parts: Part[] = [];
     if (!state.ok) parts.push(paragraph(`The directory could not be read (${state.error.message}); showing the rooms seen before.`));
-    if (configured.length === 0) return [...parts, paragraph("No room is mapped to a directory group.")];
+    const rows = configured.map((room) => {
+      const r = records.get(room);
+      const summary = r?.lastSummary as Record<string, unknown> | null | undefined;
+      const result = summary && typeof summary === "object" ? (typeof summary["error"] === "string" ? `error: ${summary["error"]}` : countsText(summary)) : "";
+      return { room, roomId: r?.roomId ?? null, state: r === undefined ? "not synced yet" : r.managed ? "managed" : "handed back", lastRun: r?.lastRunId ?? null, lastOutcome: r?.lastOutcome ?? null, lastResult: result };
+    });
+    const data = { directoryRead: state.ok, rooms: rows };
+    if (configured.length === 0) return done([...parts, paragraph("No room is mapped to a directory group.")], data);
     parts.push(
       table(
         ["room", "room id", "state", "last run", "last result"],
-        configured.map((room) => {
-          const r = records.get(room);
-          const summary = r?.lastSummary as Record<string, unknown> | null | undefined;
-          const result = summary && typeof summary === "object" ? (typeof summary["error"] === "string" ? `error: ${summary["error"]}` : countsText(summary)) : "";
-          return [room, r?.roomId ?? "", r === undefined ? "not synced yet" : r.managed ? "managed" : "handed back", r?.lastRunId ? `${r.lastRunId} (${r.lastOutcome ?? "?"})` : "", result];
-        }),
+        rows.map((r) => [r.room, r.roomId ?? "", r.state, r.lastRun !== null ? `${r.lastRun} (${r.lastOutcome ?? "?"})` : "", r.lastResult]),
       ),
     );
-    return parts;
+    return { status: state.ok ? "ok" : "failed", parts, data };
   },
 });
 

@@ -2,7 +2,7 @@
  * Help, generated from the command table so it cannot drift from what the parser accepts.
  */
 import { blocks, bold, code, list, paragraph, type Inline, type Part } from "./render.ts";
-import type { CommandSpec, CommandTable, ParamKind, ParamSpec } from "./spec.ts";
+import type { AnySpec, CommandSpec, CommandTable, ParamKind, ParamSpec, Permission } from "./spec.ts";
 
 /** What each kind of parameter accepts, in words. */
 export const KIND_HINTS: Readonly<Record<ParamKind, string>> = {
@@ -19,13 +19,14 @@ function paramUsage(param: ParamSpec): string {
 }
 
 /** `!sync [--dry] [room]`, `!release <room> [user…]`: the prefix, the name, flags, then parameters. */
-export function usageLine<Ctx, R>(spec: CommandSpec<Ctx, R>, prefix = "!"): string {
+export function usageLine(spec: AnySpec, prefix = "!"): string {
   const flags = (spec.flags ?? []).map((f) => `[--${f.name}]`);
   return [`${prefix}${spec.name}`, ...flags, ...spec.params.map(paramUsage)].join(" ");
 }
 
 const GROUPS: readonly { permission: CommandSpec<unknown, unknown>["permission"]; title: string }[] = [
   { permission: "operator", title: "Operator commands" },
+  { permission: "token-users", title: "Token commands (operators, and whom the token allow list admits)" },
   { permission: "anyone-in-room", title: "Commands anyone in the room may use" },
 ];
 
@@ -34,10 +35,10 @@ const GROUPS: readonly { permission: CommandSpec<unknown, unknown>["permission"]
  * it, each with its usage line and summary. Ends with a pointer to `help <command>` when the
  * table has a `help` command.
  */
-export function helpText<Ctx, R>(table: CommandTable<Ctx, R>, prefix = "!", only: (name: string) => boolean = () => true): Part {
+export function helpText<C extends AnySpec>(table: CommandTable<C>, prefix = "!", only: (command: C) => boolean = () => true): Part {
   const sections: Part[] = [];
   for (const group of GROUPS) {
-    const commands = table.commands.filter((c) => c.permission === group.permission && only(c.name)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const commands = table.commands.filter((c) => c.permission === group.permission && only(c)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     if (commands.length === 0) continue;
     sections.push(paragraph(bold(`${group.title}:`)));
     sections.push(list(commands.map((c): Inline[] => [code(usageLine(c, prefix)), ` — ${c.summary}`])));
@@ -50,13 +51,19 @@ export function helpText<Ctx, R>(table: CommandTable<Ctx, R>, prefix = "!", only
   return blocks(sections);
 }
 
+const PERMISSION_TEXT: Readonly<Record<Permission, string>> = {
+  operator: "Only operators may run this command.",
+  "token-users": "Operators may run this command, and the users and rooms on the token allow list (see token allowed).",
+  "anyone-in-room": "Anyone in the room may run this command.",
+};
+
 /**
  * One command: usage, description, each parameter (with what its kind accepts) and flag, and
  * who may run it. `name` may carry the prefix and extra words (`"!token list"`,
  * `"token list foo"`); the longest matching command is described. An unknown name gives a
  * short text naming the nearest command when there is one.
  */
-export function helpFor<Ctx, R>(table: CommandTable<Ctx, R>, name: string, prefix = "!"): Part {
+export function helpFor<C extends AnySpec>(table: CommandTable<C>, name: string, prefix = "!"): Part {
   const trimmed = name.trim();
   const bare = prefix !== "" && trimmed.startsWith(prefix) ? trimmed.slice(prefix.length) : trimmed;
   const words = bare.split(/\s+/).filter((w) => w !== "");
@@ -88,8 +95,8 @@ export function helpFor<Ctx, R>(table: CommandTable<Ctx, R>, name: string, prefi
   const flags = spec.flags ?? [];
   if (flags.length > 0) {
     parts.push(paragraph(bold("Flags:")));
-    parts.push(list(flags.map((f): Inline[] => [code(`--${f.name}`), ` — ${f.description}`])));
+    parts.push(list(flags.map((f): Inline[] => [code(`--${f.name}`), ...(f.aliases ?? []).flatMap((a) => [" or ", code(`--${a}`)]), ` — ${f.description}`])));
   }
-  parts.push(paragraph(spec.permission === "operator" ? "Only operators may run this command." : "Anyone in the room may run this command."));
+  parts.push(paragraph(PERMISSION_TEXT[spec.permission]));
   return blocks(parts);
 }

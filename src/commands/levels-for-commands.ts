@@ -83,3 +83,29 @@ export function inviteAdminLevel(room: ObservedRoom, bot: UserId, adminLevel: nu
     note: `given level ${ours - 1}, one below ours, rather than the admin role's ${adminLevel}: at our own level ${ours} !kick-member could never remove them. Run it again with --equal to give them ${ours} anyway`,
   };
 }
+
+/**
+ * `!unmanage ROOM` with nobody named (the inviterbot's form): allowed only when someone else
+ * who has joined already holds every power the bot holds — a creator (room version 12), or
+ * someone at or above the bot's level who may change power levels — so that the room keeps
+ * an admin when the bot lowers itself and leaves. Otherwise refused, saying why.
+ */
+export function planUnmanageAlone(room: ObservedRoom, bot: UserId): Handover {
+  const read = levels(room);
+  if (!read.ok) return { kind: "refuse", reason: read.reason };
+  const need = read.levels.required("power_levels");
+  const ours = read.levels.of(bot);
+  const joined = Object.entries(room.members)
+    .filter(([user, membership]) => membership === "join" && user !== bot)
+    .map(([user]) => user as UserId)
+    .sort();
+  const holders = joined.filter((u) => read.levels.creators.has(u) || (read.levels.of(u) >= ours && read.levels.of(u) >= need));
+  if (holders.length > 0) {
+    const shown = holders.slice(0, 3).join(", ") + (holders.length > 3 ? ` and ${holders.length - 3} more` : "");
+    return { kind: "keep", note: `${shown} already ${holders.length === 1 ? "has" : "have"} our level (${formatLevel(ours)}) or more; no level change needed` };
+  }
+  return {
+    kind: "refuse",
+    reason: `no other member who has joined has our level (${formatLevel(ours)}) and may change power levels (${need}), so the room would be left with no admin. Name who takes it over: unmanage ROOM @user:server`,
+  };
+}

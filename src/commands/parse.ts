@@ -21,7 +21,7 @@
 import { parseRoomAlias, parseRoomId, parseUserId, type UserId } from "../matrix/ids.ts";
 import type { Result } from "../result.ts";
 import { usageLine } from "./help.ts";
-import { editDistance, type ArgValue, type CommandSpec, type CommandTable, type Duration, type FlagSpec, type ParamSpec, type ParsedArgs, type RoomRef } from "./spec.ts";
+import { editDistance, type ArgValue, type AnySpec, type CommandMatch, type CommandTable, type Duration, type FlagSpec, type ParamSpec, type ParsedArgs, type RoomRef } from "./spec.ts";
 
 /** Longest command text accepted, in UTF-16 code units, after any reply fallback. */
 export const MAX_COMMAND_LENGTH = 10_000;
@@ -32,10 +32,10 @@ const MAX_PILLS = 100;
 /** Relative durations up to 100 years; beyond that, `never` is meant. */
 const MAX_RELATIVE_MS = 100 * 365 * 24 * 3600 * 1000;
 
-export type ParseResult<Ctx, R> =
+export type ParseResult<C extends AnySpec> =
   | { kind: "not-a-command" }
-  | { kind: "ok"; command: CommandSpec<Ctx, R>; args: ParsedArgs }
-  | { kind: "usage-error"; command: CommandSpec<Ctx, R>; message: string; usage: string }
+  | { kind: "ok"; command: C; args: ParsedArgs }
+  | { kind: "usage-error"; command: C; message: string; usage: string }
   | { kind: "unknown"; name: string; suggestion?: string };
 
 export interface ParseOptions {
@@ -445,7 +445,7 @@ const FLAG_START = /^(?:--|\u2014|\u2013)/;
  * `usage` of a usage error is `usageLine(command, prefix)`; an unknown command carries the
  * nearest name when one is close (`!snyc` → `sync`). Never throws.
  */
-export function parseCommandLine<Ctx, R>(table: CommandTable<Ctx, R>, body: string, opts: ParseOptions = {}): ParseResult<Ctx, R> {
+export function parseCommandLine<C extends AnySpec>(table: CommandTable<C>, body: string, opts: ParseOptions = {}): ParseResult<C> {
   const prefix = opts.prefix ?? "!";
   if (typeof body !== "string" || typeof prefix !== "string") return { kind: "not-a-command" };
   const text = stripReplyFallback(body).trimStart();
@@ -466,7 +466,7 @@ export function parseCommandLine<Ctx, R>(table: CommandTable<Ctx, R>, body: stri
       : { kind: "unknown", name: truncateName(suggestion.typed), suggestion: suggestion.name };
   }
   const command = match.command;
-  const usageError = (message: string): ParseResult<Ctx, R> => ({ kind: "usage-error", command, message, usage: usageLine(command, prefix) });
+  const usageError = (message: string): ParseResult<C> => ({ kind: "usage-error", command, message, usage: usageLine(command, prefix) });
   if (text.length > MAX_COMMAND_LENGTH) {
     return usageError(`command too long: ${text.length} characters (at most ${MAX_COMMAND_LENGTH})`);
   }
@@ -477,13 +477,59 @@ export function parseCommandLine<Ctx, R>(table: CommandTable<Ctx, R>, body: stri
   }
   const tokenized = tokenizeDetailed(argText);
   if (!tokenized.ok) return usageError(tokenized.error);
+  return bindArgs(table, match, words.map((w) => w.word), tokenized.tokens, prefix, false);
+}
 
+export interface ArgvOptions {
+  /** How commands are written in usage lines (`matrix-group-sync `). */
+  prefix: string;
+}
+
+/**
+ * Command-line words (argv, already split by the shell) → a command and decoded arguments,
+ * by the same table and rules as a message, plus one the terminal expects: any parameter
+ * may also be given by name, `--room X` or `--room=X` (repeated for a variadic one). Never
+ * throws.
+ */
+export function parseCommandArgv<C extends AnySpec>(table: CommandTable<C>, argv: readonly string[], opts: ArgvOptions): ParseResult<C> {
+  const first = argv[0];
+  if (first === undefined || !/^\p{L}/u.test(first)) return { kind: "not-a-command" };
+  const words = argv.slice(0, Math.max(table.maxWords, 1));
+  const match = table.match(words);
+  if (match === undefined) {
+    const suggestion = table.suggest(words);
+    return suggestion === undefined
+      ? { kind: "unknown", name: truncateName(first) }
+      : { kind: "unknown", name: truncateName(suggestion.typed), suggestion: suggestion.name };
+  }
+  const tokens = argv.slice(match.wordCount).map((text) => ({ text: clean(text), quoted: false }));
+  return bindArgs(table, match, words, tokens, opts.prefix, true);
+}
+
+/** Control characters never reach a command from the terminal either. */
+function clean(text: string): string {
+  // eslint-disable-next-line no-control-regex -- removing control characters is the point
+  return text.replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/g, "");
+}
+
+function bindArgs<C extends AnySpec>(
+  table: CommandTable<C>,
+  match: CommandMatch<C>,
+  words: readonly string[],
+  tokens: readonly Token[],
+  prefix: string,
+  namedParams: boolean,
+): ParseResult<C> {
+  const command = match.command;
+  const usageError = (message: string): ParseResult<C> => ({ kind: "usage-error", command, message, usage: usageLine(command, prefix) });
   const flagSpecs = command.flags ?? [];
   const flags: Record<string, boolean> = {};
   for (const f of flagSpecs) flags[f.name] = false;
   const positional: string[] = [];
+  const named = new Map<string, string[]>();
   let flagsEnded = false;
-  for (const token of tokenized.tokens) {
+  for (let t = 0; t < tokens.length; t++) {
+    const token = tokens[t] as Token;
     if (flagsEnded || token.quoted) {
       positional.push(token.text);
       continue;
@@ -506,8 +552,17 @@ export function parseCommandLine<Ctx, R>(table: CommandTable<Ctx, R>, body: stri
     }
     const eq = flagText.indexOf("=");
     const name = (eq < 0 ? flagText : flagText.slice(0, eq)).toLowerCase();
-    const spec = flagSpecs.find((f) => f.name === name);
+    const spec = flagSpecs.find((f) => f.name === name || (f.aliases ?? []).includes(name));
     if (spec === undefined) {
+      const param = namedParams ? command.params.find((p) => p.name.toLowerCase() === name) : undefined;
+      if (param !== undefined) {
+        const value = eq >= 0 ? flagText.slice(eq + 1) : tokens[++t]?.text;
+        if (value === undefined) return usageError(`--${param.name} needs a value: ${KIND_WORDS[param.kind]}`);
+        const given = named.get(param.name) ?? [];
+        if (given.length > 0 && param.variadic !== true) return usageError(`--${param.name} is given twice`);
+        named.set(param.name, [...given, value]);
+        continue;
+      }
       const asText = command.params.some((p) => p.kind === "string") ? " (to pass it as text, quote it or put it after --)" : "";
       return usageError(unknownFlag(flagText, flagSpecs) + asText);
     }
@@ -518,8 +573,9 @@ export function parseCommandLine<Ctx, R>(table: CommandTable<Ctx, R>, body: stri
   const values: ParsedArgs["values"] = {};
   let next = 0;
   for (const param of command.params) {
+    const byName = named.get(param.name);
     if (param.variadic === true) {
-      const rest = positional.slice(next);
+      const rest = [...(byName ?? []), ...positional.slice(next)];
       next = positional.length;
       if (rest.length === 0 && param.optional !== true) return usageError(missing(param));
       const decoded: ArgValue[] = [];
@@ -531,13 +587,16 @@ export function parseCommandLine<Ctx, R>(table: CommandTable<Ctx, R>, body: stri
       values[param.name] = decoded;
       continue;
     }
-    const raw = positional[next];
+    let raw = byName?.[0];
+    if (raw === undefined) {
+      raw = positional[next];
+      if (raw !== undefined) next++;
+    }
     if (raw === undefined) {
       if (param.optional !== true) return usageError(missing(param));
       values[param.name] = undefined;
       continue;
     }
-    next++;
     const value = decodeArg(param, raw);
     if (!value.ok) return usageError(`${param.name}: ${value.error}`);
     values[param.name] = value.value;
@@ -545,15 +604,21 @@ export function parseCommandLine<Ctx, R>(table: CommandTable<Ctx, R>, body: stri
   const extra = positional.slice(next);
   if (extra.length > 0) {
     const list = extra.slice(0, 3).map(shown).join(", ") + (extra.length > 3 ? `, … (${extra.length} in all)` : "");
-    const longer = table.suggest(
-      words.map((w) => w.word),
-      match.wordCount,
-    );
+    const longer = table.suggest(words, match.wordCount);
     const hint = longer === undefined ? "" : ` (did you mean ${prefix}${longer.name}?)`;
     return usageError(`unexpected argument${extra.length > 1 ? "s" : ""}: ${list}${hint}`);
   }
   return { kind: "ok", command, args: { values, flags } };
 }
+
+/** What a named parameter's value must be, for "needs a value". */
+const KIND_WORDS: Readonly<Record<ParamSpec["kind"], string>> = {
+  room: "a room id or alias",
+  user: "a user id",
+  string: "text",
+  int: "a whole number",
+  duration: "a duration like 7d or a date",
+};
 
 function missing(param: ParamSpec): string {
   return `missing ${param.name}${param.variadic === true ? " (at least one)" : ""}`;

@@ -6,10 +6,12 @@
 import { serverNameOf, type UserId } from "../matrix/ids.ts";
 import type { DirectoryState } from "../reconcile/directory.ts";
 import { planLevelChange } from "../reconcile/plan.ts";
-import type { Command, CommandContext } from "./context.ts";
-import { inviteAdminLevel, planHandover } from "./levels-for-commands.ts";
-import { list, paragraph, type Part } from "./render.ts";
-import { defineCommand, type RoomRef } from "./spec.ts";
+import { command, done, failure, refused, type Command, type Context, type Outcome } from "./command.ts";
+import { inviteAdminLevel, planHandover, planUnmanageAlone } from "./levels-for-commands.ts";
+import { list, paragraph } from "./render.ts";
+import type { RoomRef } from "./spec.ts";
+
+const BOTH = ["room", "cli"] as const;
 
 /** Where the directory puts this user (room → via), or undefined when it does not know them. */
 function directoryKnows(state: DirectoryState, user: UserId): string | undefined {
@@ -20,52 +22,55 @@ function directoryKnows(state: DirectoryState, user: UserId): string | undefined
   return undefined;
 }
 
-async function inviteExternal(ctx: CommandContext, roomRef: RoomRef, user: UserId, role: "member" | "admin", opts: { equal: boolean } = { equal: false }): Promise<Part[]> {
-  const { service } = ctx;
-  const state = await service.directory();
-  if (!state.ok) return [paragraph(`The directory could not be read, so I cannot tell whether it manages ${user}: ${state.error.message}`)];
+type InviteContext = Context<"directory" | "homeserver" | "store" | "clock" | "config">;
+const INVITE_USES = ["directory", "homeserver", "store", "clock", "config"] as const;
+
+async function inviteExternal(ctx: InviteContext, roomRef: RoomRef, user: UserId, role: "member" | "admin", opts: { equal: boolean } = { equal: false }): Promise<Outcome> {
+  const state = await ctx.directory.read();
+  if (!state.ok) return failure(`The directory could not be read, so I cannot tell whether it manages ${user}: ${state.error.message}`);
   const known = directoryKnows(state.value, user);
   if (known !== undefined) {
-    return [paragraph(`Refused: ${user} is managed by the directory (${known}). Add them to a group mapped to the room instead.`)];
+    return refused(`Refused: ${user} is managed by the directory (${known}). Add them to a group mapped to the room instead.`);
   }
-  const room = await service.managedRoom(roomRef, state.value);
-  if (!room.ok) return [paragraph(room.error.message)];
-  const { gateway, store, clock } = service.app;
+  const room = await ctx.directory.managedRoom(roomRef, state.value);
+  if (!room.ok) return refused(room.error.message);
+  const { homeserver: gateway, store, clock } = ctx;
+  const bot = gateway.bot;
   // A user of our own server that the homeserver does not know is a typo: an invite would
   // fail anyway, and an external recorded for nobody would linger. (Another server's users
   // are looked up over federation, which may not answer: they are not checked.)
-  if (serverNameOf(user) === serverNameOf(service.bot)) {
+  if (serverNameOf(user) === serverNameOf(bot)) {
     const exists = await gateway.userExists(user);
-    if (exists.ok && !exists.value) return [paragraph(`Refused: there is no account ${user} on this homeserver (check the spelling).`)];
+    if (exists.ok && !exists.value) return refused(`Refused: there is no account ${user} on this homeserver (check the spelling).`);
   }
   const observed = await gateway.readRoom(room.value.roomId);
-  if (!observed.ok) return [paragraph(`Cannot read ${room.value.room}: ${observed.error.message}`)];
+  if (!observed.ok) return failure(`Cannot read ${room.value.room}: ${observed.error.message}`);
   const membership = observed.value.members[user];
-  const done: string[] = [];
-  if (membership === "ban") return [paragraph(`Refused: ${user} is banned from ${room.value.room}; unban them by hand first.`)];
+  const steps: string[] = [];
+  if (membership === "ban") return refused(`Refused: ${user} is banned from ${room.value.room}; unban them by hand first.`);
   if (membership !== "join" && membership !== "invite") {
     const invited = await gateway.invite(room.value.roomId, user);
-    if (!invited.ok) return [paragraph(`Could not invite ${user}: ${invited.error.message}`)];
-    done.push(`invited ${user}`);
+    if (!invited.ok) return failure(`Could not invite ${user}: ${invited.error.message}`);
+    steps.push(`invited ${user}`);
   } else {
-    done.push(`${user} is already ${membership === "join" ? "in" : "invited to"} the room`);
+    steps.push(`${user} is already ${membership === "join" ? "in" : "invited to"} the room`);
   }
   if (role === "admin") {
-    const given = inviteAdminLevel(observed.value, service.bot, service.config.roles["admin"] ?? 100, opts.equal);
-    const change = planLevelChange(observed.value, service.bot, user, given.level);
-    if (!change.ok) done.push(`level not changed: ${change.reason}`);
-    else if (change.change.from === change.change.to) done.push(`already at level ${change.change.to}`);
+    const given = inviteAdminLevel(observed.value, bot, ctx.config.roles["admin"] ?? 100, opts.equal);
+    const change = planLevelChange(observed.value, bot, user, given.level);
+    if (!change.ok) steps.push(`level not changed: ${change.reason}`);
+    else if (change.change.from === change.change.to) steps.push(`already at level ${change.change.to}`);
     else {
       const set = await gateway.setPowerLevels(room.value.roomId, change.content);
-      done.push(set.ok ? `level ${change.change.from} → ${change.change.to}` : `level not changed: ${set.error.message}`);
-      if (set.ok && given.note !== undefined) done.push(given.note);
+      steps.push(set.ok ? `level ${change.change.from} → ${change.change.to}` : `level not changed: ${set.error.message}`);
+      if (set.ok && given.note !== undefined) steps.push(given.note);
     }
   }
-  await store.addExternal({ roomId: room.value.roomId, userId: user, role, addedBy: ctx.sender, addedAt: clock.now() });
-  return [paragraph(`${room.value.room}: ${done.join("; ")}. Recorded as an external ${role}: syncs will not remove them.`)];
+  await store.addExternal({ roomId: room.value.roomId, userId: user, role, addedBy: ctx.actor, addedAt: clock.now() });
+  return done(paragraph(`${room.value.room}: ${steps.join("; ")}. Recorded as an external ${role}: syncs will not remove them.`), { room: room.value.room, user, role, steps });
 }
 
-export const inviteMemberCommand: Command = defineCommand({
+export const inviteMemberCommand: Command = command({
   name: "invite-member",
   summary: "Invite a user the directory does not know; syncs will leave them in the room",
   params: [
@@ -73,10 +78,12 @@ export const inviteMemberCommand: Command = defineCommand({
     { name: "user", kind: "user", description: "who to invite (e.g. from another homeserver)" },
   ],
   permission: "operator",
-  run: (ctx, args) => inviteExternal(ctx, args.values["room"] as RoomRef, args.values["user"] as UserId, "member"),
+  surfaces: BOTH,
+  uses: INVITE_USES,
+  run: (ctx, args) => inviteExternal(ctx, args.room, args.user, "member"),
 });
 
-export const inviteAdminCommand: Command = defineCommand({
+export const inviteAdminCommand: Command = command({
   name: "invite-admin",
   summary: "Like invite-member, and raise them to the admin role's level (below ours unless --equal)",
   description:
@@ -87,10 +94,12 @@ export const inviteAdminCommand: Command = defineCommand({
   ],
   flags: [{ name: "equal", description: "give them our own level when the admin role's is at or above it; !kick-member cannot remove them afterwards" }],
   permission: "operator",
-  run: (ctx, args) => inviteExternal(ctx, args.values["room"] as RoomRef, args.values["user"] as UserId, "admin", { equal: args.flags["equal"] === true }),
+  surfaces: BOTH,
+  uses: INVITE_USES,
+  run: (ctx, args) => inviteExternal(ctx, args.room, args.user, "admin", { equal: args.equal }),
 });
 
-export const kickMemberCommand: Command = defineCommand({
+export const kickMemberCommand: Command = command({
   name: "kick-member",
   summary: "Remove a user added with invite-member/invite-admin, and forget them",
   description:
@@ -100,109 +109,117 @@ export const kickMemberCommand: Command = defineCommand({
     { name: "user", kind: "user", description: "the external to remove" },
   ],
   permission: "operator",
+  surfaces: BOTH,
+  uses: ["directory", "homeserver", "store"],
   async run(ctx, args) {
-    const user = args.values["user"] as UserId;
-    const room = await ctx.service.managedRoom(args.values["room"] as RoomRef);
-    if (!room.ok) return [paragraph(room.error.message)];
-    const { gateway, store } = ctx.service.app;
+    const user = args.user;
+    const room = await ctx.directory.managedRoom(args.room);
+    if (!room.ok) return refused(room.error.message);
+    const { homeserver: gateway, store } = ctx;
     const externals = await store.listExternals(room.value.roomId);
     if (!externals.some((e) => e.userId === user)) {
-      return [paragraph(`Refused: ${user} was not added with !invite-member in ${room.value.room}. Users from the directory leave when they leave its groups.`)];
+      return refused(`Refused: ${user} was not added with ${ctx.prefix}invite-member in ${room.value.room}. Users from the directory leave when they leave its groups.`);
     }
     const observed = await gateway.readRoom(room.value.roomId);
-    if (!observed.ok) return [paragraph(`Cannot read ${room.value.room}: ${observed.error.message}`)];
-    const done: string[] = [];
+    if (!observed.ok) return failure(`Cannot read ${room.value.room}: ${observed.error.message}`);
+    const steps: string[] = [];
     const pl = observed.value.powerLevels?.users ?? {};
     if (Object.hasOwn(pl, user)) {
-      const change = planLevelChange(observed.value, ctx.service.bot, user, undefined);
-      if (!change.ok) return [paragraph(`Cannot remove ${user}: ${change.reason}. Only someone above us can lower or remove them now.`)];
+      const change = planLevelChange(observed.value, gateway.bot, user, undefined);
+      if (!change.ok) return refused(`Cannot remove ${user}: ${change.reason}. Only someone above us can lower or remove them now.`);
       const set = await gateway.setPowerLevels(room.value.roomId, change.content);
-      if (!set.ok) return [paragraph(`Cannot lower ${user}'s level: ${set.error.message}`)];
-      done.push(`level ${change.change.from} → ${change.change.to}`);
+      if (!set.ok) return failure(`Cannot lower ${user}'s level: ${set.error.message}`);
+      steps.push(`level ${change.change.from} → ${change.change.to}`);
     }
     const membership = observed.value.members[user];
     if (membership === "join" || membership === "invite" || membership === "knock") {
-      const kicked = await gateway.kick(room.value.roomId, user, `Removed by ${ctx.sender}`);
-      if (!kicked.ok) return [paragraph(`Could not remove ${user}: ${kicked.error.message}`)];
-      done.push("removed from the room");
+      const kicked = await gateway.kick(room.value.roomId, user, `Removed by ${ctx.actor === "cli" ? "an operator (CLI)" : ctx.actor}`);
+      if (!kicked.ok) return failure(`Could not remove ${user}: ${kicked.error.message}`);
+      steps.push("removed from the room");
     }
     await store.removeExternal(room.value.roomId, user);
-    done.push("no longer recorded as an external");
-    return [paragraph(`${room.value.room}: ${user}: ${done.join("; ")}.`)];
+    steps.push("no longer recorded as an external");
+    return done(paragraph(`${room.value.room}: ${user}: ${steps.join("; ")}.`), { room: room.value.room, user, steps });
   },
 });
 
-export const unmanageCommand: Command = defineCommand({
+export const unmanageCommand: Command = command({
   name: "unmanage",
-  summary: "Stop managing a room and hand it to a new admin",
+  summary: "Stop managing a room and hand it to a new admin (or to those who already have our level)",
   description:
-    "Makes sure the new admin has joined, raises them to admin (at most the bot's own level), then (as configured) lowers the bot's own level and leaves. The room is remembered as unmanaged: no sync touches it until !manage. Refused for the bot itself, and for someone who could not administer the room afterwards; a room creator (room version 12) or someone already at or above the bot's level keeps their level. Users of other homeservers may take a room over.",
+    "Makes sure the new admin has joined, raises them to admin (at most the bot's own level), then (as configured) lowers the bot's own level and leaves. The room is remembered as unmanaged: no sync touches it until manage. Refused for the bot itself, and for someone who could not administer the room afterwards; a room creator (room version 12) or someone already at or above the bot's level keeps their level. Users of other homeservers may take a room over. Without an admin (the inviterbot's form), allowed only when another member who has joined already has the bot's level (or is a creator), so that the room keeps an admin.",
   params: [
     { name: "room", kind: "room", description: "the managed room" },
-    { name: "admin", kind: "user", description: "the person who takes the room over" },
+    { name: "admin", kind: "user", description: "the person who takes the room over", optional: true },
   ],
   permission: "operator",
+  surfaces: BOTH,
+  uses: ["directory", "homeserver", "store", "clock", "config"],
   async run(ctx, args) {
-    const admin = args.values["admin"] as UserId;
-    const { service } = ctx;
-    const room = await service.managedRoom(args.values["room"] as RoomRef);
-    if (!room.ok) return [paragraph(room.error.message)];
-    const { gateway, store, clock } = service.app;
+    const admin = args.admin;
+    const room = await ctx.directory.managedRoom(args.room);
+    if (!room.ok) return refused(room.error.message);
+    const { homeserver: gateway, store, clock } = ctx;
+    const bot = gateway.bot;
     const observed = await gateway.readRoom(room.value.roomId);
-    if (!observed.ok) return [paragraph(`Cannot read ${room.value.room}: ${observed.error.message}`)];
-    const membership = observed.value.members[admin];
-    if (membership !== "join") {
-      if (membership !== "invite") {
-        const invited = await gateway.invite(room.value.roomId, admin);
-        if (!invited.ok) return [paragraph(`${admin} has not joined ${room.value.room}, and inviting them failed: ${invited.error.message}`)];
+    if (!observed.ok) return failure(`Cannot read ${room.value.room}: ${observed.error.message}`);
+    const steps: string[] = [];
+    if (admin === undefined) {
+      const alone = planUnmanageAlone(observed.value, bot);
+      if (alone.kind !== "keep") return refused(`Cannot hand ${room.value.room} over: ${alone.kind === "refuse" ? alone.reason : ""}`);
+      steps.push(alone.note);
+    } else {
+      const membership = observed.value.members[admin];
+      if (membership !== "join") {
+        if (membership !== "invite") {
+          const invited = await gateway.invite(room.value.roomId, admin);
+          if (!invited.ok) return failure(`${admin} has not joined ${room.value.room}, and inviting them failed: ${invited.error.message}`);
+        }
+        return refused(`${admin} has not joined ${room.value.room} yet; they are invited. Run this again once they have joined.`);
       }
-      return [paragraph(`${admin} has not joined ${room.value.room} yet; they are invited. Run this again once they have joined.`)];
-    }
-    const done: string[] = [];
-    const handover = planHandover(observed.value, service.bot, admin, service.config.roles["admin"] ?? 100);
-    if (handover.kind === "refuse") return [paragraph(`Cannot hand ${room.value.room} over: ${handover.reason}`)];
-    if (handover.kind === "keep") done.push(handover.note);
-    else {
-      const raise = planLevelChange(observed.value, service.bot, admin, handover.level);
-      if (!raise.ok) return [paragraph(`Cannot hand ${room.value.room} over: ${raise.reason}`)];
-      if (raise.change.from !== raise.change.to) {
-        const set = await gateway.setPowerLevels(room.value.roomId, raise.content);
-        if (!set.ok) return [paragraph(`Cannot raise ${admin}: ${set.error.message}`)];
-        done.push(`${admin}: level ${raise.change.from} → ${raise.change.to}`);
-      } else done.push(`${admin} is already at level ${raise.change.to}`);
+      const handover = planHandover(observed.value, bot, admin, ctx.config.roles["admin"] ?? 100);
+      if (handover.kind === "refuse") return refused(`Cannot hand ${room.value.room} over: ${handover.reason}`);
+      if (handover.kind === "keep") steps.push(handover.note);
+      else {
+        const raise = planLevelChange(observed.value, bot, admin, handover.level);
+        if (!raise.ok) return refused(`Cannot hand ${room.value.room} over: ${raise.reason}`);
+        if (raise.change.from !== raise.change.to) {
+          const set = await gateway.setPowerLevels(room.value.roomId, raise.content);
+          if (!set.ok) return failure(`Cannot raise ${admin}: ${set.error.message}`);
+          steps.push(`${admin}: level ${raise.change.from} → ${raise.change.to}`);
+        } else steps.push(`${admin} is already at level ${raise.change.to}`);
+      }
     }
     await store.setManaged(room.value.room, room.value.roomId, false, clock.now());
-    done.push("the room is no longer managed");
-    const { demoteSelf, leave } = service.config.serve?.unmanage ?? { demoteSelf: true, leave: true };
-    if (demoteSelf && !observed.value.creators.includes(service.bot)) {
+    steps.push("the room is no longer managed");
+    const { demoteSelf, leave } = ctx.config.serve?.unmanage ?? { demoteSelf: true, leave: true };
+    if (demoteSelf && !observed.value.creators.includes(bot)) {
       const now = await gateway.readRoom(room.value.roomId);
-      const lower = now.ok ? planLevelChange(now.value, service.bot, service.bot, undefined) : undefined;
+      const lower = now.ok ? planLevelChange(now.value, bot, bot, undefined) : undefined;
       if (lower?.ok === true) {
         const set = await gateway.setPowerLevels(room.value.roomId, lower.content);
-        done.push(set.ok ? "our own level lowered" : `our level not lowered: ${set.error.message}`);
+        steps.push(set.ok ? "our own level lowered" : `our level not lowered: ${set.error.message}`);
       }
     }
     if (leave) {
-      try {
-        await service.client.leaveRoom(room.value.roomId);
-        done.push("left the room");
-      } catch (err) {
-        done.push(`could not leave: ${err instanceof Error ? err.message : String(err)}`);
-      }
+      const left = await gateway.leaveRoom(room.value.roomId);
+      steps.push(left.ok ? "left the room" : `could not leave: ${left.error.message}`);
     }
-    return [paragraph(`${room.value.room} handed over:`), list(done)];
+    return done([paragraph(`${room.value.room} handed over:`), list(steps)], { room: room.value.room, steps });
   },
 });
 
-export const manageCommand: Command = defineCommand({
+export const manageCommand: Command = command({
   name: "manage",
   summary: "Manage a room again that was handed back with unmanage",
   params: [{ name: "room", kind: "room", description: "a room mapped in the config or by the directory" }],
   permission: "operator",
+  surfaces: BOTH,
+  uses: ["directory", "store", "clock"],
   async run(ctx, args) {
-    const room = await ctx.service.managedRoom(args.values["room"] as RoomRef);
-    if (!room.ok) return [paragraph(room.error.message)];
-    await ctx.service.app.store.setManaged(room.value.room, room.value.roomId, true, ctx.service.app.clock.now());
-    return [paragraph(`${room.value.room} is managed again; the next run syncs it (the bot must be in the room with enough power).`)];
+    const room = await ctx.directory.managedRoom(args.room);
+    if (!room.ok) return refused(room.error.message);
+    await ctx.store.setManaged(room.value.room, room.value.roomId, true, ctx.clock.now());
+    return done(paragraph(`${room.value.room} is managed again; the next run syncs it (the bot must be in the room with enough power).`), { room: room.value.room, managed: true });
   },
 });

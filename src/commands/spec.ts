@@ -41,6 +41,8 @@ export interface FlagSpec {
    * parameter could take it. Only for flags whose name no parameter value could be.
    */
   readonly word?: true;
+  /** Other names it is given by (`--dry-run` for `--dry`: the CLI's spelling). */
+  readonly aliases?: readonly string[];
 }
 
 export interface CommandSpec<Ctx, Result> {
@@ -54,10 +56,16 @@ export interface CommandSpec<Ctx, Result> {
   readonly description?: string;
   readonly params: readonly ParamSpec[];
   readonly flags?: readonly FlagSpec[];
-  /** Who may run it. Checked by the caller, not by the parser. */
-  readonly permission: "operator" | "anyone-in-room";
+  /**
+   * Who may run it. Checked by the caller, not by the parser: `operator` needs the command
+   * allow list; `anyone-in-room` anyone in the room; `token-users` the token allow list (or
+   * an operator), which the token commands check themselves.
+   */
+  readonly permission: Permission;
   run(ctx: Ctx, args: ParsedArgs): Promise<Result>;
 }
+
+export type Permission = "operator" | "anyone-in-room" | "token-users";
 
 export type RoomRef =
   | { kind: "id"; roomId: RoomId; via: string[] }
@@ -91,9 +99,13 @@ const COMMAND_NAME = /^[a-z][a-z0-9-]*(?: [a-z][a-z0-9-]*)*$/;
 const PARAM_NAME = /^[A-Za-z][A-Za-z0-9_-]*$/;
 const FLAG_NAME = /^[a-z0-9][a-z0-9-]*$/;
 
+/** Any command spec, whatever its context and result (what the parser and help need). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the table is read-only over its commands' run
+export type AnySpec = CommandSpec<any, unknown>;
+
 /** The result of matching the leading words of a message against the table. */
-export interface CommandMatch<Ctx, R> {
-  readonly command: CommandSpec<Ctx, R>;
+export interface CommandMatch<C> {
+  readonly command: C;
   /** How many of the given words the command name used. */
   readonly wordCount: number;
 }
@@ -104,12 +116,12 @@ export interface CommandMatch<Ctx, R> {
  * that is not last, a required parameter after an optional one (the positional assignment
  * would be ambiguous), an empty summary.
  */
-export class CommandTable<Ctx, R> {
-  readonly #byName = new Map<string, CommandSpec<Ctx, R>>();
-  readonly #commands: readonly CommandSpec<Ctx, R>[];
+export class CommandTable<C extends AnySpec> {
+  readonly #byName = new Map<string, C>();
+  readonly #commands: readonly C[];
   readonly #maxWords: number;
 
-  constructor(commands: readonly CommandSpec<Ctx, R>[]) {
+  constructor(commands: readonly C[]) {
     let maxWords = 0;
     for (const command of commands) {
       validate(command);
@@ -125,7 +137,7 @@ export class CommandTable<Ctx, R> {
   }
 
   /** Commands in registration order. */
-  get commands(): readonly CommandSpec<Ctx, R>[] {
+  get commands(): readonly C[] {
     return this.#commands;
   }
 
@@ -135,7 +147,7 @@ export class CommandTable<Ctx, R> {
   }
 
   /** Exact lookup; case and runs of whitespace are ignored (`"Token  List"` finds `token list`). */
-  find(name: string): CommandSpec<Ctx, R> | undefined {
+  find(name: string): C | undefined {
     return this.#byName.get(normalizeName(name));
   }
 
@@ -143,7 +155,7 @@ export class CommandTable<Ctx, R> {
    * The command whose name is the longest prefix of `words` (`["token", "list", "x"]` →
    * `token list` rather than `token`), compared case-insensitively.
    */
-  match(words: readonly string[]): CommandMatch<Ctx, R> | undefined {
+  match(words: readonly string[]): CommandMatch<C> | undefined {
     const lower = words.slice(0, this.#maxWords).map((w) => w.toLowerCase());
     for (let n = lower.length; n > 0; n--) {
       const command = this.#byName.get(lower.slice(0, n).join(" "));
@@ -183,7 +195,7 @@ function normalizeName(name: string): string {
   return name.trim().toLowerCase().split(/\s+/).join(" ");
 }
 
-function validate<Ctx, R>(command: CommandSpec<Ctx, R>): void {
+function validate(command: AnySpec): void {
   const where = `command table: '${command.name}'`;
   if (!COMMAND_NAME.test(command.name)) {
     throw new Error(`${where}: a name is lowercase words of letters, digits and '-', separated by single spaces`);

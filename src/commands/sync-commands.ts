@@ -1,51 +1,54 @@
-/** `!sync`, `!status`, `!release`: runs and what they held back. */
-import type { UserId } from "../matrix/ids.ts";
-import type { Command } from "./context.ts";
+/** `sync`, `status`, `history`, `release`: runs and what they held back, in the room and on the CLI. */
+import { toJson, toText } from "../reconcile/report.ts";
 import { auditParts } from "./audit-parts.ts";
+import { command, done, refused, type Command, type Outcome } from "./command.ts";
 import { reportParts } from "./report-parts.ts";
 import { list, paragraph, table } from "./render.ts";
-import { defineCommand, type RoomRef } from "./spec.ts";
 
-export const syncCommand: Command = defineCommand({
+const BOTH = ["room", "cli"] as const;
+
+export const syncCommand: Command = command({
   name: "sync",
-  summary: "Sync now (all managed rooms, or one); --dry only reports what would change",
+  summary: "Sync now (all managed rooms, or the ones named); --dry only reports what would change",
   description: "Runs a sync right away. A run already in progress is never overlapped: this one is queued behind it (once).",
-  params: [{ name: "room", kind: "room", description: "only this managed room", optional: true }],
-  flags: [{ name: "dry", description: "plan and report, change nothing (also as the word: !sync dry)", word: true }],
+  params: [{ name: "room", kind: "room", description: "only these managed rooms", optional: true, variadic: true }],
+  flags: [{ name: "dry", aliases: ["dry-run"], description: "plan and report, change nothing (also as the word: !sync dry)", word: true }],
   permission: "operator",
+  surfaces: BOTH,
+  uses: ["directory", "runs"],
   async run(ctx, args) {
-    const ref = args.values["room"] as RoomRef | undefined;
-    let rooms: string[] | undefined;
-    if (ref !== undefined) {
-      const room = await ctx.service.managedRoom(ref);
-      if (!room.ok) return [paragraph(room.error.message)];
-      rooms = [room.value.room];
+    const rooms: string[] = [];
+    for (const ref of args.room) {
+      const room = await ctx.directory.managedRoom(ref);
+      if (!room.ok) return refused(room.error.message);
+      rooms.push(room.value.room);
     }
     await ctx.ack();
-    const dryRun = args.flags["dry"] === true;
-    const request = ctx.service.requestSync("command", { dryRun, ...(rooms ? { rooms } : {}) });
-    if (request.status === "skipped") {
-      return [paragraph("A run is in progress and another is already queued: not starting a third. See !status.")];
-    }
+    const request = ctx.runs.request({ dryRun: args.dry, ...(rooms.length > 0 ? { rooms } : {}), progress: (n, total) => ctx.progress(n, total, "rooms") });
+    if (request.status === "skipped") return refused(`A run is in progress and another is already queued: not starting a third. See ${ctx.prefix}status.`);
     if (request.status === "queued") await ctx.say([paragraph("A run is in progress; this one is queued and starts when it ends.")]);
     const report = await request.done;
-    if (report === undefined) return [paragraph("The run was dropped: the service is shutting down.")];
-    return reportParts(report);
+    if (report === undefined) return refused("The run was dropped: the service is shutting down.");
+    const status: Outcome["status"] = report.outcome === "ok" ? "ok" : report.outcome === "degraded" ? "degraded" : "failed";
+    return { status, parts: reportParts(report), text: toText(report), data: JSON.parse(toJson(report)) as unknown };
   },
 });
 
-export const statusCommand: Command = defineCommand({
+export const statusCommand: Command = command({
   name: "status",
   summary: "The last runs (when, trigger, counts, failures) and removals held for release",
   params: [],
   permission: "operator",
+  surfaces: BOTH,
+  uses: ["store", "runs", "config"],
   async run(ctx) {
-    const { store } = ctx.service.app;
-    const runs = await store.listRuns(10);
+    const runs = await ctx.store.listRuns(10);
+    const held = await ctx.store.listHeld();
+    const schedule = ctx.config.serve?.schedule;
     const parts = [
       paragraph(
-        ctx.service.runner.busy ? "A run is in progress now." : "No run is in progress.",
-        ` Schedule: ${ctx.service.config.serve?.schedule ?? "none"} (${ctx.service.config.serve?.timezone ?? "UTC"}).`,
+        ctx.surface === "cli" ? "" : ctx.runs.busy ? "A run is in progress now. " : "No run is in progress. ",
+        `Schedule: ${schedule ?? "none"} (${ctx.config.serve?.timezone ?? "UTC"}).`,
       ),
     ];
     if (runs.length === 0) parts.push(paragraph("No run yet."));
@@ -56,65 +59,80 @@ export const statusCommand: Command = defineCommand({
           runs.map((r) => {
             const counts = (r.summary as { counts?: Record<string, number> } | null)?.counts;
             const changes = counts ? `${counts["invites"] ?? 0} inv, ${counts["kicks"] ?? 0} kick, ${counts["powerLevels"] ?? 0} lvl, ${counts["held"] ?? 0} held, ${counts["failed"] ?? 0} failed` : "";
-            return [String(r.id), r.startedAt.toISOString().replace(/\.\d+Z$/, "Z"), r.trigger, r.dryRun ? "dry run" : "real", r.outcome, changes, r.error ?? ""];
+            return [String(r.id), isoSeconds(r.startedAt), r.trigger, r.dryRun ? "dry run" : "real", r.outcome, changes, r.error ?? ""];
           }),
         ),
       );
     }
-    const held = await store.listHeld();
     if (held.length === 0) parts.push(paragraph("No removals are held."));
     else {
-      parts.push(paragraph(`${held.length} removal(s) held by the mass-removal guard:`));
+      parts.push(paragraph(`${held.length} removal(s) held by the mass-removal guard (release with ${ctx.prefix}release ROOM [USER…]):`));
       parts.push(
         table(
           ["room", "user", "held since", "released"],
-          held.map((h) => [h.room, h.userId, h.heldAt.toISOString().replace(/\.\d+Z$/, "Z"), h.releasedAt ? "yes, applied by the next run" : "no"]),
+          held.map((h) => [h.room, h.userId, isoSeconds(h.heldAt), h.releasedAt ? "yes, applied by the next run" : "no"]),
         ),
       );
     }
-    return parts;
+    return done(parts, {
+      busy: ctx.runs.busy,
+      schedule: schedule ?? null,
+      runs: runs.map((r) => ({ id: r.id, startedAt: r.startedAt.toISOString(), trigger: r.trigger, dryRun: r.dryRun, outcome: r.outcome, counts: (r.summary as { counts?: unknown } | null)?.counts ?? null, error: r.error })),
+      held: held.map((h) => ({ room: h.room, roomId: h.roomId, user: h.userId, heldAt: h.heldAt.toISOString(), released: h.releasedAt !== null })),
+    });
   },
 });
 
-export const historyCommand: Command = defineCommand({
+function isoSeconds(d: Date): string {
+  return d.toISOString().replace(/\.\d+Z$/, "Z");
+}
+
+export const historyCommand: Command = command({
   name: "history",
   summary: "The audit of a run: every action per room with its outcome (default: the last real run)",
-  description: "Shows what one run did or planned, room by room: creations, kicks, level and permission changes, state, space links, invites and held removals, each with its outcome. Without a run number: the last real run. !status lists the runs.",
-  params: [{ name: "run", kind: "int", description: "a run number from !status", optional: true }],
+  description: "Shows what one run did or planned, room by room: creations, kicks, level and permission changes, state, space links, invites and held removals, each with its outcome. Without a run number: the last real run. The status command lists the runs.",
+  params: [{ name: "run", kind: "int", description: "a run number from status", optional: true }],
   permission: "operator",
+  surfaces: BOTH,
+  uses: ["store"],
   async run(ctx, args) {
-    const { store } = ctx.service.app;
-    let runId = args.values["run"] as number | undefined;
+    let runId = args.run;
     if (runId === undefined) {
-      const runs = await store.listRuns(100);
+      const runs = await ctx.store.listRuns(100);
       const last = runs.find((r) => !r.dryRun && r.outcome !== "running") ?? runs[0];
-      if (last === undefined) return [paragraph("No run yet.")];
+      if (last === undefined) return done(paragraph("No run yet."), { run: null, actions: [] });
       runId = last.id;
     }
-    return auditParts(await store.getRun(runId), runId, await store.listActions(runId));
+    const run = await ctx.store.getRun(runId);
+    if (run === undefined) return refused(`There is no run ${runId} (${ctx.prefix}status lists the runs).`);
+    const actions = await ctx.store.listActions(runId);
+    return done(auditParts(run, runId, actions), {
+      run: { id: run.id, startedAt: run.startedAt.toISOString(), trigger: run.trigger, dryRun: run.dryRun, outcome: run.outcome },
+      actions: actions.map((a) => ({ room: a.room, roomId: a.roomId, kind: a.kind, user: a.userId, outcome: a.outcome, error: a.error, detail: a.detail })),
+    });
   },
 });
 
-export const releaseCommand: Command = defineCommand({
+export const releaseCommand: Command = command({
   name: "release",
   summary: "Release removals the mass-removal guard held in a room (all, or the users named)",
-  description: "Released removals are applied by the next run (start one with !sync <room>).",
+  description: "Released removals are applied by the next run (start one with sync ROOM).",
   params: [
     { name: "room", kind: "room", description: "the managed room" },
     { name: "user", kind: "user", description: "only these users", optional: true, variadic: true },
   ],
   permission: "operator",
+  surfaces: BOTH,
+  uses: ["directory", "store", "clock"],
   async run(ctx, args) {
-    const room = await ctx.service.managedRoom(args.values["room"] as RoomRef);
-    if (!room.ok) return [paragraph(room.error.message)];
-    const users = (args.values["user"] as UserId[] | undefined) ?? [];
-    const { store, clock } = ctx.service.app;
-    const heldHere = (await store.listHeld(room.value.roomId)).filter((h) => h.releasedAt === null);
-    if (heldHere.length === 0) return [paragraph(`Nothing is held in ${room.value.room}.`)];
-    const notHeld = users.filter((u) => !heldHere.some((h) => h.userId === u));
-    const count = await store.releaseHeld(room.value.roomId, users.length > 0 ? users : "all", clock.now());
-    const parts = [paragraph(`Released ${count} held removal(s) in ${room.value.room}. The next run applies them; !sync ${room.value.room} runs now.`)];
+    const room = await ctx.directory.managedRoom(args.room);
+    if (!room.ok) return refused(room.error.message);
+    const heldHere = (await ctx.store.listHeld(room.value.roomId)).filter((h) => h.releasedAt === null);
+    if (heldHere.length === 0) return done(paragraph(`Nothing is held in ${room.value.room}.`), { room: room.value.room, released: 0 });
+    const notHeld = args.user.filter((u) => !heldHere.some((h) => h.userId === u));
+    const count = await ctx.store.releaseHeld(room.value.roomId, args.user.length > 0 ? args.user : "all", ctx.clock.now());
+    const parts = [paragraph(`Released ${count} held removal(s) in ${room.value.room}. The next run applies them; ${ctx.prefix}sync ${room.value.room} runs now.`)];
     if (notHeld.length > 0) parts.push(list(notHeld.map((u) => `${u}: nothing held for this user`)));
-    return parts;
+    return done(parts, { room: room.value.room, released: count, notHeld });
   },
 });

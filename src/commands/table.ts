@@ -1,15 +1,29 @@
-/** Every management-room command, in one table: parsing, permissions and help come from it. */
-import type { Command } from "./context.ts";
+/**
+ * Every command, in one table: parsing, permissions, help and the CLI's usage come from it.
+ * Each command says which surfaces offer it (the management room, the CLI, or both).
+ */
+import { importCommand } from "../import/command.ts";
+import { checkConfigCommand, migrateCommand, serveCommand } from "./cli-commands.ts";
+import { command, done, type Command, type Surface } from "./command.ts";
 import { idpCommand, joinedCommand, managedCommand } from "./directory-commands.ts";
 import { helpFor, helpText } from "./help.ts";
+import { code, paragraph, type Part } from "./render.ts";
 import { inviteAdminCommand, inviteMemberCommand, kickMemberCommand, manageCommand, unmanageCommand } from "./room-commands.ts";
-import { CommandTable, defineCommand } from "./spec.ts";
+import { CommandTable } from "./spec.ts";
 import { historyCommand, releaseCommand, statusCommand, syncCommand } from "./sync-commands.ts";
 import { tokenCommands } from "./token-commands.ts";
-import type { CommandContext } from "./context.ts";
-import type { Part } from "./render.ts";
 
-const helpCommand: Command = defineCommand({
+/** What the terminal adds to every command, and what its exit codes mean. */
+export const CLI_OPTIONS: readonly Part[] = [
+  paragraph("Options for every command: ", code("--config FILE"), " (default: $MGS_CONFIG), ", code("--json"), " (print the outcome as JSON), ", code("--help"), "."),
+  paragraph(
+    "Any argument may also be given by name: ",
+    code("--room ROOM"),
+    " (repeat it for a list). Exit codes: 0 done, 1 failed, 2 bad usage or config, 3 degraded (a mapped group was incomplete or missing: no removals in its rooms), 4 refused (understood, but not done: no such token, run or room; nothing changed).",
+  ),
+];
+
+const helpCommand: Command = command({
   name: "help",
   // The inviterbot's help command.
   aliases: ["inviter"],
@@ -17,39 +31,67 @@ const helpCommand: Command = defineCommand({
   params: [{ name: "command", kind: "string", description: "a command name, e.g. sync", optional: true, variadic: true }],
   // Everyone in the management room may learn what the bot does; the commands stay operator-only.
   permission: "anyone-in-room",
-  run(ctx, args) {
-    const words = (args.values["command"] as string[] | undefined) ?? [];
-    return Promise.resolve([words.length > 0 ? helpFor(ctx.table, words.join(" "), ctx.prefix) : helpText(ctx.table, ctx.prefix)]);
+  surfaces: ["room", "cli"],
+  uses: [],
+  // eslint-disable-next-line @typescript-eslint/require-await -- the table's executors are async
+  async run(ctx, args) {
+    const here = (c: Command): boolean => c.surfaces.includes(ctx.surface);
+    if (args.command.length > 0) {
+      const name = args.command.join(" ");
+      const match = ctx.table.match(args.command);
+      if (match !== undefined && !here(match.command)) {
+        return done(paragraph(`${match.command.name} is not offered ${ctx.surface === "cli" ? "on the command line" : "in the room"}; it is a ${ctx.surface === "cli" ? "management-room" : "command-line"} command.`));
+      }
+      return done([helpFor(ctx.table, name, ctx.prefix), ...(ctx.surface === "cli" && match !== undefined ? CLI_OPTIONS : [])]);
+    }
+    return done([helpText(ctx.table, ctx.prefix, here), ...(ctx.surface === "cli" ? CLI_OPTIONS : [])]);
   },
 });
 
 /** `!token` alone: the token commands (who may run them is said per command). */
-const tokenHelpCommand: Command = defineCommand({
+const tokenHelpCommand: Command = command({
   name: "token",
   summary: "The registration-token commands",
   params: [],
   permission: "anyone-in-room",
-  run(ctx) {
-    return Promise.resolve([helpText(ctx.table, ctx.prefix, (name) => name.startsWith("token "))]);
+  surfaces: ["room", "cli"],
+  uses: [],
+  // eslint-disable-next-line @typescript-eslint/require-await -- the table's executors are async
+  async run(ctx) {
+    return done(helpText(ctx.table, ctx.prefix, (c) => c.name.startsWith("token ") && c.surfaces.includes(ctx.surface)));
   },
 });
 
-export function commandTable(): CommandTable<CommandContext, Part[]> {
-  return new CommandTable<CommandContext, Part[]>([
-    helpCommand,
-    tokenHelpCommand,
-    idpCommand,
-    joinedCommand,
-    managedCommand,
-    syncCommand,
-    statusCommand,
-    historyCommand,
-    releaseCommand,
-    unmanageCommand,
-    manageCommand,
-    inviteMemberCommand,
-    inviteAdminCommand,
-    kickMemberCommand,
-    ...tokenCommands,
-  ]);
+const COMMANDS: readonly Command[] = [
+  helpCommand,
+  tokenHelpCommand,
+  idpCommand,
+  joinedCommand,
+  managedCommand,
+  syncCommand,
+  statusCommand,
+  historyCommand,
+  releaseCommand,
+  unmanageCommand,
+  manageCommand,
+  inviteMemberCommand,
+  inviteAdminCommand,
+  kickMemberCommand,
+  ...tokenCommands,
+  checkConfigCommand,
+  migrateCommand,
+  serveCommand,
+  importCommand,
+];
+
+let table: CommandTable<Command> | undefined;
+
+/** The one table (built and checked once). */
+export function commandTable(): CommandTable<Command> {
+  return (table ??= new CommandTable<Command>(COMMANDS));
+}
+
+/** Whether the surface offers the command. */
+export function offeredOn(c: Command, surface: Surface): boolean {
+  return c.surfaces.includes(surface);
 }

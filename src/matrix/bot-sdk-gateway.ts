@@ -22,7 +22,7 @@ import { describeHttpFailure, HttpTransportError } from "../http/transport.ts";
 import type { Logger } from "../log.ts";
 import { describeError, fail, ok, type Result } from "../result.ts";
 import type { MatrixGateway } from "./gateway.ts";
-import { parseRoomAlias, parseRoomId, parseUserId } from "./ids.ts";
+import { parseRoomAlias, parseRoomId, parseUserId, type RoomId } from "./ids.ts";
 import { decodeRoomState } from "./room-state.ts";
 
 export interface GatewayOptions {
@@ -134,6 +134,7 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
   const log = opts.log;
 
   const signal = opts.signal;
+  let txnCounter = 0;
   const halted = (): boolean => signal?.aborted === true;
   /** Waits `ms`, or less when the signal aborts first. */
   const wait = (ms: number): Promise<void> =>
@@ -149,6 +150,8 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
         });
 
   async function call<T>(what: string, method: "GET" | "POST" | "PUT", path: string, body?: unknown): Promise<Result<T>> {
+    // One transaction id per call, kept over its retries: a retried send is not sent twice.
+    path = path.replace("{txn}", () => `mgs.${Date.now().toString(36)}.${(txnCounter++).toString(36)}`);
     for (let attempt = 0; ; attempt++) {
       if (halted()) return fail(`${what}: not sent: this process has stopped acting (it is no longer the leader, or is shutting down)`, { code: "M_STOPPED" });
       try {
@@ -175,6 +178,11 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
   }
 
   const room = (id: string): string => `/_matrix/client/v3/rooms/${encodeURIComponent(id)}`;
+  const parseJoined = (value: unknown): RoomId[] | undefined => {
+    const list = (value as { joined_rooms?: unknown } | null)?.joined_rooms;
+    if (!Array.isArray(list)) return undefined;
+    return list.flatMap((r) => (typeof r === "string" && parseRoomId(r) !== undefined ? [r as RoomId] : []));
+  };
 
   return {
     async whoami() {
@@ -248,6 +256,42 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
         content,
       );
       return r.ok ? ok(undefined) : r;
+    },
+
+    async joinedRooms() {
+      const r = await call<unknown>("listing the rooms the bot has joined", "GET", "/_matrix/client/v3/joined_rooms");
+      if (!r.ok) return r;
+      const rooms = parseJoined(r.value);
+      return rooms !== undefined ? ok(rooms) : fail("listing joined rooms: the homeserver answered without joined_rooms");
+    },
+
+    async joinRoom(roomOrAlias) {
+      const r = await call<{ room_id?: unknown }>(`joining ${roomOrAlias}`, "POST", `/_matrix/client/v3/join/${encodeURIComponent(roomOrAlias)}`, {});
+      if (!r.ok) return r;
+      const id = typeof r.value.room_id === "string" ? parseRoomId(r.value.room_id) : undefined;
+      return id ? ok(id) : fail(`joining ${roomOrAlias}: the homeserver answered without a valid room_id`);
+    },
+
+    async leaveRoom(roomId) {
+      const r = await call<unknown>(`leaving ${roomId}`, "POST", `${room(roomId)}/leave`, {});
+      return r.ok ? ok(undefined) : r;
+    },
+
+    async sendEvent(roomId, type, content) {
+      const r = await call<{ event_id?: unknown }>(`sending to ${roomId}`, "PUT", `${room(roomId)}/send/${encodeURIComponent(type)}/{txn}`, content);
+      if (!r.ok) return r;
+      return typeof r.value.event_id === "string" ? ok(r.value.event_id) : fail(`sending to ${roomId}: the homeserver answered without an event_id`);
+    },
+
+    async redact(roomId, eventId, reason) {
+      const r = await call<unknown>(`redacting ${eventId} in ${roomId}`, "PUT", `${room(roomId)}/redact/${encodeURIComponent(eventId)}/{txn}`, reason !== undefined ? { reason } : {});
+      return r.ok ? ok(undefined) : r;
+    },
+
+    async stateEvent(roomId, type, stateKey) {
+      const r = await call<unknown>(`reading ${type} in ${roomId}`, "GET", `${room(roomId)}/state/${encodeURIComponent(type)}/${encodeURIComponent(stateKey)}`);
+      if (!r.ok) return r.error.code === "M_NOT_FOUND" ? ok(undefined) : r;
+      return r.value !== null && typeof r.value === "object" && !Array.isArray(r.value) ? ok(r.value as Record<string, unknown>) : ok(undefined);
     },
 
     async createRoom(request) {

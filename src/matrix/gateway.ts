@@ -51,4 +51,34 @@ export interface RoomCreator {
   createRoom(request: CreateRoomRequest): Promise<Result<RoomId>>;
 }
 
-export type MatrixGateway = WhoAmI & RoomResolver & RoomStateReader & RoomInviter & RoomKicker & PowerLevelsWriter & StateWriter & RoomCreator & ProfileReader;
+/** The bot's own memberships. */
+export interface BotMembership {
+  /** `GET /joined_rooms`. */
+  joinedRooms(): Promise<Result<RoomId[]>>;
+  /** `POST /join/{roomIdOrAlias}`: the joined room's id. */
+  joinRoom(roomOrAlias: string): Promise<Result<RoomId>>;
+  /** `POST /rooms/{roomId}/leave`. */
+  leaveRoom(roomId: RoomId): Promise<Result<void>>;
+}
+
+/** Talking in a room (the management room's replies): each call one request, retried on 429 like every other. */
+export interface Messenger {
+  /** `PUT /rooms/{roomId}/send/{type}/{txnId}` (a fresh transaction id per call): the event id. */
+  sendEvent(roomId: RoomId, type: string, content: Readonly<Record<string, unknown>>): Promise<Result<string>>;
+  /** `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`. */
+  redact(roomId: RoomId, eventId: string, reason?: string): Promise<Result<void>>;
+  /** One state event's content, or undefined when there is none (404). */
+  stateEvent(roomId: RoomId, type: string, stateKey: string): Promise<Result<Record<string, unknown> | undefined>>;
+}
+
+export type MatrixGateway = WhoAmI &
+  RoomResolver &
+  RoomStateReader &
+  RoomInviter &
+  RoomKicker &
+  PowerLevelsWriter &
+  StateWriter &
+  RoomCreator &
+  ProfileReader &
+  BotMembership &
+  Messenger;

@@ -48,7 +48,15 @@ export class CommandSyncClient extends MatrixClient {
   readonly #firstSync: Promise<void>;
   #settleFirstSync: { resolve: () => void; reject: (err: unknown) => void } = { resolve: () => undefined, reject: () => undefined };
 
-  constructor(homeserverUrl: string, accessToken: string) {
+  /**
+   * `join` joins a room for `listen` (the gateway's: its rate-limit policy and halt signal);
+   * this client itself only syncs.
+   */
+  constructor(
+    homeserverUrl: string,
+    accessToken: string,
+    private readonly join: (room: string) => Promise<string>,
+  ) {
     super(homeserverUrl, accessToken, new MemoryStorageProvider());
     this.#firstSync = new Promise<void>((resolve, reject) => (this.#settleFirstSync = { resolve, reject }));
     this.#firstSync.catch(() => undefined); // observed by whoever awaits `firstSync`
@@ -76,7 +84,7 @@ export class CommandSyncClient extends MatrixClient {
   /**
    * Joins the room and listens to it from now on: messages after the join are new. The room is
    * in the filter before the join, so that no sync answer can pass the join without it. Throws
-   * what `joinRoom` throws (then the room is not listened to).
+   * what `join` throws (then the room is not listened to).
    */
   async listen(room: string): Promise<string> {
     const added = !this.#rooms.has(room);
@@ -86,7 +94,7 @@ export class CommandSyncClient extends MatrixClient {
       this.#resend?.();
     }
     try {
-      const joined = await this.joinRoom(room);
+      const joined = await this.join(room);
       if (joined !== room && !this.#rooms.has(joined)) {
         this.#rooms.add(joined);
         this.#fresh.add(joined);

@@ -1,25 +1,19 @@
 /**
- * What commands and the schedule share while `serve` runs: the wired app, the bot's
- * identity, the one-run-at-a-time runner, and lookups of managed rooms and of what the
- * directory says.
+ * What the schedule and the management room share while `serve` runs: the wired app, the
+ * bot's identity and the one-run-at-a-time runner. Commands do not see it: they get narrow
+ * capabilities (surfaces/capabilities.ts, `capabilities` below).
  */
-import type { MatrixClient } from "matrix-bot-sdk";
 import { settingsFrom, type App } from "../app.ts";
+import type { Capabilities, Runs, TokenRooms } from "../commands/command.ts";
 import type { Config } from "../config/schema.ts";
-import type { RoomRef } from "../commands/spec.ts";
 import { serverNameOf, tryUserIdPattern, type RoomId, type UserId } from "../matrix/ids.ts";
-import { readDirectory, type DirectoryState } from "../reconcile/directory.ts";
 import type { RunReport } from "../reconcile/report.ts";
 import { runSync, withTimeLimit } from "../reconcile/run.ts";
-import { fail, ok, type Result } from "../result.ts";
 import type { RunTrigger } from "../store/store.ts";
+import type { TokenService } from "../tokens/service.ts";
+import { directoryCapability, homeserverCapability } from "../surfaces/capabilities.ts";
+import { ok } from "../result.ts";
 import { SerialRunner, type RunRequest } from "./runner.ts";
-
-export interface ManagedRoom {
-  /** As configured (alias or id). */
-  readonly room: string;
-  readonly roomId: RoomId;
-}
 
 export class Service {
   readonly runner = new SerialRunner<RunReport>();
@@ -28,8 +22,6 @@ export class Service {
     readonly config: Config,
     readonly app: App,
     readonly bot: UserId,
-    /** The bot's own client, for what the sync gateway does not do (joined rooms, leaving, replies). */
-    readonly client: MatrixClient,
     /** Aborted at shutdown: a run in progress stops after its current action. */
     readonly shutdown: AbortSignal,
     private readonly onRun?: (report: RunReport) => void,
@@ -47,11 +39,14 @@ export class Service {
    * it stops starting rooms and actions at the next scheduled slot (the slot after, when the
    * next one is less than half an interval away), or after `sync.maxRunMs` if that is sooner.
    */
-  requestSync(trigger: RunTrigger, opts: { dryRun: boolean; rooms?: readonly string[] }): RunRequest<RunReport> {
+  requestSync(
+    trigger: RunTrigger,
+    opts: { dryRun: boolean; rooms?: readonly string[]; progress?: (done: number, total: number) => void },
+  ): RunRequest<RunReport> {
     return this.runner.request(async () => {
       const limit = this.timeLimit();
       try {
-        const report = await runSync(this.app, settingsFrom(this.config), {
+        const report = await runSync({ ...this.app, ...(opts.progress ? { progress: opts.progress } : {}) }, settingsFrom(this.config), {
           dryRun: opts.dryRun,
           trigger,
           signal: limit?.signal ?? this.shutdown,
@@ -81,45 +76,31 @@ export class Service {
     return withTimeLimit(maxRunMs as number, `sync.maxRunMs ${String(maxRunMs)} ms`, this.shutdown);
   }
 
-  async directory(): Promise<Result<DirectoryState>> {
-    return readDirectory(this.app.idp, settingsFrom(this.config), this.config.users.domain ?? this.serverName);
-  }
-
-  /**
-   * The managed room a command names: by the alias or id it is configured with, or by the
-   * room id its alias resolves to. Anything else is an error naming the argument.
-   */
-  async managedRoom(ref: RoomRef, state?: DirectoryState): Promise<Result<ManagedRoom>> {
-    const given = ref.kind === "id" ? ref.roomId : ref.alias;
-    let rooms: string[];
-    if (state !== undefined) rooms = state.desired.map((d) => d.room);
-    else {
-      const dir = await this.directory();
-      if (!dir.ok) return dir;
-      rooms = dir.value.desired.map((d) => d.room);
-    }
-    const resolved = await this.app.gateway.resolveRoom(given);
-    // The gateway's message names the room already (never "#x: #x: no such room alias").
-    if (!resolved.ok) return fail(resolved.error.message, resolved.error.code !== undefined ? { code: resolved.error.code } : {});
-    if (rooms.includes(given)) return ok({ room: given, roomId: resolved.value });
-    // Configured by alias, named by id (or the other way round): compare resolved ids.
-    const known = new Map((await this.app.store.listManagedRooms()).map((r) => [r.room, r.roomId]));
-    for (const room of rooms) {
-      let id = known.get(room) ?? (room.startsWith("!") ? room : undefined);
-      if (id === undefined || id === null) {
-        const r = await this.app.gateway.resolveRoom(room);
-        id = r.ok ? r.value : undefined;
-      }
-      if (id === resolved.value) return ok({ room, roomId: resolved.value });
-    }
-    return fail(`${given} is not a room this service manages (see !managed)`);
-  }
-
   /** Whether `user` may command: everyone in the management room when the allow list is empty. */
   async mayCommand(user: UserId): Promise<boolean> {
     const entries = await this.app.store.listAllowed("commands");
     if (entries.length === 0) return true;
     return entries.some((e) => (e.kind === "user" ? e.entry === user : tryUserIdPattern(e.entry)?.test(user) === true));
   }
-}
 
+  /** What commands from the room get: runs go through this service's runner ("command" trigger). */
+  capabilities(tokens: { service: TokenService | undefined; managementRoomId: RoomId; rooms: TokenRooms }): Omit<Capabilities, "terminal" | "loaded"> {
+    const runs: Runs = {
+      request: (opts) => this.requestSync("command", opts),
+      get busy() {
+        return runner.busy;
+      },
+    };
+    const runner = this.runner;
+    const bot = this.bot;
+    return {
+      config: this.config,
+      store: this.app.store,
+      clock: this.app.clock,
+      runs,
+      directory: directoryCapability(this.app, this.config, () => Promise.resolve(ok(bot))),
+      homeserver: homeserverCapability(this.app, bot),
+      tokens,
+    };
+  }
+}

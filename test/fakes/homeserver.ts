@@ -84,6 +84,7 @@ export type EndpointKind =
   | "members"
   | "joined_members"
   | "send"
+  | "redact"
   | "sync"
   | "versions"
   | "filter"
@@ -113,6 +114,7 @@ const ENDPOINT_KINDS: readonly EndpointKind[] = [
   "members",
   "joined_members",
   "send",
+  "redact",
   "sync",
   "versions",
   "filter",
@@ -2775,6 +2777,9 @@ export class FakeHomeserver {
     if (c === "send" && n === 5) {
       return this.pick(method, { PUT: { kind: "send", auth: true, handler: (ctx) => this.sendEndpoint(ctx) } }, [roomId, d!, e!]);
     }
+    if (c === "redact" && n === 5) {
+      return this.pick(method, { PUT: { kind: "redact", auth: true, handler: (ctx) => this.redactEndpoint(ctx) } }, [roomId, d!, e!]);
+    }
     if (c === "send" && n === 4) {
       return this.pick(method, { POST: { kind: "send", auth: true, handler: (ctx) => this.sendEndpoint(ctx) } }, [roomId, d!]);
     }
@@ -4126,6 +4131,44 @@ export class FakeHomeserver {
     room.sent.push({ type, sender: ctx.user, content });
     const reply = ok({ event_id: ev.eventId });
     if (txnKey !== undefined) this.txns.set(txnKey, reply);
+    return reply;
+  }
+
+  /**
+   * `PUT /rooms/{roomId}/redact/{eventId}/{txnId}` as Synapse does it: idempotent per
+   * transaction; the sender must have joined; redacting someone else's event needs the room's
+   * `redact` level. The target's content is stripped (a reaction loses its relation, so the
+   * same key may be sent again) and an `m.room.redaction` event joins the timeline.
+   */
+  private redactEndpoint(ctx: RequestContext): Reply {
+    const [roomId, eventId] = ctx.params as [string, string, string];
+    const txnKey = `${ctx.token}\u0000${ctx.path}`;
+    const seen = this.txns.get(txnKey);
+    if (seen) return seen;
+    const body = FakeHomeserver.jsonObject(ctx.rawBody);
+    const room = this.rooms.get(roomId);
+    if (!room) throw new MatrixHttpError(404, "M_NOT_FOUND", `Could not find room_version for ${roomId}`);
+    if (membershipOf(room, ctx.user) !== "join") throw forbidden(`User ${ctx.user} not in room ${room.id}`);
+    const target = this.eventIndex.get(eventId);
+    if (target !== undefined && target.room === room && target.ev.sender !== ctx.user) {
+      const needed = namedLevel(room, "redact", 50);
+      const have = userLevel(room, ctx.user);
+      if (have < needed) throw forbidden(`You don't have permission to redact events`);
+    }
+    const content: JsonObject = { redacts: eventId, ...(typeof body["reason"] === "string" ? { reason: body["reason"] } : {}) };
+    const ev = this.appendEvent(room, { type: "m.room.redaction", sender: ctx.user, content });
+    if (target !== undefined && target.room === room && target.ev.stateKey === undefined) {
+      const relation = relationOf(target.ev.content);
+      if (relation?.relType === "m.annotation" && relation.key !== undefined) {
+        this.annotations.delete(`${relation.parent}\u0000${target.ev.type}\u0000${relation.key}\u0000${target.ev.sender}`);
+      }
+      const stripped: TimelineEvent = { ...target.ev, content: {} };
+      const at = room.timeline.indexOf(target.ev);
+      if (at >= 0) room.timeline[at] = stripped;
+      this.eventIndex.set(eventId, { room, ev: stripped });
+    }
+    const reply = ok({ event_id: ev.eventId });
+    this.txns.set(txnKey, reply);
     return reply;
   }
 

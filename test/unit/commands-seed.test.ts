@@ -29,7 +29,7 @@ describe("seed bots' command habits", () => {
     expect(parsed("!sync dry").args.flags["dry"]).toBe(true);
     const both = parsed("!sync #eng:example.org DRY");
     expect(both.args.flags["dry"]).toBe(true);
-    expect(both.args.values["room"]).toMatchObject({ kind: "alias", alias: "#eng:example.org" });
+    expect(both.args.values["room"]).toMatchObject([{ kind: "alias", alias: "#eng:example.org" }]);
     expect(parsed("!sync").args.flags["dry"]).toBe(false);
     const quoted = parseCommandLine(table, '!sync "dry"');
     expect(quoted.kind).toBe("usage-error");

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { formatConfigError, loadConfig } from "../../src/config/load.ts";
 import type { Config } from "../../src/config/schema.ts";
-import { IMPORTERS } from "../../src/import/cli.ts";
+import { IMPORTERS } from "../../src/import/command.ts";
 import { formatImportError, formatReport, render, SourceDoc, type Conversion, type ImportError, type Report } from "../../src/import/report.ts";
 
 const FIXTURES = resolve(dirname(fileURLToPath(import.meta.url)), "../fixtures/import");
