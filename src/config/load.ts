@@ -31,6 +31,7 @@ import {
 } from "./schema.ts";
 import { redactUrlsInText } from "../redact-url.ts";
 import { ENV_SETTINGS, readEnvValue } from "./env.ts";
+import { resolveKickOn } from "../reconcile/kick-rule.ts";
 
 export interface ConfigError {
   /** JSON pointer of the value concerned ("/mapping/rooms/2/groups/0/role"); "" for the file as a whole. */
@@ -163,14 +164,23 @@ function keysInFile(raw: Raw): Set<string> {
   return new Set(paths.filter((p) => getAt(raw, p) !== undefined).map((p) => toPointer(p)));
 }
 
+/** Older keys folded into a newer one when loading (the newer key's value comes from the older one's). */
+const FOLDED: ReadonlyMap<string, readonly string[]> = new Map([["/sync/kickOn", ["sync", "kick"]]]);
+
 function sourcesOf(config: Config, inFile: ReadonlySet<string>, fromEnv: ReadonlyMap<string, string>): ValueSource[] {
   const out: ValueSource[] = [];
+  const own = (path: readonly string[]): string | undefined => {
+    const pointer = toPointer(path);
+    return fromEnv.get(pointer) ?? (inFile.has(pointer) ? "file" : undefined);
+  };
   for (const setting of ENV_SETTINGS) {
-    const pointer = toPointer(setting.path);
-    const variable = fromEnv.get(pointer);
-    if (variable !== undefined) out.push({ key: setting.path.join("."), source: variable });
-    else if (inFile.has(pointer)) out.push({ key: setting.path.join("."), source: "file" });
-    else if (getAt(config, setting.path) !== undefined) out.push({ key: setting.path.join("."), source: "default" });
+    const key = setting.path.join(".");
+    const source = own(setting.path);
+    const older = FOLDED.get(toPointer(setting.path));
+    const olderSource = older === undefined ? undefined : own(older);
+    if (source !== undefined) out.push({ key, source });
+    else if (older !== undefined && olderSource !== undefined) out.push({ key, source: `${olderSource} (${older.join(".")})` });
+    else if (getAt(config, setting.path) !== undefined) out.push({ key, source: "default" });
   }
   for (const secret of SECRET_FIELDS) {
     const keyPath = [...secret.parent, secret.key];
@@ -327,9 +337,11 @@ function finish(file: ConfigFile, baseDir: string): Config {
     if (url === undefined) throw new Error("config: database.url unresolved after loading");
     resolvedDatabase = { ...db, url };
   }
-  const { tokens, ...others } = rest;
+  const { tokens, sync, ...others } = rest;
+  const { kick: _kick, kickOn: _kickOn, ...syncRest } = sync;
   return {
     ...(tokens === undefined ? {} : { tokens: finishTokens(tokens) }),
+    sync: { ...syncRest, kickOn: resolveKickOn(sync) },
     homeserver: { ...hs, accessToken },
     ...(resolvedDatabase === undefined ? {} : { database: resolvedDatabase }),
     ...others,

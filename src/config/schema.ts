@@ -11,6 +11,7 @@ import { FilterParser } from "ldapts";
 import { validateDetailed } from "node-cron";
 import { z } from "zod";
 import { parseRoomAlias, parseRoomId, parseUserId, userIdPattern } from "../matrix/ids.ts";
+import { KICK_ON, type KickOn } from "../reconcile/kick-rule.ts";
 import { GUEST_ACCESS, HISTORY_VISIBILITIES } from "../reconcile/template.ts";
 import { envName } from "./env-names.ts";
 
@@ -126,9 +127,25 @@ const serverName = checked(nonEmpty, (s) =>
   parseUserId(`@x:${s}`) === undefined ? `"${s}" is not a valid server name (a host name with an optional port)` : undefined,
 );
 
-const userId = checked(nonEmpty, (s) =>
-  parseUserId(s) === undefined ? `"${s}" is not a valid Matrix user id (expected @localpart:server)` : undefined,
-);
+/** What is wrong with a user id of renamedUsers, or undefined. */
+function renamedUserIdProblem(s: string): string | undefined {
+  if (parseUserId(s) !== undefined) return undefined;
+  const hint = s.startsWith("@") ? "" : "; for localparts use users.renamedLocalparts";
+  return `"${s}" is not a valid Matrix user id (expected @localpart:server${hint})`;
+}
+
+const renamedUserId = checked(nonEmpty, renamedUserIdProblem);
+
+/** What is wrong with a localpart (renamedLocalparts), or undefined. */
+function localpartProblem(s: string): string | undefined {
+  if (s.startsWith("@") && s.includes(":"))
+    return `"${s}" is a full user id; renamedLocalparts takes localparts (e.g. jdoe): write full ids in users.renamedUsers`;
+  if (s === "" || parseUserId(`@${s}:localhost`) === undefined)
+    return `"${s}" is not a valid Matrix localpart (printable ASCII without ":" or spaces, e.g. jdoe)`;
+  return undefined;
+}
+
+const localpartValue = checked(z.string(), localpartProblem);
 
 /**
  * The pattern a `sync.ignoreUsers` source stands for: anchored to the whole user id. The
@@ -357,18 +374,35 @@ const usersSchema = z.strictObject({
   domain: serverName.exactOptional(),
   /** Lower-case the built id (Matrix ids are lower case). */
   lowercase: z.boolean().default(true),
-  /** Users whose Matrix id differs from the template's result: built id → real id. */
+  /**
+   * Users whose Matrix id differs from the template's result, by full id:
+   * `"<id the template builds>": "<id of the real account>"`, e.g. the directory now says
+   * jane.doe but the account is still `@jdoe:example.org`:
+   * `"@jane.doe:example.org": "@jdoe:example.org"`. Keys and values are full user ids; for
+   * localparts use `renamedLocalparts`.
+   */
   renamedUsers: z
-    .record(z.string(), userId)
+    .record(z.string(), renamedUserId)
     .superRefine((renamed, ctx) => {
       for (const key of Object.keys(renamed)) {
-        if (parseUserId(key) === undefined) {
-          ctx.addIssue({
-            code: "custom",
-            path: [key],
-            message: `"${key}" is not a valid Matrix user id (expected @localpart:server)`,
-          });
-        }
+        const problem = renamedUserIdProblem(key);
+        if (problem !== undefined) ctx.addIssue({ code: "custom", path: [key], message: problem });
+      }
+    })
+    .default(() => ({})),
+  /**
+   * The same by localpart, both on users.domain (absent: the bot's server) — the inviterbot's
+   * `renamed_users`, 1:1: `<localpart the template builds>: <localpart of the real account>`
+   * (the seed's "new username: old username"), e.g. `jane.doe: jdoe` gives
+   * `"@jane.doe:<domain>": "@jdoe:<domain>"`. A user may be renamed here or in renamedUsers,
+   * not in both.
+   */
+  renamedLocalparts: z
+    .record(z.string(), localpartValue)
+    .superRefine((renamed, ctx) => {
+      for (const key of Object.keys(renamed)) {
+        const problem = localpartProblem(key);
+        if (problem !== undefined) ctx.addIssue({ code: "custom", path: [key], message: `key ${problem}` });
       }
     })
     .default(() => ({})),
@@ -418,8 +452,18 @@ const maxRemovalsSchema = z.strictObject({
 });
 
 const syncSchema = z.strictObject({
-  /** false: cautious mode, which invites and raises but never kicks. */
-  kick: z.boolean().default(true),
+  /**
+   * Which runs may kick (remove members the directory no longer puts in a room, revoke stale
+   * invites): `always` (default); `manual`: only runs a person started — `!sync` in the
+   * management room and the `sync` CLI command — while the schedule and the run at start
+   * invite and change levels only (the inviterbot's `cautious: true`); `scheduled`: only the
+   * schedule and the run at start; `never`: no run (cautious mode). A run that may not kick
+   * reports each user it left in the room and which rule kept them; the mass-removal guard
+   * and held removals apply to the runs that do kick, unchanged.
+   */
+  kickOn: z.enum(KICK_ON).exactOptional(),
+  /** The older form of kickOn: true = kickOn: always, false = kickOn: never. Give kick or kickOn, not both. */
+  kick: z.boolean().exactOptional(),
   /** Reason given with each kick. */
   kickReason: nonEmpty.default(DEFAULT_KICK_REASON),
   /** Guard rail against mass removal; no limit when absent. */
@@ -828,6 +872,8 @@ export function checkReferences(raw: unknown): RuleViolation[] {
     }
   }
   checkRoomsAndSpaces(raw, out, checkRole);
+  checkKickRule(raw, out);
+  checkRenamedLocalparts(raw, out);
 
   // LDAP: a bind DN with an empty password is an "unauthenticated bind", which many servers
   // answer with success without checking anything; a password without a DN binds nobody.
@@ -855,6 +901,51 @@ export function checkReferences(raw: unknown): RuleViolation[] {
     }
   }
   return out;
+}
+
+/** `sync.kick` is the older form of `sync.kickOn`: one of the two. */
+function checkKickRule(raw: unknown, out: RuleViolation[]): void {
+  const sync = field(raw, "sync");
+  if (!isRecord(sync) || sync["kick"] === undefined || sync["kickOn"] === undefined) return;
+  out.push({
+    path: ["sync", "kick"],
+    message: "sync.kick and sync.kickOn are both set; give only sync.kickOn (sync.kick: true is kickOn: always, sync.kick: false is kickOn: never)",
+  });
+}
+
+/**
+ * `users.renamedLocalparts`: with `users.lowercase` on (the default) a key with capitals never
+ * matches (built ids are lower-cased first) and a value outside the grammar of new ids is
+ * refused for every user it names; a user renamed here is not renamed in `renamedUsers` too.
+ */
+function checkRenamedLocalparts(raw: unknown, out: RuleViolation[]): void {
+  const users = field(raw, "users");
+  const renamed = field(users, "renamedLocalparts");
+  if (!isRecord(renamed)) return;
+  const lowercase = field(users, "lowercase") !== false;
+  const domain = field(users, "domain");
+  const full = field(users, "renamedUsers");
+  const fullKeys = isRecord(full) ? Object.keys(full) : [];
+  for (const [key, value] of Object.entries(renamed)) {
+    const path = ["users", "renamedLocalparts", key];
+    if (localpartProblem(key) !== undefined) continue; // reported by the schema
+    if (lowercase && key !== key.toLowerCase()) {
+      out.push({ path, message: `key "${key}" never matches: users.lowercase is on, so built ids are lower case; write "${key.toLowerCase()}"` });
+    }
+    if (lowercase && typeof value === "string" && localpartProblem(value) === undefined && !/^[a-z0-9._=/+-]+$/.test(value)) {
+      out.push({ path, message: `"${value}" is not a localpart of a new Matrix id (only a-z, 0-9 and ._=/+-), which users.lowercase requires; write it lower case, or set users.lowercase: false for historical ids` });
+    }
+    const twice = fullKeys.find((k) => {
+      const id = parseUserId(k);
+      if (id === undefined) return false;
+      const colon = k.indexOf(":");
+      const same = (a: string, b: string) => (lowercase ? a.toLowerCase() === b.toLowerCase() : a === b);
+      return same(k.slice(1, colon), key) && (typeof domain !== "string" || same(k.slice(colon + 1), domain));
+    });
+    if (twice !== undefined) {
+      out.push({ path, message: `"${key}" is also renamed in users.renamedUsers ("${twice}"): rename each user in one of the two` });
+    }
+  }
 }
 
 /**
@@ -982,7 +1073,11 @@ type ResolvedTokens = Omit<FileTokens, "synapse" | "mas"> & {
   mas?: Omit<NonNullable<FileTokens["mas"]>, "clientSecret" | "clientSecretFile"> & { clientSecret: string };
 };
 
-type ConfigShape = Omit<ConfigFile, "homeserver" | "database" | "idp" | "tokens"> & {
+/** `sync.kick` is folded into `sync.kickOn`, which is always set. */
+type ResolvedSync = Omit<ConfigFile["sync"], "kick" | "kickOn"> & { kickOn: KickOn };
+
+type ConfigShape = Omit<ConfigFile, "homeserver" | "database" | "idp" | "tokens" | "sync"> & {
+  sync: ResolvedSync;
   tokens?: ResolvedTokens;
   homeserver: Omit<FileHomeserver, "accessToken" | "accessTokenFile"> & { accessToken: string };
   database?: Omit<FileDatabase, "url" | "urlFile"> & { url: string };

@@ -102,29 +102,29 @@ export function convertInviterbot(src: SourceDoc): { ok: true; value: Conversion
   }
   const cautious = src.get("cautious");
   if (typeof cautious === "boolean") {
-    b.set(["sync", "kick"], !cautious, ["cautious"]);
-    r.changed.push({
+    const kickOn = cautious ? "manual" : "always";
+    b.set(["sync", "kickOn"], kickOn, ["cautious"]);
+    r.mapped.push({
       from: `cautious: ${cautious}`,
-      to: `sync.kick: ${!cautious}`,
+      to: `sync.kickOn: ${kickOn}`,
       note: cautious
-        ? "the seed's cautious mode still kicked on a manual !sync; with sync.kick: false ours never kicks, not even on !sync (removals are only reported)."
+        ? "scheduled runs (and the run at start) never kick; a manual !sync (or matrix-group-sync sync) does, as in the seed."
         : "kicks on every run, scheduled or manual, as the seed did without cautious.",
     });
   }
 
   const renamed = src.get("renamed_users");
   if (renamed !== undefined && Object.keys(renamed as object).length > 0) {
-    if (hs === undefined) errors.push(src.error(["renamed_users"], "needs mxid_homeserver to build full Matrix ids"));
+    if (hs === undefined) errors.push(src.error(["renamed_users"], "needs mxid_homeserver, the server of the renamed users"));
     else {
       const out: Record<string, string> = {};
-      for (const [newName, oldName] of Object.entries(renamed as Record<string, string>)) {
-        out[`@${newName}:${hs}`.toLowerCase()] = `@${oldName}:${hs}`;
-      }
-      b.set(["users", "renamedUsers"], out, ["renamed_users"]);
-      r.changed.push({
+      for (const [newName, oldName] of Object.entries(renamed as Record<string, string>)) out[newName.toLowerCase()] = oldName;
+      b.set(["users", "renamedLocalparts"], out, ["renamed_users"]);
+      const lowered = Object.keys(renamed as object).filter((k) => k !== k.toLowerCase());
+      r.mapped.push({
         from: "renamed_users",
-        to: "users.renamedUsers",
-        note: `converted from "new_localpart: old_localpart" to full ids "@new:${hs}": "@old:${hs}" (the id the directory gives → the account's real id; the key lower-cased, as our ids are built).`,
+        to: "users.renamedLocalparts",
+        note: `same form and direction: "<new username>: <old username>", i.e. the localpart the directory gives → the localpart of the account, both on users.domain (${hs}).${lowered.length > 0 ? ` Keys lower-cased, as our ids are built: ${lowered.join(", ")}.` : ""}`,
       });
     }
   }

@@ -19,7 +19,10 @@ export interface DirectorySettings {
     readonly template: string;
     readonly domain?: string;
     readonly lowercase: boolean;
+    /** Full ids: the id the template builds → the real account's id. */
     readonly renamedUsers: Readonly<Record<string, string>>;
+    /** The same by localpart, both on the users' domain (`users.renamedLocalparts`). Absent: none. */
+    readonly renamedLocalparts?: Readonly<Record<string, string>>;
   };
   readonly mapping: { readonly rooms: ExplicitRoomMapping; readonly convention: ConventionMapping };
   readonly sync: { readonly maxDepth: number };
@@ -48,10 +51,24 @@ export async function readDirectory(
   const snapshot = await idp.snapshot(mappingHint(explicit, convention, spaces.flatMap((s) => s.underGroups.map((g) => canon?.(g) ?? g))));
   if (!snapshot.ok) return fail(`directory (${idp.kind}): ${snapshot.error.message}`, { cause: snapshot.error });
   const { bindings, notes } = mapGroupsToRooms(snapshot.value, explicit, convention);
-  const mapUser = createUserMapper({ ...settings.users, domain: settings.users.domain ?? serverName });
+  const domain = settings.users.domain ?? serverName;
+  const mapUser = createUserMapper({ ...settings.users, domain, renamedUsers: renamedIds(settings.users, domain) });
   const desired = buildDesired(snapshot.value, bindings, { roles: settings.roles, mapUser, maxDepth: settings.sync.maxDepth });
   const drafts = draftSpaces(spaces, snapshot.value, bindings, canon);
   return ok({ desired, spaces: drafts, notes: [...snapshot.value.notes, ...notes] });
+}
+
+/**
+ * Every rename as full ids: `renamedLocalparts` qualified with `domain` (lower-cased as the
+ * mapper builds ids), then `renamedUsers` (the config refuses one user in both; were one in
+ * both, the full id would win). `a: b` is then exactly `"@a:<domain>": "@b:<domain>"`.
+ */
+export function renamedIds(users: DirectorySettings["users"], domain: string): Record<string, string> {
+  const server = users.lowercase ? domain.toLowerCase() : domain;
+  const out: Record<string, string> = {};
+  for (const [from, to] of Object.entries(users.renamedLocalparts ?? {})) out[`@${from}:${server}`] = `@${to}:${server}`;
+  for (const [from, to] of Object.entries(users.renamedUsers)) out[from] = to;
+  return out;
 }
 
 /** Group references from the config in the provider's canonical form (e.g. normalized DNs). */

@@ -4,6 +4,7 @@
  * writes English.
  */
 import type { UserId } from "../matrix/ids.ts";
+import type { RunKind } from "./kick-rule.ts";
 import type { LevelKind } from "./levels.ts";
 
 export type Finding =
@@ -19,7 +20,8 @@ export type Finding =
   | { readonly kind: "external-not-lowered"; readonly user: UserId; readonly from: number; readonly to: number }
   | { readonly kind: "not-lowered-incomplete"; readonly user: UserId; readonly from: number; readonly to: number }
   | { readonly kind: "creator-left-alone"; readonly user: UserId }
-  | { readonly kind: "kicking-off"; readonly user: UserId }
+  /** Not kicked because kicks are off; `onlyBy`: because only that kind of run kicks (sync.kickOn). */
+  | { readonly kind: "kicking-off"; readonly user: UserId; readonly onlyBy?: RunKind }
   | { readonly kind: "entry-kept"; readonly user: UserId; readonly level: number; readonly usersDefault: number; readonly botLevel: number }
   | { readonly kind: "not-removed-incomplete"; readonly users: readonly UserId[] }
   | { readonly kind: "guard-held"; readonly count: number; readonly managed: number; readonly limit: { readonly count?: number; readonly share?: number } }

@@ -293,7 +293,7 @@ function decideMembers(ctx: RoomContext, usersDefault: number): MemberDecisions 
     if (present && policy.kick) {
       out.removalCandidates.push(u);
     } else {
-      if (present) note({ kind: "kicking-off", user: u });
+      if (present) note({ kind: "kicking-off", user: u, ...(policy.kicksOnlyBy !== undefined ? { onlyBy: policy.kicksOnlyBy } : {}) });
       if (hasLevel) {
         const drop = dropEntry(ctx, u, current, usersDefault);
         if (drop.kind === "change") out.changes.push(drop.change);

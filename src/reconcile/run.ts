@@ -18,13 +18,17 @@ import { countReport, reportActions, reportHeld, type ReportAction, type RoomRep
 import { desiredSpaces, incompleteSpaces, shapeDesired, type ShapeContext } from "./spaces.ts";
 import type { RoomTemplate, SpaceSetting } from "./template.ts";
 import type { DesiredRoom, Policy, RoomMemory, RoomPlan, SpaceLinkKey } from "./types.ts";
+import { kickDecision, resolveKickOn, type KickOn } from "./kick-rule.ts";
 import { findingText } from "./words.ts";
 
 export interface SyncSettings extends DirectorySettings {
   /** Default: the bot's own server name. */
   readonly managedDomains?: readonly string[];
   readonly sync: DirectorySettings["sync"] & {
-    readonly kick: boolean;
+    /** Which runs may kick (kick-rule.ts); absent: `kick` decides. */
+    readonly kickOn?: KickOn;
+    /** The older form, used only when `kickOn` is absent: true (default) = always, false = never. */
+    readonly kick?: boolean;
     readonly kickReason: string;
     readonly maxRemovals: { readonly count?: number; readonly share?: number };
     readonly ignoreUsers: readonly string[];
@@ -205,10 +209,13 @@ async function syncRooms(
   // the room is synced with the groups of all references that reach it.
   const wanted = opts.rooms && opts.rooms.length > 0 ? new Set(opts.rooms) : undefined;
 
+  // sync.kickOn: whether this run kicks depends on who started it.
+  const kicks = kickDecision(resolveKickOn(settings.sync), opts.trigger);
   const policy: Policy = {
     bot,
     managedDomains: settings.managedDomains ?? [botServer],
-    kick: settings.sync.kick,
+    kick: kicks.kick,
+    ...(!kicks.kick && kicks.onlyBy !== undefined ? { kicksOnlyBy: kicks.onlyBy } : {}),
     kickReason: settings.sync.kickReason,
     ignoreUsers: settings.sync.ignoreUsers,
     maxRemovals: settings.sync.maxRemovals,
@@ -478,7 +485,9 @@ async function syncRooms(
         else await store.removeSpaceLink(roomId, "m.space.parent", a.stateKey);
       }
     }
-    if (plan.roomId !== null) await store.replaceHeld(roomId, room, plan.held.map((h) => ({ userId: h.user, reason: h.reason })), runId, at);
+    // A run that may not kick because of its kind (sync.kickOn) judges no removal: what the
+    // guard held, and what an operator released, stays for the next run that does kick.
+    if (plan.roomId !== null && policy.kicksOnlyBy === undefined) await store.replaceHeld(roomId, room, plan.held.map((h) => ({ userId: h.user, reason: h.reason })), runId, at);
     const failed = report.actions.filter((a) => a.outcome === "failed").length;
     for (const ref of refs) {
       await store.upsertManagedRoom({ room: ref, roomId, lastRunId: runId, lastOutcome: failed > 0 ? "failed" : "ok", lastSummary: countReport([report]), now: at });

@@ -1,5 +1,6 @@
 import type { RoomId, UserId } from "../matrix/ids.ts";
 import type { Finding } from "./findings.ts";
+import type { RunKind } from "./kick-rule.ts";
 import type { RoomTemplate } from "./template.ts";
 
 /** Membership states from `m.room.member` content. Absent from the room = no entry. */
@@ -131,6 +132,11 @@ export interface Policy {
   readonly managedDomains: readonly string[];
   /** When false the run invites and raises but never kicks (cautious mode). */
   readonly kick: boolean;
+  /**
+   * Set when `kick` is false only because of the kind of run (`sync.kickOn: manual` or
+   * `scheduled`): the kind that does kick. The findings then say so and how to get the kicks.
+   */
+  readonly kicksOnlyBy?: RunKind;
   readonly kickReason: string;
   /** Regular expression sources (anchored by the planner) for users never touched. */
   readonly ignoreUsers: readonly string[];

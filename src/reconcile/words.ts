@@ -5,6 +5,7 @@
  * so they cannot drift apart.
  */
 import type { Finding } from "./findings.ts";
+import type { RunKind } from "./kick-rule.ts";
 import { fmtLevel } from "./plan.ts";
 import type { ReportAction, RunReport } from "./report.ts";
 
@@ -24,6 +25,12 @@ function describeGuard(limit: { readonly count?: number; readonly share?: number
   if (limit.share !== undefined) parts.push(`at most ${Math.round(limit.share * 100)}% of managed members`);
   return parts.join(", ");
 }
+
+/** Why a run made no kicks when only the other kind of run does, and how to get them. */
+export const KICKS_ONLY_BY: Readonly<Record<RunKind, string>> = {
+  manual: "kicks are made only by manual runs (sync.kickOn: manual): run !sync or matrix-group-sync sync",
+  scheduled: "kicks are made only by scheduled runs (sync.kickOn: scheduled): the service's next scheduled run makes them",
+};
 
 export function findingText(f: Finding): string {
   switch (f.kind) {
@@ -55,7 +62,9 @@ export function findingText(f: Finding): string {
     case "creator-left-alone":
       return `${f.user}: not in a mapped group, but a room creator (unlimited power), left alone`;
     case "kicking-off":
-      return `${f.user}: not in a mapped group; kicking is off, left in the room`;
+      return f.onlyBy === undefined
+        ? `${f.user}: not in a mapped group; kicking is off (sync.kickOn: never), left in the room`
+        : `${f.user}: not in a mapped group; left in the room: ${KICKS_ONLY_BY[f.onlyBy]}`;
     case "entry-kept":
       return `${f.user}: entry ${f.level} kept: removing it would raise them to users_default ${f.usersDefault}, above ours (${fmtLevel(f.botLevel)})`;
     case "not-removed-incomplete":

@@ -50,7 +50,14 @@ describe("matrix-group-sync import", () => {
     expect(readFileSync(join(dir, "config.yaml"), "utf8")).not.toContain("azure-secret-do-not-print");
     expect(r.out + r.err).not.toContain("azure-secret-do-not-print");
     expect(r.out).toMatch(/Mapped 1:1:[\s\S]*Changes meaning[\s\S]*No equivalent \(ignored\):[\s\S]*Placeholders/);
-    expect(r.out).toMatch(/cautious: true → sync\.kick: false/);
+    expect(r.out).toMatch(/cautious: true → sync\.kickOn: manual/);
+    expect(r.out).toMatch(/renamed_users → users\.renamedLocalparts/);
+    // Both are 1:1 now: listed under "Mapped 1:1", not under "Changes meaning".
+    const changes = r.out.slice(r.out.indexOf("Changes meaning"), r.out.indexOf("No equivalent"));
+    expect(changes).not.toMatch(/cautious|renamed_users/);
+    const written = readFileSync(join(dir, "config.yaml"), "utf8");
+    expect(written).toMatch(/kickOn: manual/);
+    expect(written).toMatch(/renamedLocalparts:\n\s+testnew: testold\n\s+jane\.doe: jdoe/);
     // check-config accepts it too (through the CLI, exactly as written)
     const check = await cli(["check-config", "--config", "config.yaml"]);
     expect(check.code, check.err).toBe(0);
@@ -103,6 +110,9 @@ describe("matrix-group-sync import", () => {
     expect(printed.err).toMatch(/Mapped 1:1/);
     writeFileSync(join(dir, "printed.yaml"), printed.out);
     loads(join(dir, "printed.yaml"));
+    expect(printed.out).toMatch(/kickOn: manual/);
+    const check = await cli(["check-config", "--config", "printed.yaml"]);
+    expect(check.code, check.err).toBe(0);
   });
 
   it("matrix-registration-bot --out: loads; both tokens 0600 files; the placeholder directory written", async () => {

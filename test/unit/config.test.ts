@@ -72,7 +72,7 @@ describe("loadConfig: valid files", () => {
       dataDir: join(dir, "data"),
       roles: { member: 0, moderator: 50, admin: 100 },
       idp: { kind: "static", static: { file: join(dir, "directory.yaml") } },
-      users: { attribute: "uid", template: "@{uid}:{domain}", lowercase: true, renamedUsers: {} },
+      users: { attribute: "uid", template: "@{uid}:{domain}", lowercase: true, renamedUsers: {}, renamedLocalparts: {} },
       mapping: {
         rooms: [],
         convention: {
@@ -83,7 +83,7 @@ describe("loadConfig: valid files", () => {
           memberRole: "member",
         },
       },
-      sync: { kick: true, kickReason: DEFAULT_KICK_REASON, maxRemovals: {}, ignoreUsers: [], maxDepth: 10, createRooms: true, createRoomInvites: 10 },
+      sync: { kickOn: "always", kickReason: DEFAULT_KICK_REASON, maxRemovals: {}, ignoreUsers: [], maxDepth: 10, createRooms: true, createRoomInvites: 10 },
       rooms: { defaults: { encryption: false }, overrides: {} },
       spaces: [],
       log: { level: "info", format: "json" },
@@ -279,8 +279,8 @@ mapping:
 `),
     );
     expect(errors.map((e) => [e.path, e.message])).toEqual([
-      ["/users/renamedUsers/@old:example.org", '"new" is not a valid Matrix user id (expected @localpart:server)'],
-      ["/users/renamedUsers/jdoe", '"jdoe" is not a valid Matrix user id (expected @localpart:server)'],
+      ["/users/renamedUsers/@old:example.org", '"new" is not a valid Matrix user id (expected @localpart:server; for localparts use users.renamedLocalparts)'],
+      ["/users/renamedUsers/jdoe", '"jdoe" is not a valid Matrix user id (expected @localpart:server; for localparts use users.renamedLocalparts)'],
       ["/mapping/rooms/0/room", '"engineering" is neither a room alias (#name:server) nor a room id (!id or !id:server)'],
       ["/mapping/rooms/2/room", '"#b:example.org" is already listed at /mapping/rooms/1; list its groups in one entry'],
     ]);

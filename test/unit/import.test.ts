@@ -87,9 +87,10 @@ describe("import inviterbot", () => {
     expect(config.rooms.defaults.permissions?.events?.["m.room.redaction"]).toBe(100);
     expect(config.rooms.defaults.historyVisibility).toBe("shared");
     expect(config.rooms.defaults.encryption).toBe(true);
-    expect(config.sync.kick).toBe(false); // cautious: True
-    // new_localpart: old_localpart → built id → real id, full ids, key lower-cased
-    expect(config.users.renamedUsers).toEqual({ "@testnew:example.com": "@testold:example.com", "@jane.doe:example.com": "@jdoe:example.com" });
+    expect(config.sync.kickOn).toBe("manual"); // cautious: True — scheduled runs never kick, !sync does
+    // new_localpart: old_localpart, the seed's own form and direction (keys lower-cased, as ids are built)
+    expect(config.users.renamedLocalparts).toEqual({ testnew: "testold", "jane.doe": "jdoe" });
+    expect(config.users.renamedUsers).toEqual({});
     expect(config.spaces).toEqual([]); // a space is only suggested
     // Secrets never inline, never in the report.
     expect(yaml).not.toContain("azure-secret-do-not-print");
@@ -101,8 +102,11 @@ describe("import inviterbot", () => {
     expect(keys(conv.report, "mapped")).toEqual(
       expect.arrayContaining(["idp_type", "mxid_homeserver", "azure_ad.azure_tenant_id", "azure_ad.azure_client_id", "azure_ad.azure_client_secret", "azure_ad.azure_root_group_id", "administration_room", "permissions", "history_visibility", "encryption_on_room_creation"]),
     );
-    expect(keys(conv.report, "changed")).toEqual(expect.arrayContaining(["cautious: true", "renamed_users"]));
-    expect(conv.report.changed.find((l) => l.from.startsWith("cautious"))?.note).toMatch(/manual !sync/);
+    // Both are 1:1 now: no "changes meaning" caveat left for them.
+    expect(keys(conv.report, "mapped")).toEqual(expect.arrayContaining(["cautious: true", "renamed_users"]));
+    expect(keys(conv.report, "changed")).not.toContain("cautious: true");
+    expect(keys(conv.report, "changed")).not.toContain("renamed_users");
+    expect(conv.report.mapped.find((l) => l.from.startsWith("cautious"))?.note).toMatch(/manual !sync/);
     expect(conv.report.changed.find((l) => l.to === "spaces")?.note).toContain('underGroups: ["8b1d2c3e-4f50-4a6b-9c7d-0e1f2a3b4c5d"]');
     expect(keys(conv.report, "ignored")).toContain("ldap.*");
     expect(conv.report.placeholders.map((p) => p.to)).toEqual(expect.arrayContaining(["homeserver.url", "homeserver.accessToken(File)"]));
@@ -123,7 +127,7 @@ describe("import inviterbot", () => {
     );
     expect(l.flavour).toBe("389ds");
     expect(config.users.attribute).toBe("uid");
-    expect(config.sync.kick).toBe(true); // cautious: False
+    expect(config.sync.kickOn).toBe("always"); // cautious: False
     expect(config.rooms.defaults.encryption).toBe(false);
     expect(config.rooms.defaults.historyVisibility).toBe("joined");
     expect(config.serve).toBeUndefined(); // administration_room: ""
