@@ -746,6 +746,8 @@ const tokensSchema = z.strictObject({
       /** Its secret. Env: MGS_TOKENS_MAS_CLIENT_SECRET. */
       clientSecret: nonEmpty.exactOptional(),
       clientSecretFile: nonEmpty.exactOptional(),
+      /** How the client sends its secret: its client_auth_method in MAS's config. Absent: client_secret_basic. */
+      clientAuth: z.enum(["client_secret_basic", "client_secret_post"]).exactOptional(),
     })
     .exactOptional(),
   /** What `token create` uses when uses or expiry are not given. */

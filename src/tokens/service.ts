@@ -69,6 +69,16 @@ export class TokenService {
     }
   }
 
+  /**
+   * Lets go of the backend's credentials (MAS: revokes the cached access token). Best effort:
+   * a failure is logged as a warning (never with the token) and not passed on. Safe to call
+   * twice; call it when the process is done with tokens (the CLI, at exit).
+   */
+  async close(): Promise<void> {
+    const r = await this.backend.close();
+    if (!r.ok) this.log.warn("could not revoke the token backend's access token", { backend: this.backend.kind, error: r.error.message });
+  }
+
   inviteText(token: RegistrationToken, expiry: string, uses: string): string | undefined {
     const template = this.config.inviteTemplate;
     if (template === undefined) return undefined;
@@ -88,7 +98,14 @@ export function createTokenService(config: Config, store: Store, clock: Clock, l
   const retry = { maxRetries: config.homeserver.maxRetries, maxRetryWaitMs: config.homeserver.maxRetryWaitMs, clock };
   if (t.backend === "mas") {
     if (t.mas === undefined) return fail("tokens.backend is mas, but there is no tokens.mas section (url, clientId, clientSecret)");
-    backend = createMasTokenBackend({ url: t.mas.url, clientId: t.mas.clientId, clientSecret: t.mas.clientSecret, timeoutMs: config.homeserver.requestTimeoutMs, ...retry });
+    backend = createMasTokenBackend({
+      url: t.mas.url,
+      clientId: t.mas.clientId,
+      clientSecret: t.mas.clientSecret,
+      ...(t.mas.clientAuth !== undefined ? { clientAuth: t.mas.clientAuth } : {}),
+      timeoutMs: config.homeserver.requestTimeoutMs,
+      ...retry,
+    });
   } else {
     backend = createSynapseTokenBackend({
       homeserverUrl: config.homeserver.url,

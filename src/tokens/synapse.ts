@@ -3,10 +3,15 @@
  * Needs a server admin's access token. When Synapse delegates authentication to MAS the API
  * is gone: the error says to configure the MAS backend. A 429 or 503 with `Retry-After` is
  * retried within the retry options (see http.ts).
+ *
+ * Its list filters only by `valid=true|false`; the other filters of `TokenFilter` are applied
+ * here (see `TokenFilter`), against the injected clock. A chosen token string is checked as
+ * Synapse checks it before it is sent. There is no session to end: `close()` does nothing.
  */
+import { systemClock } from "../clock.ts";
 import { fail, ok, type Result } from "../result.ts";
 import { requestJson, retryPolicy, type HttpAnswer, type RetryOptions } from "./http.ts";
-import type { NewToken, RegistrationToken, TokenBackend, TokenChanges } from "./types.ts";
+import { checkTokenString, listFilter, type NewToken, type RegistrationToken, type TokenBackend, type TokenChanges, type TokenRef } from "./types.ts";
 
 export interface SynapseTokenOptions extends RetryOptions {
   readonly homeserverUrl: string;
@@ -46,30 +51,49 @@ export function createSynapseTokenBackend(opts: SynapseTokenOptions): TokenBacke
     const t = decode(a.body);
     return t ? ok(t) : fail(`${what}: Synapse answered with something that is not a registration token`);
   };
-  const path = (token: string): string => `/${encodeURIComponent(token)}`;
+  const path = (ref: TokenRef): string => `/${encodeURIComponent(typeof ref === "string" ? ref : ref.id)}`;
+  const name = (ref: TokenRef): string => (typeof ref === "string" ? ref : ref.id);
+  const clock = opts.clock ?? systemClock;
 
   return {
     kind: "synapse",
-    async list(filter) {
-      const r = await call("GET", filter === "all" ? "" : `?valid=${filter === "valid"}`);
+    async list(which) {
+      const f = listFilter(which);
+      const r = await call("GET", f.valid === undefined ? "" : `?valid=${f.valid}`);
       if (!r.ok) return r;
       if (r.value.status !== 200) return problem(r.value, "listing tokens");
       const list = (r.value.body as { registration_tokens?: unknown } | undefined)?.registration_tokens;
       if (!Array.isArray(list)) return fail("listing tokens: Synapse answered without registration_tokens");
-      return ok(list.flatMap((x) => decode(x) ?? []));
+      const now = clock.now().getTime();
+      return ok(
+        list
+          .flatMap((x) => decode(x) ?? [])
+          .filter(
+            (t) =>
+              (f.used === undefined || f.used === t.used > 0) &&
+              // Synapse deletes tokens; none is ever revoked.
+              (f.revoked === undefined || !f.revoked) &&
+              // Synapse's own rule: valid while expiry_time > now.
+              (f.expired === undefined || f.expired === (t.expiresAt !== null && t.expiresAt.getTime() <= now)),
+          ),
+      );
     },
     async get(ref) {
       const r = await call("GET", path(ref));
       if (!r.ok) return r;
       if (r.value.status === 404 && (r.value.body as { errcode?: unknown } | undefined)?.errcode === "M_NOT_FOUND") return ok(undefined);
-      return one(r.value, `reading token ${ref}`);
+      return one(r.value, `reading token ${name(ref)}`);
     },
     async create(input: NewToken) {
       const body: Record<string, unknown> = {
         uses_allowed: input.usesAllowed,
         expiry_time: input.expiresAt === null ? null : input.expiresAt.getTime(),
       };
-      if (input.token !== undefined) body["token"] = input.token;
+      if (input.token !== undefined) {
+        const checked = checkTokenString(input.token, "synapse");
+        if (!checked.ok) return fail(`token: ${checked.error}`, { code: "invalid-token" });
+        body["token"] = input.token;
+      }
       const r = await call("POST", "/new", body);
       return r.ok ? one(r.value, "creating a token") : r;
     },
@@ -78,15 +102,18 @@ export function createSynapseTokenBackend(opts: SynapseTokenOptions): TokenBacke
       if (changes.usesAllowed !== undefined) body["uses_allowed"] = changes.usesAllowed;
       if (changes.expiresAt !== undefined) body["expiry_time"] = changes.expiresAt === null ? null : changes.expiresAt.getTime();
       const r = await call("PUT", path(ref), body);
-      return r.ok ? one(r.value, `updating token ${ref}`) : r;
+      return r.ok ? one(r.value, `updating token ${name(ref)}`) : r;
     },
     async delete(ref) {
       const r = await call("DELETE", path(ref));
       if (!r.ok) return r;
-      return r.value.status === 200 ? ok("deleted") : problem(r.value, `deleting token ${ref}`);
+      return r.value.status === 200 ? ok("deleted") : problem(r.value, `deleting token ${name(ref)}`);
     },
     unrevoke() {
       return Promise.resolve(fail("Synapse has no revoked tokens: unrevoke is a MAS command"));
+    },
+    close() {
+      return Promise.resolve(ok(undefined));
     },
   };
 }

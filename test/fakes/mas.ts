@@ -12,7 +12,15 @@
  * - Bad JSON bodies never reach MAS: axum's `Json` extractor answers in plain text — 415 without a
  *   JSON content type, 400 for a syntax error, 422 for a type error — with serde_json's message,
  *   the serde_path_to_error path and serde_json's line/column.
- * - Token endpoint errors are OAuth2 `{"error","error_description"}` bodies.
+ * - Token and revocation endpoint errors are OAuth2 `{"error","error_description"}` bodies.
+ * - Revocation (`POST /oauth2/revoke`, RFC 7009; crates/handlers/src/oauth2/revoke.rs): the same
+ *   client authentication as the token endpoint; 200 with an empty body for a revoked token and
+ *   for one that is unknown, malformed, expired or already revoked; 401 `unauthorized_client` for
+ *   another client's token; 400 `unsupported_token_type` for a hint other than access_token /
+ *   refresh_token. Revoking ends the token's session: the admin API then answers 401
+ *   "Access token revoked" (checked before expiry, as in MAS's CallContext).
+ * - A path no route matches gets MAS's fallback: 404 with an HTML "not found" page (text/html).
+ *   A known path with another method: axum's empty 405 with `Allow`.
  * - Client ids are ULIDs, as in MAS (its client lookup parses the id as a ULID; anything else is an
  *   unknown client). A client has ONE auth method (MAS config `client_auth_method`): a client set
  *   up for client_secret_basic is refused when it posts its secret in the form, and vice versa.
@@ -61,15 +69,21 @@ export interface MasTokenRecord {
   revokedAt: Date | null;
 }
 
-export type MasEndpoint = "token" | "list" | "get" | "add" | "update" | "revoke" | "unrevoke" | "other";
+/** `token` is /oauth2/token and `oauth-revoke` /oauth2/revoke; the rest are the registration-token admin API. */
+export type MasEndpoint = "token" | "oauth-revoke" | "list" | "get" | "add" | "update" | "revoke" | "unrevoke" | "other";
 
-const ENDPOINTS: readonly MasEndpoint[] = ["token", "list", "get", "add", "update", "revoke", "unrevoke", "other"];
+const ENDPOINTS: readonly MasEndpoint[] = ["token", "oauth-revoke", "list", "get", "add", "update", "revoke", "unrevoke", "other"];
 
 export interface FakeMasOptions {
   /** The clock for token times, ULID timestamps and access-token expiry. Default: the real clock. */
   now?: () => Date;
   /** Lifetime of issued access tokens (MAS `access_token_ttl`), default 300. */
   accessTokenLifetimeSeconds?: number;
+  /**
+   * Whether the listener serves the `adminapi` resource (default true). Without it, as in MAS,
+   * its paths reach the fallback: 404 with the HTML "not found" page.
+   */
+  adminApi?: boolean;
 }
 
 export interface FakeMasClient {
@@ -797,11 +811,14 @@ interface AccessTokenRow {
   scope: readonly string[];
   expiresAt: number;
   forcedExpired: boolean;
+  /** Its session was ended at the revocation endpoint (each client-credentials grant is its own session). */
+  sessionFinished: boolean;
 }
 
 type Reply =
   | { kind: "json"; status: number; body: unknown; headers?: Record<string, string> }
   | { kind: "text"; status: number; text: string }
+  | { kind: "html"; status: number; html: string }
   | { kind: "empty"; status: number; headers?: Record<string, string> };
 
 const TOKENS_PATH = "/api/admin/v1/user-registration-tokens";
@@ -815,6 +832,7 @@ const OAUTH_DEFAULT_DESCRIPTION: Record<string, string> = {
   invalid_grant: "The provided access grant is invalid, expired, or revoked.",
   unauthorized_client: "The client is not authorized to request an access token using this method.",
   unsupported_grant_type: "The authorization grant type is not supported by the authorization server.",
+  unsupported_token_type: "The authorization server does not support the revocation of the presented token type.",
   invalid_scope: "The requested scope is invalid, unknown, or malformed.",
   server_error: "The authorization server encountered an unexpected condition that prevented it from fulfilling the request.",
 };
@@ -838,6 +856,7 @@ export class FakeMas {
   readonly url: string;
   private readonly clock: () => Date;
   private readonly lifetimeSeconds: number;
+  private readonly adminApi: boolean;
   private readonly registrationTokens = new Map<string, TokenRow>();
   private readonly clients = new Map<bigint, ClientRow>();
   private readonly accessTokens = new Map<string, AccessTokenRow>();
@@ -853,6 +872,7 @@ export class FakeMas {
     this.url = `http://127.0.0.1:${port}`;
     this.clock = opts.now ?? (() => new Date());
     this.lifetimeSeconds = opts.accessTokenLifetimeSeconds ?? 300;
+    this.adminApi = opts.adminApi ?? true;
   }
 
   static async start(opts: FakeMasOptions = {}): Promise<FakeMas> {
@@ -911,6 +931,25 @@ export class FakeMas {
   /** Every access token issued so far is answered with 401 "Access token expired" from now on. */
   expireAccessTokens(): void {
     for (const t of this.accessTokens.values()) t.forcedExpired = true;
+  }
+
+  /**
+   * Access tokens issued so far that the admin API would still accept (not expired by the clock
+   * or by `expireAccessTokens()`, session not ended by revocation).
+   */
+  liveAccessTokens(): number {
+    const now = this.now();
+    return [...this.accessTokens.values()].filter((t) => !t.sessionFinished && !t.forcedExpired && t.expiresAt >= now).length;
+  }
+
+  /** Every access token issued so far, in the order issued (for tests that use one by hand). */
+  issuedAccessTokens(): string[] {
+    return [...this.accessTokens.keys()];
+  }
+
+  /** Access tokens whose session was ended at the revocation endpoint. */
+  revokedAccessTokens(): number {
+    return [...this.accessTokens.values()].filter((t) => t.sessionFinished).length;
   }
 
   /** All registration tokens, in ULID order (copies). */
@@ -1033,6 +1072,9 @@ export class FakeMas {
     } else if (reply.kind === "text") {
       headers["content-type"] = "text/plain; charset=utf-8";
       body = reply.text;
+    } else if (reply.kind === "html") {
+      headers["content-type"] = "text/html; charset=utf-8";
+      body = reply.html;
     } else {
       Object.assign(headers, reply.headers);
     }
@@ -1069,6 +1111,15 @@ export class FakeMas {
       this.counts.token++;
       if (method !== "POST") return notAllowed("POST");
       return this.tokenEndpoint(req, body);
+    }
+    if (path === "/oauth2/revoke") {
+      this.counts["oauth-revoke"]++;
+      if (method !== "POST") return notAllowed("POST");
+      return this.revocationEndpoint(req, body);
+    }
+    if (!this.adminApi && path.startsWith("/api/admin/")) {
+      this.counts.other++;
+      return notFoundPage(method, path);
     }
     if (path === TOKENS_PATH) {
       if (get) {
@@ -1119,7 +1170,7 @@ export class FakeMas {
       }
     }
     this.counts.other++;
-    return { kind: "empty", status: 404 };
+    return notFoundPage(method, path);
   }
 
   // --- admin API authentication (crates/handlers/src/admin/call_context.rs) -------------------
@@ -1135,6 +1186,7 @@ export class FakeMas {
     if (format.kind !== "access" && format.kind !== "personal") return apiErrors(401, ["Invalid type of access token"]);
     const row = format.kind === "access" ? this.accessTokens.get(token) : undefined;
     if (!row) return apiErrors(401, ["Unknown access token"]);
+    if (row.sessionFinished) return apiErrors(401, ["Access token revoked"]);
     if (row.forcedExpired || row.expiresAt < this.now()) return apiErrors(401, ["Access token expired"]);
     if (!row.scope.includes("urn:mas:admin")) return apiErrors(401, ["Missing urn:mas:admin scope"]);
     return then();
@@ -1274,7 +1326,76 @@ export class FakeMas {
   // --- OAuth2 token endpoint (crates/handlers/src/oauth2/token.rs) ----------------------------
 
   private tokenEndpoint(req: IncomingMessage, body: Buffer | "too-large"): Reply {
-    // ClientAuthorization: the Authorization header first
+    const auth = this.clientAuthorization(req, body, TOKEN_FORM_FIELDS, (form) => parseGrant(form) !== "bad-form");
+    if (!("credentials" in auth)) return auth;
+    const grant = auth.form === undefined ? undefined : parseGrant(auth.form);
+    if (grant === "bad-form") return oauthError(500, "server_error", "Failed to deserialize form body");
+
+    // The handler: find the client, check its credentials, then the grant.
+    const client = this.authenticateClient(auth.credentials);
+    if (!("canonicalId" in client)) return client;
+    if (grant === undefined) return oauthError(400, "invalid_request");
+    if (grant.type === "unsupported") return oauthError(400, "unsupported_grant_type");
+    if (grant.type !== "client_credentials") return oauthError(400, "invalid_grant");
+
+    const violations = policyViolations(grant.scope, client);
+    if (violations.length > 0) return oauthError(403, "invalid_scope", violations.join(", "));
+    const token = generateAccessToken();
+    this.accessTokens.set(token, {
+      clientId: client.canonicalId,
+      scope: grant.scope,
+      expiresAt: this.now() + this.lifetimeSeconds * 1000,
+      forcedExpired: false,
+      sessionFinished: false,
+    });
+    const reply: Record<string, unknown> = { access_token: token, token_type: "Bearer", expires_in: this.lifetimeSeconds };
+    if (grant.scope.length > 0) reply["scope"] = grant.scope.join(" ");
+    return { kind: "json", status: 200, body: reply, headers: { "cache-control": "no-store", pragma: "no-cache" } };
+  }
+
+  // --- OAuth2 revocation endpoint (crates/handlers/src/oauth2/revoke.rs) ----------------------
+
+  private revocationEndpoint(req: IncomingMessage, body: Buffer | "too-large"): Reply {
+    const auth = this.clientAuthorization(req, body, REVOKE_FORM_FIELDS, (form) => form.has("token"));
+    if (!("credentials" in auth)) return auth;
+    const client = this.authenticateClient(auth.credentials);
+    if (!("canonicalId" in client)) return client;
+    const form = auth.form;
+    if (form === undefined) return oauthError(400, "invalid_request");
+    const token = form.get("token") ?? "";
+    const hint = form.get("token_type_hint");
+    const done: Reply = { kind: "empty", status: 200 };
+    // A malformed token is an unknown token: 200, nothing done.
+    const format = checkTokenFormat(token);
+    if (!format.ok) return done;
+    const hintIsKnown = hint === undefined || hint === "access_token" || hint === "refresh_token";
+    if (format.kind === "access" && (hint === undefined || hint === "access_token")) {
+      const row = this.accessTokens.get(token);
+      if (!row || row.forcedExpired || row.expiresAt < this.now() || row.sessionFinished) return done;
+      if (row.clientId !== client.canonicalId) return oauthError(401, "unauthorized_client");
+      row.sessionFinished = true;
+      return done;
+    }
+    // Refresh tokens are never issued here, so they are all unknown; so is any other kind of
+    // token under a known hint (or none). Only a hint MAS does not handle is an error.
+    if (hintIsKnown) return done;
+    return oauthError(400, "unsupported_token_type");
+  }
+
+  // --- Client authorization (crates/axum-utils/src/client_authorization.rs) -------------------
+
+  /**
+   * The credentials from the Authorization header and the form, and the form itself (absent
+   * without a form content type). `innerFields` are the endpoint's own form fields (a repeated
+   * one fails deserialization), `innerValid` whether serde could read the endpoint's struct.
+   */
+  private clientAuthorization(
+    req: IncomingMessage,
+    body: Buffer | "too-large",
+    innerFields: readonly string[],
+    innerValid: (form: Map<string, string>) => boolean,
+  ): { credentials: Credentials; form: Map<string, string> | undefined } | Reply {
+    // The Authorization header first
     type Header = { kind: "basic"; id: string; secret: string } | { kind: "bearer"; token: string };
     let header: Header | undefined;
     const auth = req.headers.authorization;
@@ -1295,20 +1416,18 @@ export class FakeMas {
     if (isFormContentType(req.headers["content-type"])) {
       if (body === "too-large") return oauthError(500, "server_error", "Failed to buffer the request body");
       form = new Map();
-      const known = new Set(["client_id", "client_secret", "client_assertion_type", "client_assertion", "grant_type", "scope", "code", "redirect_uri", "code_verifier", "refresh_token", "device_code"]);
+      const known = new Set([...CLIENT_AUTH_FORM_FIELDS, ...innerFields]);
       for (const [k, v] of new URLSearchParams(body.toString("utf8"))) {
         if (form.has(k) && known.has(k)) return oauthError(500, "server_error", "Failed to deserialize form body");
         if (!form.has(k)) form.set(k, v);
       }
+      if (!innerValid(form)) return oauthError(500, "server_error", "Failed to deserialize form body");
     }
-    const grant = form === undefined ? undefined : parseGrant(form);
-    if (grant === "bad-form") return oauthError(500, "server_error", "Failed to deserialize form body");
 
     const formId = form?.get("client_id");
     const formSecret = form?.get("client_secret");
     const assertionType = form?.get("client_assertion_type");
     const assertion = form?.get("client_assertion");
-    type Credentials = { kind: "basic" | "post" | "none"; id: string; secret?: string } | { kind: "bearer" };
     let credentials: Credentials;
     if (header?.kind === "basic" && formSecret === undefined && assertionType === undefined && assertion === undefined) {
       if (formId !== undefined && formId !== header.id) {
@@ -1333,8 +1452,11 @@ export class FakeMas {
     } else {
       return oauthError(400, "invalid_request");
     }
+    return { credentials, form };
+  }
 
-    // The handler: find the client, check its credentials, then the grant.
+  /** The client the credentials name, if they are right for it and its one auth method; else 401 invalid_client. */
+  private authenticateClient(credentials: Credentials): ClientRow | Reply {
     if (credentials.kind === "bearer") return oauthError(401, "invalid_client");
     const id = decodeUlid(credentials.id);
     const client = id.ok ? this.clients.get(id.value) : undefined;
@@ -1343,23 +1465,24 @@ export class FakeMas {
       (credentials.kind === "basic" && client.authMethod === "client_secret_basic") ||
       (credentials.kind === "post" && client.authMethod === "client_secret_post");
     if (!methodMatches || credentials.secret !== client.secret) return oauthError(401, "invalid_client");
-    if (grant === undefined) return oauthError(400, "invalid_request");
-    if (grant.type === "unsupported") return oauthError(400, "unsupported_grant_type");
-    if (grant.type !== "client_credentials") return oauthError(400, "invalid_grant");
-
-    const violations = policyViolations(grant.scope, client);
-    if (violations.length > 0) return oauthError(403, "invalid_scope", violations.join(", "));
-    const token = generateAccessToken();
-    this.accessTokens.set(token, {
-      clientId: client.canonicalId,
-      scope: grant.scope,
-      expiresAt: this.now() + this.lifetimeSeconds * 1000,
-      forcedExpired: false,
-    });
-    const reply: Record<string, unknown> = { access_token: token, token_type: "Bearer", expires_in: this.lifetimeSeconds };
-    if (grant.scope.length > 0) reply["scope"] = grant.scope.join(" ");
-    return { kind: "json", status: 200, body: reply, headers: { "cache-control": "no-store", pragma: "no-cache" } };
+    return client;
   }
+}
+
+type Credentials = { kind: "basic" | "post" | "none"; id: string; secret?: string } | { kind: "bearer" };
+
+const CLIENT_AUTH_FORM_FIELDS = ["client_id", "client_secret", "client_assertion_type", "client_assertion"] as const;
+const TOKEN_FORM_FIELDS = ["grant_type", "scope", "code", "redirect_uri", "code_verifier", "refresh_token", "device_code"] as const;
+const REVOKE_FORM_FIELDS = ["token", "token_type_hint"] as const;
+
+/** MAS's fallback handler: its "not found" page, HTML whatever was asked for. */
+function notFoundPage(method: string, path: string): Reply {
+  const escaped = path.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+  return {
+    kind: "html",
+    status: 404,
+    html: `<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8"><title>Page not found</title></head>\n<body><h1>Page not found</h1><p>${method} ${escaped} HTTP/1.1</p></body>\n</html>\n`,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -59,6 +59,10 @@ async function tokenRequest(form: string, headers: Record<string, string> = {}):
   return call("POST", "/oauth2/token", { raw: form, headers: { "content-type": "application/x-www-form-urlencoded", ...headers } });
 }
 
+async function revokeRequest(form: string, headers: Record<string, string> = {}): Promise<Answer> {
+  return call("POST", "/oauth2/revoke", { raw: form, headers: { "content-type": "application/x-www-form-urlencoded", ...headers } });
+}
+
 async function adminToken(): Promise<string> {
   const r = await tokenRequest("grant_type=client_credentials&scope=urn:mas:admin", { authorization: basic(ADMIN_ID, ADMIN_SECRET) });
   expect(r.status).toBe(200);
@@ -696,6 +700,115 @@ describe("one token", () => {
   });
 });
 
+describe("revocation endpoint (RFC 7009)", () => {
+  const okEmpty = (r: Answer): void => {
+    expect(r.status).toBe(200);
+    expect(r.text).toBe("");
+  };
+
+  it("ends the session of the client's own access token: 200 with no body, then the admin API answers 401 'Access token revoked'", async () => {
+    const token = await adminToken();
+    expect((await call("GET", PATH, { token })).status).toBe(200);
+    expect(mas.liveAccessTokens()).toBe(1);
+    okEmpty(await revokeRequest(`token=${token}&token_type_hint=access_token`, { authorization: basic(ADMIN_ID, ADMIN_SECRET) }));
+    const after = await call("GET", PATH, { token });
+    expect(after.status).toBe(401);
+    expect(after.json).toEqual(errors("Access token revoked"));
+    expect(mas.liveAccessTokens()).toBe(0);
+    expect(mas.revokedAccessTokens()).toBe(1);
+    // Again, and for an expired, unknown or malformed token: 200, nothing to say (RFC 7009 2.2).
+    okEmpty(await revokeRequest(`token=${token}`, { authorization: basic(ADMIN_ID, ADMIN_SECRET) }));
+    const expiring = await adminToken();
+    advance(301_000);
+    okEmpty(await revokeRequest(`token=${expiring}`, { authorization: basic(ADMIN_ID, ADMIN_SECRET) }));
+    okEmpty(await revokeRequest(`token=${expiring.slice(0, -6)}AAAAAA`, { authorization: basic(ADMIN_ID, ADMIN_SECRET) }));
+    okEmpty(await revokeRequest("token=not-a-token", { authorization: basic(ADMIN_ID, ADMIN_SECRET) }));
+    expect(mas.revokedAccessTokens()).toBe(1);
+  });
+
+  it("authenticates the client as the token endpoint does: its one method, its secret", async () => {
+    const post = await tokenRequest(`grant_type=client_credentials&scope=urn:mas:admin&client_id=${POST_ID}&client_secret=${POST_SECRET}`);
+    const postToken = (post.json as { access_token: string }).access_token;
+    const invalidClient = { error: "invalid_client", error_description: "Client authentication failed." };
+    const asBasic = await revokeRequest(`token=${postToken}`, { authorization: basic(POST_ID, POST_SECRET) });
+    expect(asBasic.status).toBe(401);
+    expect(asBasic.json).toEqual(invalidClient);
+    const wrongSecret = await revokeRequest(`token=${postToken}&client_id=${POST_ID}&client_secret=nope`);
+    expect(wrongSecret.status).toBe(401);
+    expect(wrongSecret.json).toEqual(invalidClient);
+    expect(mas.liveAccessTokens()).toBe(1);
+    okEmpty(await revokeRequest(`token=${postToken}&client_id=${POST_ID}&client_secret=${POST_SECRET}`));
+    expect(mas.liveAccessTokens()).toBe(0);
+
+    const none = await revokeRequest(`token=${postToken}`);
+    expect(none.status).toBe(400);
+    expect(none.json).toEqual({ error: "invalid_request", error_description: "No credentials were presented" });
+  });
+
+  it("refuses another client's token (401 unauthorized_client) and a hint it does not handle (400 unsupported_token_type)", async () => {
+    const token = await adminToken();
+    const other = await revokeRequest(`token=${token}&client_id=${POST_ID}&client_secret=${POST_SECRET}`);
+    expect(other.status).toBe(401);
+    expect(other.json).toEqual({ error: "unauthorized_client", error_description: "The client is not authorized to request an access token using this method." });
+    const hint = await revokeRequest(`token=${token}&token_type_hint=pct`, { authorization: basic(ADMIN_ID, ADMIN_SECRET) });
+    expect(hint.status).toBe(400);
+    expect(hint.json).toEqual({
+      error: "unsupported_token_type",
+      error_description: "The authorization server does not support the revocation of the presented token type.",
+    });
+    // A refresh-token hint for an access token: an unknown refresh token, 200, nothing revoked.
+    okEmpty(await revokeRequest(`token=${token}&token_type_hint=refresh_token`, { authorization: basic(ADMIN_ID, ADMIN_SECRET) }));
+    expect(mas.liveAccessTokens()).toBe(1);
+  });
+
+  it("answers malformed requests as MAS does", async () => {
+    const auth = { authorization: basic(ADMIN_ID, ADMIN_SECRET) };
+    const noToken = await revokeRequest("token_type_hint=access_token", auth);
+    expect(noToken.status).toBe(500);
+    expect(noToken.json).toEqual({ error: "server_error", error_description: "Failed to deserialize form body" });
+    const twice = await revokeRequest("token=a&token=b", auth);
+    expect(twice.status).toBe(500);
+    // No form at all: the client is authenticated first, then 400.
+    const noForm = await call("POST", "/oauth2/revoke", { headers: auth });
+    expect(noForm.status).toBe(400);
+    expect(noForm.json).toEqual({ error: "invalid_request", error_description: expect.any(String) });
+    const get = await call("GET", "/oauth2/revoke");
+    expect(get.status).toBe(405);
+    expect(get.headers.get("allow")).toBe("POST");
+  });
+});
+
+describe("paths no route matches", () => {
+  it("get MAS's fallback: 404 with an HTML page, also under /api/admin and /oauth2", async () => {
+    for (const path of ["/nowhere", "/api/admin/v1/nope", "/oauth2/oauth2/token", `${PATH}/01J9Z8ZQ5N6M7P8Q9R0S1T2V3W/revoke/x`]) {
+      const r = await call("POST", path);
+      expect(r.status, path).toBe(404);
+      expect(r.headers.get("content-type"), path).toBe("text/html; charset=utf-8");
+      expect(r.text, path).toMatch(/^<!DOCTYPE html>/);
+    }
+  });
+
+  it("without the adminapi resource, the admin API is such a path; the token endpoint still works", async () => {
+    const bare = await FakeMas.start({ now: () => now, adminApi: false });
+    try {
+      bare.addClient({ clientId: ADMIN_ID, clientSecret: ADMIN_SECRET, admin: true });
+      const t = await fetch(`${bare.url}/oauth2/token`, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded", authorization: basic(ADMIN_ID, ADMIN_SECRET) },
+        body: "grant_type=client_credentials&scope=urn:mas:admin",
+      });
+      expect(t.status).toBe(200);
+      const { access_token: token } = (await t.json()) as { access_token: string };
+      const r = await fetch(`${bare.url}${PATH}`, { headers: { authorization: `Bearer ${token}` } });
+      expect(r.status).toBe(404);
+      expect(r.headers.get("content-type")).toBe("text/html; charset=utf-8");
+      await r.text();
+    } finally {
+      await bare.close();
+    }
+  });
+});
+
 describe("bookkeeping", () => {
   it("counts requests per endpoint and hands out copies", async () => {
     const token = await adminToken();
@@ -706,8 +819,9 @@ describe("bookkeeping", () => {
     await call("POST", `${PATH}/${made.id}/revoke`, { token });
     await call("POST", `${PATH}/${made.id}/unrevoke`, { token });
     await call("GET", "/nowhere");
-    expect(mas.requestCounts()).toEqual({ token: 1, list: 1, get: 1, add: 1, update: 1, revoke: 1, unrevoke: 1, other: 1 });
-    expect(mas.totalRequests()).toBe(8);
+    await revokeRequest(`token=${token}`, { authorization: basic(ADMIN_ID, ADMIN_SECRET) });
+    expect(mas.requestCounts()).toEqual({ token: 1, "oauth-revoke": 1, list: 1, get: 1, add: 1, update: 1, revoke: 1, unrevoke: 1, other: 1 });
+    expect(mas.totalRequests()).toBe(9);
     expect(mas.tokenRequests()).toBe(1);
     mas.resetCounts();
     expect(mas.totalRequests()).toBe(0);
