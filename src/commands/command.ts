@@ -28,9 +28,11 @@ export type Surface = "room" | "cli";
 /**
  * How a command ended. `refused`: understood, but not done as asked (no such token, not a
  * managed room, not allowed). `failed`: tried, and something went wrong (a server refused, a
- * run had failures). `degraded`: a run finished without removals in some rooms.
+ * run had failures). `degraded`: a run finished without removals in some rooms. `usage`: an
+ * argument the parser could not judge is not one the command takes (an unknown kind); the
+ * surface adds the usage line.
  */
-export type OutcomeStatus = "ok" | "refused" | "failed" | "degraded";
+export type OutcomeStatus = "ok" | "refused" | "failed" | "degraded" | "usage";
 
 export interface Outcome {
   readonly status: OutcomeStatus;
@@ -49,6 +51,11 @@ export function done(parts: Part | readonly Part[], data?: unknown): Outcome {
 /** Understood, not done: one paragraph saying why. */
 export function refused(...content: Inline[]): Outcome {
   return { status: "refused", parts: [paragraph(...content)] };
+}
+
+/** An argument of the right type but not one the command takes. */
+export function usageError(...content: Inline[]): Outcome {
+  return { status: "usage", parts: [paragraph(...content)] };
 }
 
 /** Tried, and it went wrong. */

@@ -15,6 +15,7 @@ import { tokenCommands } from "./token-commands.ts";
 
 /** What the terminal adds to every command, and what its exit codes mean. */
 export const CLI_OPTIONS: readonly Part[] = [
+  paragraph("Usage: ", code("matrix-group-sync <command> [arguments] [--config FILE] [--json]"), "; ", code("matrix-group-sync <command> --help"), " explains one."),
   paragraph("Options for every command: ", code("--config FILE"), " (default: $MGS_CONFIG), ", code("--json"), " (print the outcome as JSON), ", code("--help"), "."),
   paragraph(
     "Any argument may also be given by name: ",

@@ -6,9 +6,11 @@
 import { parseRoomId, parseUserId, tryUserIdPattern } from "../matrix/ids.ts";
 import type { TokenService } from "../tokens/service.ts";
 import { TOKEN_SCOPE } from "../tokens/service.ts";
-import { checkTokenRef, describeExpiry, describeUses, tokenStatus, type RegistrationToken } from "../tokens/types.ts";
+import { checkTokenRef, checkTokenString, describeExpiry, describeStatus, describeUses, tokenStatus, type RegistrationToken, type TokenFilter, type TokenListWhich } from "../tokens/types.ts";
+import { decodeDuration } from "./parse.ts";
+import type { Duration } from "./spec.ts";
 import type { Result } from "../result.ts";
-import { command, done, failure, refused, type Command, type Context, type Outcome } from "./command.ts";
+import { command, done, failure, refused, usageError, type Command, type Context, type Outcome } from "./command.ts";
 import { code, list, paragraph, table } from "./render.ts";
 
 type Ctx = Context<"tokens">;
@@ -52,8 +54,8 @@ async function oneToken(
   call: (tokens: TokenService) => Promise<Result<RegistrationToken | undefined>>,
   title?: string,
 ): Promise<Outcome> {
-  const checked = checkTokenRef(ref);
-  if (!checked.ok) return refused(`token: ${checked.error}`);
+  const checked = checkTokenRef(ref, ctx.tokens.service?.backend.kind);
+  if (!checked.ok) return usageError(`token: ${checked.error}`);
   const g = await gate(ctx);
   if (!g.ok) return g.reply;
   const r = await call(g.tokens);
@@ -82,7 +84,7 @@ function row(t: RegistrationToken, tokens: TokenService): string[] {
   return [
     t.token,
     ...(tokens.backend.kind === "mas" ? [t.id] : []),
-    status.state === "valid" ? "valid" : status.reason,
+    status.state === "valid" ? "valid" : describeStatus(t, now),
     describeUses(t),
     describeExpiry(t.expiresAt, now),
   ];
@@ -92,6 +94,8 @@ function headers(tokens: TokenService): string[] {
   return ["token", ...(tokens.backend.kind === "mas" ? ["id"] : []), "status", "uses", "expires"];
 }
 
+const USES_FORM = /^(?:\d{1,9}|unlimited|∞)$/i;
+
 function parseUses(raw: string | undefined, fallback: number | null): { ok: true; value: number | null } | { ok: false; error: string } {
   if (raw === undefined) return { ok: true, value: fallback };
   if (/^(unlimited|∞)$/i.test(raw)) return { ok: true, value: null };
@@ -99,21 +103,64 @@ function parseUses(raw: string | undefined, fallback: number | null): { ok: true
   return { ok: true, value: Number(raw) };
 }
 
+/**
+ * Uses and expiry, told apart by their form, in either order and each optional: a whole
+ * number or "unlimited" is uses; `7d`, `12h`, a date or `never` is an expiry (`update TOKEN
+ * 12h` changes the expiry only). Two of one kind, or something of neither form, is an error.
+ */
+export function usesAndExpiry(values: readonly [uses: string | undefined, expiry: string | undefined]): { ok: true; uses?: string; expiry?: Duration } | { ok: false; error: string } {
+  let uses: string | undefined;
+  let expiry: Duration | undefined;
+  for (const [i, raw] of values.entries()) {
+    if (raw === undefined) continue;
+    if (USES_FORM.test(raw) || /^[-+]?\d+$/.test(raw)) {
+      const u = parseUses(raw, null);
+      if (!u.ok) return { ok: false, error: u.error };
+      if (uses !== undefined) return { ok: false, error: `uses given twice ("${uses}", "${raw}")` };
+      uses = raw;
+      continue;
+    }
+    const d = decodeDuration(raw);
+    if (!d.ok) {
+      return {
+        ok: false,
+        error: i === 0 ? `uses: "${raw}" is not a number of uses (0 or more, or "unlimited"), nor an expiry (${d.error})` : `expiry: ${d.error}`,
+      };
+    }
+    if (expiry !== undefined) return { ok: false, error: `an expiry is given twice (… "${raw}")` };
+    expiry = d.value;
+  }
+  return { ok: true, ...(uses !== undefined ? { uses } : {}), ...(expiry !== undefined ? { expiry } : {}) };
+}
+
+/** The words `token list` takes for a filter; anything else names one token. */
+const LIST_FILTERS: Readonly<Record<string, TokenListWhich | TokenFilter>> = {
+  valid: "valid",
+  invalid: "invalid",
+  all: "all",
+  used: { used: true },
+  unused: { used: false },
+  revoked: { revoked: true },
+  expired: { expired: true },
+};
+
 const listCommand: Command = command({
   name: "token list",
-  summary: "List registration tokens: valid (default), invalid or all; or show one token",
-  description: "Lists the registration tokens that are valid (the default), invalid, or all of them. Given anything else, shows that one token (as mas-token-bot's `token list TOKEN` does).",
-  params: [{ name: "which", kind: "string", description: "valid, invalid or all, or a token string or MAS id", optional: true }],
+  summary: "List registration tokens: valid (default), invalid, all, used, unused, revoked, expired; or show one token",
+  description:
+    "Lists the registration tokens that are valid (the default), invalid, all of them, used (at least one registration), unused, revoked (MAS) or expired. Given anything else, shows that one token (as mas-token-bot's `token list TOKEN` does). MAS filters on its side; Synapse's list knows only valid/invalid, so the rest is filtered here.",
+  params: [{ name: "which", kind: "string", description: "valid, invalid, all, used, unused, revoked or expired, or a token string or MAS id", optional: true }],
   permission: "token-users",
   surfaces: SURFACES,
   uses: USES,
   async run(ctx, args) {
     const given = args.which ?? "valid";
     const which = given.toLowerCase();
-    if (which !== "valid" && which !== "invalid" && which !== "all") return showToken(ctx, given);
+    const filter = Object.hasOwn(LIST_FILTERS, which) ? LIST_FILTERS[which] : undefined;
+    if (filter === undefined) return showToken(ctx, given);
     const g = await gate(ctx);
     if (!g.ok) return g.reply;
-    const r = await g.tokens.backend.list(which);
+    const r = await g.tokens.backend.list(filter);
     await g.tokens.audit(ctx.actor, ctx.place, "list", null, r.ok ? "ok" : r.error.message, { which });
     if (!r.ok) return failure(r.error.message);
     const data = { tokens: r.value.map((t) => tokenData(t, g.tokens)) };
@@ -140,10 +187,13 @@ const createCommand: Command = command({
   name: "token create",
   // mas-token-bot's word for it.
   aliases: ["token generate"],
-  summary: "Create a token: uses (default from config, or unlimited) and expiry (7d, 12h, a date, never)",
+  summary: "Create a token: uses (default from config, or unlimited), expiry (7d, 12h, a date, never), and optionally its string",
+  description:
+    "Creates a registration token. Uses and expiry are told apart by their form and may come in either order (token create 7d is an expiry only). The token string is chosen by the server unless given with --token (CLI) or as the third argument.",
   params: [
-    { name: "uses", kind: "string", description: 'how many registrations it allows, or "unlimited"', optional: true },
-    { name: "expiry", kind: "duration", description: "when it expires", optional: true },
+    { name: "uses", kind: "string", description: 'how many registrations it allows, or "unlimited" (or the expiry)', optional: true },
+    { name: "expiry", kind: "string", description: "when it expires: 7d, 12h, a date, never (or the uses)", optional: true },
+    { name: "token", kind: "string", description: "the token string to create (Synapse: up to 64 of A-Z a-z 0-9 . _ ~ -)", optional: true },
   ],
   permission: "token-users",
   surfaces: SURFACES,
@@ -151,13 +201,19 @@ const createCommand: Command = command({
   async run(ctx, args) {
     const service = ctx.tokens.service;
     if (service === undefined) return NOT_CONFIGURED;
-    const uses = parseUses(args.uses, service.config.defaults.uses);
-    if (!uses.ok) return refused(uses.error);
-    const expiry = service.expiry(args.expiry);
+    const given = usesAndExpiry([args.uses, args.expiry]);
+    if (!given.ok) return usageError(given.error);
+    const uses = parseUses(given.uses, service.config.defaults.uses);
+    if (!uses.ok) return usageError(uses.error);
+    const expiry = service.expiry(given.expiry);
     if (!expiry.ok) return refused(`expiry: ${expiry.error}`);
+    if (args.token !== undefined) {
+      const chosen = checkTokenString(args.token, service.backend.kind);
+      if (!chosen.ok) return usageError(`token: ${chosen.error}`);
+    }
     const g = await gate(ctx);
     if (!g.ok) return g.reply;
-    const r = await g.tokens.backend.create({ usesAllowed: uses.value, expiresAt: expiry.value });
+    const r = await g.tokens.backend.create({ usesAllowed: uses.value, expiresAt: expiry.value, ...(args.token !== undefined ? { token: args.token } : {}) });
     await g.tokens.audit(ctx.actor, ctx.place, "create", r.ok ? r.value : null, r.ok ? "ok" : r.error.message, { uses: uses.value, expiresAt: expiry.value });
     if (!r.ok) return failure(r.error.message);
     const now = g.tokens.clock.now();
@@ -172,11 +228,11 @@ const createCommand: Command = command({
 
 const updateCommand: Command = command({
   name: "token update",
-  summary: "Change a token's uses and/or expiry",
+  summary: "Change a token's uses and/or expiry (told apart by form: update TOKEN 12h changes the expiry only)",
   params: [
     { name: "token", kind: "string", description: "the token string or MAS id" },
-    { name: "uses", kind: "string", description: 'uses allowed, or "unlimited"', optional: true },
-    { name: "expiry", kind: "duration", description: "new expiry (7d, a date, never)", optional: true },
+    { name: "uses", kind: "string", description: 'uses allowed, or "unlimited" (or the expiry)', optional: true },
+    { name: "expiry", kind: "string", description: "new expiry: 7d, a date, never (or the uses)", optional: true },
   ],
   permission: "token-users",
   surfaces: SURFACES,
@@ -185,17 +241,19 @@ const updateCommand: Command = command({
     const service = ctx.tokens.service;
     if (service === undefined) return NOT_CONFIGURED;
     const ref = args.token;
-    const checked = checkTokenRef(ref);
-    if (!checked.ok) return refused(`token: ${checked.error}`);
-    if (args.uses === undefined && args.expiry === undefined) return refused("Nothing to change: give uses and/or an expiry.");
-    const uses = parseUses(args.uses, null);
-    if (!uses.ok) return refused(uses.error);
-    const expiry = args.expiry === undefined ? undefined : service.expiry(args.expiry);
+    const checked = checkTokenRef(ref, service.backend.kind);
+    if (!checked.ok) return usageError(`token: ${checked.error}`);
+    const given = usesAndExpiry([args.uses, args.expiry]);
+    if (!given.ok) return usageError(given.error);
+    if (given.uses === undefined && given.expiry === undefined) return refused("Nothing to change: give uses and/or an expiry.");
+    const uses = parseUses(given.uses, null);
+    if (!uses.ok) return usageError(uses.error);
+    const expiry = given.expiry === undefined ? undefined : service.expiry(given.expiry);
     if (expiry !== undefined && !expiry.ok) return refused(`expiry: ${expiry.error}`);
     const g = await gate(ctx);
     if (!g.ok) return g.reply;
     const r = await g.tokens.backend.update(ref, {
-      ...(args.uses !== undefined ? { usesAllowed: uses.value } : {}),
+      ...(given.uses !== undefined ? { usesAllowed: uses.value } : {}),
       ...(expiry !== undefined ? { expiresAt: expiry.value } : {}),
     });
     await g.tokens.audit(ctx.actor, ctx.place, "update", ref, r.ok ? "ok" : r.error.message);
@@ -212,8 +270,9 @@ const deleteCommand: Command = command({
   surfaces: SURFACES,
   uses: USES,
   async run(ctx, args) {
-    const bad = args.token.map((r) => [r, checkTokenRef(r)] as const).filter(([, c]) => !c.ok);
-    if (bad.length > 0) return { status: "refused", parts: [list(bad.map(([r, c]) => `${r}: ${c.ok ? "" : c.error}`))] };
+    const kind = ctx.tokens.service?.backend.kind;
+    const bad = args.token.map((r) => [r, checkTokenRef(r, kind)] as const).filter(([, c]) => !c.ok);
+    if (bad.length > 0) return { status: "usage", parts: [list(bad.map(([r, c]) => `${r}: ${c.ok ? "" : c.error}`))] };
     const g = await gate(ctx);
     if (!g.ok) return g.reply;
     const lines: string[] = [];
@@ -246,7 +305,7 @@ const deleteAllCommand: Command = command({
     let count = 0;
     const failures: string[] = [];
     for (const t of r.value) {
-      const d = await g.tokens.backend.delete(g.tokens.backend.kind === "mas" ? t.id : t.token);
+      const d = await g.tokens.backend.delete(g.tokens.backend.kind === "mas" ? { id: t.id } : t.token);
       await g.tokens.audit(ctx.actor, ctx.place, "delete-all", t, d.ok ? d.value : d.error.message);
       if (d.ok) count++;
       else failures.push(`${t.token}: ${d.error.message}`);
@@ -289,7 +348,7 @@ const allowCommand: Command = command({
     if (!g.ok) return g.reply;
     const entry = args.entry;
     const kind = allowKind(entry);
-    if (kind === undefined) return refused(`entry: "${entry}" is not a user id, a room id or a valid regular expression`);
+    if (kind === undefined) return usageError(`entry: "${entry}" is not a user id, a room id or a valid regular expression`);
     let heard = "";
     const roomId = kind === "room" ? parseRoomId(entry) : undefined;
     if (roomId !== undefined) {

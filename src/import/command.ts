@@ -46,7 +46,7 @@ export const importCommand: Command = command({
     const importer = IMPORTERS[kind];
     if (importer === undefined) {
       const near = nearest(kind, Object.keys(IMPORTERS));
-      return textOutcome("refused", `unknown kind: ${kind}.${near !== undefined ? ` Did you mean "${near}"?` : ""} Known: ${Object.keys(IMPORTERS).join(", ")}`);
+      return textOutcome("usage", `unknown kind: ${kind}.${near !== undefined ? ` Did you mean "${near}"?` : ""} Known: ${Object.keys(IMPORTERS).join(", ")}`);
     }
     const out = args.out !== undefined ? resolve(io.cwd, args.out) : undefined;
     const bad = (errors: readonly ImportError[]): Outcome =>

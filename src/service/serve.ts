@@ -217,6 +217,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
             log.warn("shutdown timeout: the run under way is recorded as interrupted");
             await app.store.interruptDanglingRuns(app.clock.now());
           }
+          if (tokens.ok) await tokens.value.close(); // revokes a MAS access token
           await app.close();
           log.info("stopped");
         })()),

@@ -6,7 +6,8 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Capabilities, CapabilityName, Command, Context, Outcome } from "../commands/command.ts";
-import { paragraph, splitMessage, toContent, type Part } from "../commands/render.ts";
+import { usageLine } from "../commands/help.ts";
+import { code, paragraph, splitMessage, toContent, type Part } from "../commands/render.ts";
 import type { CommandTable, ParsedArgs } from "../commands/spec.ts";
 import type { Logger } from "../log.ts";
 import type { Messenger } from "../matrix/gateway.ts";
@@ -14,7 +15,7 @@ import type { RoomId } from "../matrix/ids.ts";
 import type { Clock } from "../clock.ts";
 import type { Message } from "./router.ts";
 
-/** Progress edits at most this often (the final count is always shown). */
+/** A command that ends sooner shows no progress message; a longer one edits one at most this often. */
 const PROGRESS_EVERY_MS = 2_000;
 
 export class ManagementRoomPort {
@@ -49,17 +50,18 @@ export class ManagementRoomPort {
   }
 
   /**
-   * One progress message for a command: the first call sends it (a reply), later ones edit it
-   * (`m.replace`), at most every PROGRESS_EVERY_MS except the last (done = total).
+   * One progress message for a long command: once it has run PROGRESS_EVERY_MS, the next
+   * count is sent (a reply) and later ones edit it (`m.replace`), at most every
+   * PROGRESS_EVERY_MS, and the last (done = total) always. A quick command shows none.
    */
   progress(roomId: RoomId, replyTo: string): (done: number, total: number, what: string) => void {
     let messageId: Promise<string | undefined> | undefined;
-    let lastAt = 0;
+    let lastAt = this.clock.now().getTime();
     let chain: Promise<unknown> = Promise.resolve();
     return (done, total, what) => {
       const now = this.clock.now().getTime();
       const final = done >= total;
-      if (messageId !== undefined && !final && now - lastAt < PROGRESS_EVERY_MS) return;
+      if (messageId === undefined ? now - lastAt < PROGRESS_EVERY_MS : !final && now - lastAt < PROGRESS_EVERY_MS) return;
       lastAt = now;
       const text = `${what} ${done}/${total}`;
       const content = toContent(paragraph(text));
@@ -100,7 +102,7 @@ export interface RoomSurface {
   readonly log: Logger;
 }
 
-const REACTION: Readonly<Record<Outcome["status"], string>> = { ok: "✅", degraded: "❌", failed: "❌", refused: "❌" };
+const REACTION: Readonly<Record<Outcome["status"], string>> = { ok: "✅", degraded: "❌", failed: "❌", refused: "❌", usage: "❌" };
 
 /** Runs one command and answers in the room: the reply, and ✅ / ❌ in place of a ⏳ it put. */
 export async function runInRoom(surface: RoomSurface, cmd: RoomCommand): Promise<void> {
@@ -133,7 +135,8 @@ export async function runInRoom(surface: RoomSurface, cmd: RoomCommand): Promise
     log.error("command failed", { errorId, command: cmd.command.name, error: err instanceof Error ? err.message : String(err) });
     outcome = { status: "failed", parts: [paragraph(`Something went wrong running ${surface.prefix}${cmd.command.name} (error id ${errorId}); the details are in the log.`)] };
   }
-  await port.reply(roomId, message.eventId, outcome.parts);
+  const usage = outcome.status === "usage" ? [paragraph("Usage: ", code(usageLine(cmd.command, surface.prefix)))] : [];
+  await port.reply(roomId, message.eventId, [...outcome.parts, ...usage]);
   if (ackId !== undefined) {
     const id = await ackId;
     if (id !== undefined) await port.unreact(roomId, id);

@@ -14,6 +14,7 @@ import { CLI_OPTIONS, commandTable } from "../commands/table.ts";
 import { formatConfigError, loadConfig, type LoadedConfig } from "../config/load.ts";
 import { EXIT_DEGRADED, EXIT_FAILURES, EXIT_OK, EXIT_REFUSED, EXIT_USAGE } from "../exit-codes.ts";
 import type { RunReport } from "../reconcile/report.ts";
+import type { TokenService } from "../tokens/service.ts";
 import { botIdentity, directoryCapability, homeserverCapability } from "./capabilities.ts";
 
 export type CliIo = Terminal;
@@ -56,7 +57,7 @@ const table = commandTable();
 const onCli = (c: Command): boolean => c.surfaces.includes("cli");
 
 function usageText(): string {
-  return `Usage: ${PROGRAM} <command> [arguments] [--config FILE] [--json]\n\n${text([helpText(table, PREFIX, onCli), ...CLI_OPTIONS])}`;
+  return text([helpText(table, PREFIX, onCli), ...CLI_OPTIONS]);
 }
 
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
@@ -119,6 +120,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     };
     const outcome = await cmd.run(ctx, parsed.args);
     print(outcome, globals.json, io);
+    if (outcome.status === "usage" && !globals.json) io.err(`Usage: ${usageLine(cmd, PREFIX)}\n(${PROGRAM} ${cmd.name} --help for the details)`);
     return exitCode(outcome);
   } finally {
     await opened.close();
@@ -132,7 +134,7 @@ function print(outcome: Outcome, json: boolean, io: CliIo): void {
   }
   const shown = outcome.text ?? text(outcome.parts);
   if (shown === "") return;
-  (outcome.status === "refused" ? io.err : io.out)(shown);
+  (outcome.status === "refused" || outcome.status === "usage" ? io.err : io.out)(shown);
 }
 
 export function exitCode(outcome: Outcome): number {
@@ -143,6 +145,8 @@ export function exitCode(outcome: Outcome): number {
       return EXIT_DEGRADED;
     case "refused":
       return EXIT_REFUSED;
+    case "usage":
+      return EXIT_USAGE;
     case "failed":
       return EXIT_FAILURES;
   }
@@ -175,7 +179,10 @@ async function capabilitiesFor(cmd: Command, globals: Globals, io: CliIo): Promi
   const opened = await openApp(loaded.config, { interactive: io.interactive, json: globals.json });
   if (!opened.ok) return { ok: false, error: opened.error.message, code: EXIT_FAILURES };
   const app = opened.value;
+  let tokenService: TokenService | undefined;
   const close = async (): Promise<void> => {
+    // The CLI's MAS access token is revoked at exit (a no-op for Synapse).
+    await tokenService?.close();
     await app.close();
   };
   const bot = botIdentity(app);
@@ -194,7 +201,8 @@ async function capabilitiesFor(cmd: Command, globals: Globals, io: CliIo): Promi
   if (uses.has("tokens")) {
     const { createTokenService } = await import("../tokens/service.ts");
     const tokens = createTokenService(loaded.config, app.store, app.clock, app.log);
-    caps.tokens = { service: tokens.ok ? tokens.value : undefined, managementRoomId: undefined } satisfies Tokens;
+    tokenService = tokens.ok ? tokens.value : undefined;
+    caps.tokens = { service: tokenService, managementRoomId: undefined } satisfies Tokens;
   }
   return { ok: true, caps: caps as Capabilities, close };
 }

@@ -72,10 +72,10 @@ describe("matrix-group-sync import", () => {
     expect(r.out).not.toContain("ldap-secret-do-not-print");
   });
 
-  it("bad input: every problem with file and line, exit 2, nothing written", async () => {
+  it("bad input: every problem with file and line, exit 4 (refused), nothing written", async () => {
     for (const name of ["inviterbot-bad.yaml", "inviterbot-bad-values.yaml", "not-yaml.yaml", "no-such-file.yaml"]) {
       const r = await cli(["import", "inviterbot", join(FIXTURES, name), "--out", "config.yaml"]);
-      expect(r.code, name).toBe(2);
+      expect(r.code, name).toBe(4);
       expect(r.err).toMatch(/nothing was written/);
       expect(readdirSync(dir), name).toEqual([]);
     }
@@ -88,7 +88,7 @@ describe("matrix-group-sync import", () => {
     writeFileSync(join(dir, "config.yaml"), "mine\n");
     const src = join(FIXTURES, "inviterbot-azure.yaml");
     const refused = await cli(["import", "inviterbot", src, "--out", "config.yaml"]);
-    expect(refused.code).toBe(2);
+    expect(refused.code).toBe(4);
     expect(refused.err).toMatch(/refusing to overwrite .*config\.yaml.*--force/);
     expect(readFileSync(join(dir, "config.yaml"), "utf8")).toBe("mine\n");
     expect(existsSync(join(dir, "config.yaml.secrets"))).toBe(false);
@@ -100,7 +100,7 @@ describe("matrix-group-sync import", () => {
 
   it("without --out: refuses a source with secrets; prints YAML for one without", async () => {
     const refused = await cli(["import", "inviterbot", join(FIXTURES, "inviterbot-azure.yaml")]);
-    expect(refused.code).toBe(2);
+    expect(refused.code).toBe(4);
     expect(refused.err).toMatch(/give --out FILE/);
     expect(refused.out).toBe("");
     const noSecrets = join(dir, "anon.yaml");
@@ -125,7 +125,7 @@ describe("matrix-group-sync import", () => {
     expect(r.out).toMatch(/Placeholders[\s\S]*kind: static/);
     expect(r.out + readFileSync(join(dir, "reg.yaml"), "utf8")).not.toMatch(/do-not-print/);
     const bad = await cli(["import", "matrix-registration-bot", join(FIXTURES, "matrix-registration-bot-bad.yml"), "--out", "bad.yaml"]);
-    expect(bad.code).toBe(2);
+    expect(bad.code).toBe(4);
     expect(bad.err).toMatch(/matrix-registration-bot-bad\.yml:3: bot\.acces_token: unknown key; did you mean "access_token"\?/);
     expect(existsSync(join(dir, "bad.yaml"))).toBe(false);
   });
@@ -140,7 +140,7 @@ describe("matrix-group-sync import", () => {
     expect(mode(join(dir, "mas.yaml.secrets/mas-client-secret"))).toBe(0o600);
     expect(r.out).not.toContain("mas-secret-do-not-print");
     const bad = await cli(["import", "mas-token-bot", join(FIXTURES, "mas-token-bot-bad.yaml"), "--out", "bad.yaml"]);
-    expect(bad.code).toBe(2);
+    expect(bad.code).toBe(4);
     expect(bad.err).toMatch(/mas-token-bot-bad\.yaml:5: default_uses_alowed: unknown key; did you mean "default_uses_allowed"\?/);
     expect(existsSync(join(dir, "bad.yaml"))).toBe(false);
     expect(existsSync(join(dir, "bad.yaml.secrets"))).toBe(false);
@@ -152,7 +152,7 @@ describe("matrix-group-sync import", () => {
     expect(unknown.err).toMatch(/unknown kind: inviterbt\. Did you mean "inviterbot"\?/);
     expect((await cli(["import", "inviterbot"])).code).toBe(2);
     const help = await cli(["help"]);
-    expect(help.out).toMatch(/import KIND FILE/);
+    expect(help.out).toMatch(/import \[--force\] <kind> <file> \[out\]/);
   });
 
   it("the installed command imports (bin entry)", async () => {
