@@ -9,6 +9,7 @@ import * as serve from "./2026-11-25T01-serve.ts";
 import * as tokenAudit from "./2026-11-25T02-token-audit.ts";
 import * as runOwner from "./2026-12-03T00-run-owner.ts";
 import * as spaceLinks from "./2026-12-03T01-space-links.ts";
+import * as auditReaders from "./2026-12-04T00-audit-readers.ts";
 
 export const migrations: Readonly<Record<string, Migration>> = {
   "2026-11-25T00-initial": initial,
@@ -16,4 +17,5 @@ export const migrations: Readonly<Record<string, Migration>> = {
   "2026-11-25T02-token-audit": tokenAudit,
   "2026-12-03T00-run-owner": runOwner,
   "2026-12-03T01-space-links": spaceLinks,
+  "2026-12-04T00-audit-readers": auditReaders,
 };

@@ -758,6 +758,46 @@ const tokensSchema = z.strictObject({
   inviteTemplate: nonEmpty.exactOptional(),
 });
 
+// ---------------------------------------------------------------------------------------
+// Retention: how long the audit is kept (pruned by the service, store/retention.ts).
+// ---------------------------------------------------------------------------------------
+
+const RETENTION_UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+const DAY_MS = 86_400_000;
+const MAX_RETENTION_MS = 100 * 365 * DAY_MS;
+
+/**
+ * A retention period as written (`90d`, `52w`, `1w3d`, `36h`; `never` keeps everything): the
+ * milliseconds it stands for, null for never, undefined when it is not a period.
+ */
+export function retentionMs(text: string): number | null | undefined {
+  if (text.toLowerCase() === "never") return null;
+  if (!/^(\d+[smhdw])+$/i.test(text)) return undefined;
+  let ms = 0;
+  for (const m of text.matchAll(/(\d+)([smhdw])/gi)) ms += Number(m[1]) * (RETENTION_UNIT_MS[(m[2] ?? "").toLowerCase()] ?? Number.NaN);
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+/** At least a day: `3m` is three minutes, and would leave no history. */
+const retentionPeriod = checked(nonEmpty, (s) => {
+  const ms = retentionMs(s);
+  if (ms === undefined) return `"${s}" is not a retention period: use e.g. 90d, 52w, 36h, or never`;
+  if (ms === null) return undefined;
+  if (ms < DAY_MS) return `"${s}" is shorter than a day (m means minutes): keep at least 1d, or never`;
+  if (ms > MAX_RETENTION_MS) return `"${s}" is longer than 100 years: use never`;
+  return undefined;
+});
+
+const retentionSchema = z.strictObject({
+  /**
+   * Sync runs with the actions they recorded (`!history`), by their start. Whatever its age,
+   * a run still running and the last run of each managed room and held removal are kept.
+   */
+  runs: retentionPeriod.default("90d"),
+  /** The registration-token audit. */
+  tokenAudit: retentionPeriod.default("365d"),
+});
+
 const logSchema = z.strictObject({
   level: z.enum(["trace", "debug", "info", "warn", "error"]).default("info"),
   /** json: one object a line; pretty: for a person at a terminal. */
@@ -794,6 +834,8 @@ export const configFileSchema = z.strictObject({
   spaces: z.array(spaceSchema).default(() => []),
   /** Serve mode; required by `matrix-group-sync serve` only. */
   serve: serveSchema.exactOptional(),
+  /** How long the audit (runs and their actions, the token audit) is kept. */
+  retention: retentionSchema.prefault({}),
   log: logSchema.prefault({}),
 });
 
@@ -1106,6 +1148,7 @@ export type SyncConfig = Config["sync"];
 export type LogConfig = Config["log"];
 export type ServeConfig = NonNullable<Config["serve"]>;
 export type TokensConfig = NonNullable<Config["tokens"]>;
+export type RetentionConfig = Config["retention"];
 export type RoomsConfig = Config["rooms"];
 /** A room's template as written: `rooms.defaults` or one entry of `rooms.overrides` (which may also set `name`). */
 export type RoomTemplateConfig = RoomsConfig["defaults"] | RoomsConfig["overrides"][string];

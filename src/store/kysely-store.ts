@@ -10,20 +10,26 @@
  * collide. Drop it afterwards (`drop schema "t_abc" cascade`).
  */
 import { sql, type Kysely, type Selectable, type SqlBool, type Transaction } from "kysely";
-import type {
-  ActionOutcome,
-  AllowEntry,
-  TokenAuditRecord,
-  ActionRecord,
-  ExternalRecord,
-  SpaceLinkRecord,
-  SpaceLinkType,
-  HeldRecord,
-  ManagedRoomRecord,
-  RunOutcome,
-  RunRecord,
-  RunTrigger,
-  Store,
+import {
+  DEFAULT_AUDIT_ROWS,
+  MAX_AUDIT_ROWS,
+  type ActionOutcome,
+  type AllowEntry,
+  type PruneCounts,
+  type TokenAuditQuery,
+  type TokenAuditRecord,
+  type UserActionRecord,
+  type UserActionsQuery,
+  type ActionRecord,
+  type ExternalRecord,
+  type SpaceLinkRecord,
+  type SpaceLinkType,
+  type HeldRecord,
+  type ManagedRoomRecord,
+  type RunOutcome,
+  type RunRecord,
+  type RunTrigger,
+  type Store,
 } from "./store.ts";
 import {
   RUN_OWNER_LOCK_CLASS,
@@ -166,7 +172,55 @@ export async function listActions(db: Db, runId: number): Promise<ActionRecord[]
   return rows.map(toActionRecord);
 }
 
-function toActionRecord(row: Selectable<RunActionsTable>): ActionRecord {
+/** A read's row count: DEFAULT_AUDIT_ROWS when not given, at most MAX_AUDIT_ROWS. */
+export function auditLimit(limit: number | undefined): number {
+  if (limit === undefined) return DEFAULT_AUDIT_ROWS;
+  if (!Number.isSafeInteger(limit) || limit < 1) throw new RangeError(`an audit read's limit must be a whole number of at least 1, not ${limit}`);
+  return Math.min(limit, MAX_AUDIT_ROWS);
+}
+
+/**
+ * Every action recorded for one user, newest first (`at`, then `id`), with its run: read
+ * backwards along run_actions_user_at_idx, each row's run by its primary key.
+ */
+export async function listUserActions(db: Db, userId: string, query: UserActionsQuery = {}): Promise<UserActionRecord[]> {
+  const rows = await userActionsQuery(db, userId, query).execute();
+  return rows.map((row) => ({
+    id: row.id,
+    ...toActionRecord(row),
+    userId,
+    run: { trigger: row.run_trigger as RunTrigger, dryRun: row.run_dry_run, startedAt: row.run_started_at, outcome: row.run_outcome as RunOutcome },
+  }));
+}
+
+/** The query of `listUserActions`, unexecuted (tests EXPLAIN it). */
+export function userActionsQuery(db: Db, userId: string, query: UserActionsQuery = {}) {
+  let q = db
+    .selectFrom("run_actions as a")
+    .innerJoin("sync_runs as r", "r.id", "a.run_id")
+    .select([
+      "a.id",
+      "a.run_id",
+      "a.room",
+      "a.room_id",
+      "a.kind",
+      "a.user_id",
+      "a.detail",
+      "a.outcome",
+      "a.error",
+      "a.at",
+      "r.trigger as run_trigger",
+      "r.dry_run as run_dry_run",
+      "r.started_at as run_started_at",
+      "r.outcome as run_outcome",
+    ])
+    .where("a.user_id", "=", userId);
+  const { before } = query;
+  if (before !== undefined) q = q.where((eb) => eb(eb.refTuple("a.at", "a.id"), "<", eb.tuple(before.at, before.id)));
+  return q.orderBy("a.at", "desc").orderBy("a.id", "desc").limit(auditLimit(query.limit));
+}
+
+function toActionRecord(row: Omit<Selectable<RunActionsTable>, "id">): ActionRecord {
   return {
     runId: row.run_id,
     room: row.room,
@@ -406,9 +460,69 @@ export async function recordTokenAudit(db: Db, e: TokenAuditRecord): Promise<voi
     .execute();
 }
 
-export async function listTokenAudit(db: Db, limit: number): Promise<TokenAuditRecord[]> {
-  const rows = await db.selectFrom("token_audit").selectAll().orderBy("id", "desc").limit(limit).execute();
+/** Newest first (`at`, then insertion order); with `tokenRefs`, along token_audit_token_ref_at_idx. */
+export async function listTokenAudit(db: Db, limit: number, query: TokenAuditQuery = {}): Promise<TokenAuditRecord[]> {
+  if (query.tokenRefs?.length === 0) return [];
+  const rows = await tokenAuditQuery(db, limit, query).execute();
   return rows.map((r) => ({ at: r.at, actor: r.actor, place: r.place, action: r.action, tokenRef: r.token_ref, result: r.result, detail: r.detail }));
+}
+
+/** The query of `listTokenAudit`, unexecuted (tests EXPLAIN it). */
+export function tokenAuditQuery(db: Db, limit: number, query: TokenAuditQuery = {}) {
+  let q = db.selectFrom("token_audit").selectAll();
+  const refs = query.tokenRefs;
+  if (refs !== undefined) q = refs.length > 0 ? q.where("token_ref", "in", [...refs]) : q.where(sql<SqlBool>`false`);
+  return q.orderBy("at", "desc").orderBy("id", "desc").limit(auditLimit(limit));
+}
+
+// --- retention ---------------------------------------------------------------------------
+
+/** Runs deleted per transaction: a long backlog is pruned in steps, each one short. */
+export const PRUNE_BATCH_RUNS = 200;
+
+/**
+ * Deletes old runs with their actions, and old token audit rows (a null date: none). Kept
+ * whatever their age: runs still running (one may yet be finished or interrupted), and the
+ * runs managed_rooms.last_run_id and held_removals.run_id point at — a room's last real run,
+ * whose actions show what it did and why a kick is held. Neither table is touched: both have
+ * no foreign key to sync_runs on purpose. Handled command events are not pruned here.
+ */
+export async function prune(db: Kysely<Database>, before: { readonly runs: Date | null; readonly tokenAudit: Date | null }): Promise<PruneCounts> {
+  let runs = 0;
+  let actions = 0;
+  const runsBefore = before.runs;
+  if (runsBefore !== null) {
+    for (;;) {
+      const step = await db.transaction().execute(async (trx) => {
+        const ids = (
+          await trx
+            .selectFrom("sync_runs")
+            .select("id")
+            .where("started_at", "<", runsBefore)
+            .where("outcome", "<>", "running")
+            .where((eb) => eb.not(eb.exists(eb.selectFrom("managed_rooms").select("managed_rooms.last_run_id").whereRef("managed_rooms.last_run_id", "=", "sync_runs.id"))))
+            .where((eb) => eb.not(eb.exists(eb.selectFrom("held_removals").select("held_removals.run_id").whereRef("held_removals.run_id", "=", "sync_runs.id"))))
+            .orderBy("id")
+            .limit(PRUNE_BATCH_RUNS)
+            .execute()
+        ).map((r) => r.id);
+        if (ids.length === 0) return { runs: 0, actions: 0 };
+        // Explicitly, not by the foreign key's cascade: to count them.
+        const a = await trx.deleteFrom("run_actions").where("run_id", "in", ids).executeTakeFirst();
+        const r = await trx.deleteFrom("sync_runs").where("id", "in", ids).executeTakeFirst();
+        return { runs: Number(r.numDeletedRows), actions: Number(a.numDeletedRows) };
+      });
+      runs += step.runs;
+      actions += step.actions;
+      if (step.runs < PRUNE_BATCH_RUNS) break;
+    }
+  }
+  let tokenAudit = 0;
+  if (before.tokenAudit !== null) {
+    const result = await db.deleteFrom("token_audit").where("at", "<", before.tokenAudit).executeTakeFirst();
+    tokenAudit = Number(result.numDeletedRows);
+  }
+  return { runs, actions, tokenAudit };
 }
 
 // --- allow lists -------------------------------------------------------------------------
@@ -487,6 +601,7 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     interruptDanglingRuns: (finishedAt) => interruptDanglingRuns(db, finishedAt, opened.engine, opened.owner),
     recordActions: (rows) => recordActions(db, rows),
     listActions: (runId) => listActions(db, runId),
+    listUserActions: (userId, query) => listUserActions(db, userId, query),
     listHeld: (roomId) => listHeld(db, roomId),
     replaceHeld: (roomId, room, rows, runId, now) => replaceHeld(db, roomId, room, rows, runId, now),
     releaseHeld: (roomId, userIds, now) => releaseHeld(db, roomId, userIds, now),
@@ -502,7 +617,8 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     markHandled: (eventId, roomId, at) => markHandled(db, eventId, roomId, at),
     pruneHandled: (before) => pruneHandled(db, before),
     recordTokenAudit: (entry) => recordTokenAudit(db, entry),
-    listTokenAudit: (limit) => listTokenAudit(db, limit),
+    listTokenAudit: (limit, query) => listTokenAudit(db, limit, query),
+    prune: (before) => prune(db, before),
     listAllowed: (scope) => listAllowed(db, scope),
     addAllowed: (entry) => addAllowed(db, entry),
     removeAllowed: (scope, entry) => removeAllowed(db, scope, entry),

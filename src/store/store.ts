@@ -50,6 +50,36 @@ export interface ActionRecord {
   readonly at: Date;
 }
 
+/** The run an action belongs to, as `listUserActions` returns it with each action. */
+export interface ActionRunInfo {
+  readonly trigger: RunTrigger;
+  readonly dryRun: boolean;
+  readonly startedAt: Date;
+  readonly outcome: RunOutcome;
+}
+
+/**
+ * One action that names a user (an invite, a kick, a held kick, a change of their power
+ * level), with its run. `id` orders rows recorded at the same time and pages on (`before`).
+ */
+export interface UserActionRecord extends ActionRecord {
+  readonly id: number;
+  readonly userId: string;
+  readonly run: ActionRunInfo;
+}
+
+/** Most rows one audit read returns, whatever `limit` asks for. */
+export const MAX_AUDIT_ROWS = 1000;
+/** Rows an audit read returns when no `limit` is given. */
+export const DEFAULT_AUDIT_ROWS = 50;
+
+export interface UserActionsQuery {
+  /** Default DEFAULT_AUDIT_ROWS, at most MAX_AUDIT_ROWS. */
+  readonly limit?: number;
+  /** Only rows older than this one (the last row of the previous page): `at`, then `id`. */
+  readonly before?: { readonly at: Date; readonly id: number };
+}
+
 export interface HeldRecord {
   readonly roomId: string;
   readonly room: string;
@@ -106,6 +136,22 @@ export interface TokenAuditRecord {
   readonly detail: unknown;
 }
 
+export interface TokenAuditQuery {
+  /**
+   * Only rows about one of these references, compared as stored. The store does not mask:
+   * the caller passes what the token module would have recorded for the token a person
+   * names (tokens/service.ts `maskRef(text)`, and for MAS also the id itself).
+   */
+  readonly tokenRefs?: readonly string[];
+}
+
+/** What `prune` deleted. */
+export interface PruneCounts {
+  readonly runs: number;
+  readonly actions: number;
+  readonly tokenAudit: number;
+}
+
 export interface Store {
   readonly engine: "pglite" | "postgres";
 
@@ -125,6 +171,12 @@ export interface Store {
   /** Batch insert; one statement per call (not one per row) where the engine allows. */
   recordActions(rows: readonly ActionRecord[]): Promise<void>;
   listActions(runId: number): Promise<ActionRecord[]>;
+  /**
+   * Everything recorded for one user across rooms and runs (dry runs included, marked by
+   * `run.dryRun`), newest first (`at`, then `id`). Held kicks are rows with outcome "held";
+   * an operator's release is not an action (see `listHeld`).
+   */
+  listUserActions(userId: string, query?: UserActionsQuery): Promise<UserActionRecord[]>;
 
   listHeld(roomId?: string): Promise<HeldRecord[]>;
   /** After a real run of a room: its held set becomes exactly `rows` (released rows included: they were applied or are moot). */
@@ -150,8 +202,16 @@ export interface Store {
   pruneHandled(before: Date): Promise<number>;
 
   recordTokenAudit(entry: TokenAuditRecord): Promise<void>;
-  /** Newest first. */
-  listTokenAudit(limit: number): Promise<TokenAuditRecord[]>;
+  /** Newest first (`at`, then insertion order); at most MAX_AUDIT_ROWS. */
+  listTokenAudit(limit: number, query?: TokenAuditQuery): Promise<TokenAuditRecord[]>;
+
+  /**
+   * Deletes the runs that started before `before.runs`, with their actions, and the token
+   * audit rows from before `before.tokenAudit` (null: keep them all). Kept whatever their age:
+   * a run still running, and the run each managed room and each held removal points at (its
+   * last real run, whose actions show why a kick is held).
+   */
+  prune(before: { readonly runs: Date | null; readonly tokenAudit: Date | null }): Promise<PruneCounts>;
 
   listAllowed(scope: string): Promise<AllowEntry[]>;
   /** Insert or update (same scope and entry). */

@@ -86,6 +86,7 @@ describe("loadConfig: valid files", () => {
       sync: { kickOn: "always", kickReason: DEFAULT_KICK_REASON, maxRemovals: {}, ignoreUsers: [], maxDepth: 10, createRooms: true, createRoomInvites: 10 },
       rooms: { defaults: { encryption: false }, overrides: {} },
       spaces: [],
+      retention: { runs: "90d", tokenAudit: "365d" },
       log: { level: "info", format: "json" },
     };
     expect(config).toEqual(expected);
