@@ -1,7 +1,11 @@
 /** `sync`, `status`, `history`, `release`: runs and what they held back, in the room and on the CLI. */
+import type { UserId } from "../matrix/ids.ts";
 import { toJson, toText } from "../reconcile/report.ts";
-import { auditParts } from "./audit-parts.ts";
-import { command, done, refused, type Command, type Outcome } from "./command.ts";
+import { actionRow } from "../reconcile/words.ts";
+import type { Store } from "../store/store.ts";
+import { auditParts, reportEntryOf } from "./audit-parts.ts";
+import { command, done, refused, usageError, type Command, type Outcome } from "./command.ts";
+import { decodeInt, decodeUser } from "./parse.ts";
 import { reportParts } from "./report-parts.ts";
 import { list, paragraph, table } from "./render.ts";
 
@@ -89,14 +93,26 @@ function isoSeconds(d: Date): string {
 
 export const historyCommand: Command = command({
   name: "history",
-  summary: "The audit of a run: every action per room with its outcome (default: the last real run)",
-  description: "Shows what one run did or planned, room by room: creations, kicks, level and permission changes, state, space links, invites and held removals, each with its outcome. Without a run number: the last real run. The status command lists the runs.",
-  params: [{ name: "run", kind: "int", description: "a run number from status", optional: true }],
+  summary: "The audit: a run's actions per room with their outcome (default: the last real run), or everything done to one user",
+  description:
+    "With a run number (or nothing: the last real run), shows what that run did or planned, room by room: creations, kicks, level and permission changes, state, space links, invites and held removals, each with its outcome; the status command lists the runs. With a user, shows everything runs did or planned to that user across rooms and runs, newest first (dry runs marked).",
+  params: [{ name: "run-or-user", kind: "string", description: "a run number from status, or a user id", optional: true }],
   permission: "operator",
   surfaces: BOTH,
   uses: ["store"],
   async run(ctx, args) {
-    let runId = args.run;
+    const given = args["run-or-user"];
+    if (given !== undefined && !/^\d+$/.test(given)) {
+      const user = decodeUser(given);
+      if (!user.ok) return usageError(`run-or-user: "${given}" is neither a run number nor a user id (${user.error})`);
+      return userHistory(ctx.store, user.value);
+    }
+    let runId: number | undefined;
+    if (given !== undefined) {
+      const n = decodeInt(given);
+      if (!n.ok) return usageError(`run-or-user: ${n.error}`);
+      runId = n.value;
+    }
     if (runId === undefined) {
       const runs = await ctx.store.listRuns(100);
       const last = runs.find((r) => !r.dryRun && r.outcome !== "running") ?? runs[0];
@@ -112,6 +128,42 @@ export const historyCommand: Command = command({
     });
   },
 });
+
+async function userHistory(store: Store, user: UserId): Promise<Outcome> {
+  const rows = await store.listUserActions(user, { limit: AUDIT_USER_ROWS });
+  const data = {
+    user,
+    actions: rows.map((r) => ({
+      at: r.at.toISOString(),
+      run: r.runId,
+      dryRun: r.run.dryRun,
+      trigger: r.run.trigger,
+      room: r.room,
+      kind: r.kind,
+      outcome: r.outcome,
+      error: r.error,
+      detail: r.detail,
+    })),
+  };
+  if (rows.length === 0) return done(paragraph(`No run has done anything to ${user} (in the history kept).`), data);
+  return done(
+    [
+      paragraph(`${rows.length === AUDIT_USER_ROWS ? `The last ${rows.length}` : rows.length} action(s) on ${user}, newest first:`),
+      table(
+        ["when", "run", "room", "action", "detail", "outcome"],
+        rows.map((r) => {
+          const entry = reportEntryOf(r);
+          const [what, , detail] = entry !== undefined ? actionRow(entry) : [r.kind, "", ""];
+          return [isoSeconds(r.at), `${r.runId}${r.run.dryRun ? " (dry run)" : ""}`, r.room, what, detail, r.error !== null ? `${r.outcome}: ${r.error}` : r.outcome];
+        }),
+      ),
+    ],
+    data,
+  );
+}
+
+/** Most rows `history @user` shows. */
+const AUDIT_USER_ROWS = 50;
 
 export const releaseCommand: Command = command({
   name: "release",

@@ -5,7 +5,7 @@
  */
 import { parseRoomId, parseUserId, tryUserIdPattern } from "../matrix/ids.ts";
 import type { TokenService } from "../tokens/service.ts";
-import { TOKEN_SCOPE } from "../tokens/service.ts";
+import { maskRef, TOKEN_SCOPE } from "../tokens/service.ts";
 import { checkTokenRef, checkTokenString, describeExpiry, describeStatus, describeUses, tokenStatus, type RegistrationToken, type TokenFilter, type TokenListWhich } from "../tokens/types.ts";
 import { decodeDuration } from "./parse.ts";
 import type { Duration } from "./spec.ts";
@@ -40,7 +40,8 @@ async function operatorGate(ctx: Ctx, what: string): Promise<{ ok: true; tokens:
   if (tokens === undefined) return { ok: false, reply: NOT_CONFIGURED };
   if (ctx.place === "cli" || (ctx.place === ctx.tokens.managementRoomId && ctx.isOperator)) return { ok: true, tokens };
   await tokens.audit(ctx.actor, ctx.place, what, null, "refused: not an operator in the management room");
-  return { ok: false, reply: refused(`Sorry ${ctx.actor}, only operators in the management room may ${what === "delete-all" ? "delete every token" : "change the token allow list"}.`) };
+  const doing = what === "delete-all" ? "delete every token" : what === "audit" ? "read the token audit" : "change the token allow list";
+  return { ok: false, reply: refused(`Sorry ${ctx.actor}, only operators in the management room may ${doing}.`) };
 }
 
 /**
@@ -413,7 +414,42 @@ const allowedCommand: Command = command({
   },
 });
 
+/** Most rows `token audit` shows. */
+const AUDIT_ROWS = 50;
+
+const auditCommand: Command = command({
+  name: "token audit",
+  summary: "Who did what with registration tokens, newest first (all, or one token)",
+  description:
+    "Shows the token audit: every token command (also refused ones), who gave it, where, and its result, newest first. Token strings are stored masked (the first characters and the length), so the audit never shows a whole token.",
+  params: [{ name: "token", kind: "string", description: "only this token string or MAS id", optional: true }],
+  permission: "operator",
+  surfaces: SURFACES,
+  uses: USES,
+  async run(ctx, args) {
+    const g = await operatorGate(ctx, "audit");
+    if (!g.ok) return g.reply;
+    const refs = args.token === undefined ? undefined : [...new Set([maskRef(args.token), args.token])];
+    const rows = await g.tokens.store.listTokenAudit(AUDIT_ROWS, refs !== undefined ? { tokenRefs: refs } : {});
+    const data = {
+      entries: rows.map((r) => ({ at: r.at.toISOString(), actor: r.actor, place: r.place, action: r.action, token: r.tokenRef, result: r.result })),
+    };
+    if (rows.length === 0) return done(paragraph(args.token === undefined ? "The token audit is empty." : `The token audit has nothing on ${args.token}.`), data);
+    return done(
+      [
+        paragraph(`${rows.length === AUDIT_ROWS ? `The last ${rows.length}` : rows.length} token action(s), newest first:`),
+        table(
+          ["when", "who", "where", "action", "token", "result"],
+          rows.map((r) => [r.at.toISOString().replace(/\.\d+Z$/, "Z"), r.actor, r.place, r.action, r.tokenRef ?? "", r.result]),
+        ),
+      ],
+      data,
+    );
+  },
+});
+
 export const tokenCommands: readonly Command[] = [
+  auditCommand,
   listCommand,
   showCommand,
   createCommand,

@@ -28,6 +28,7 @@ import type { RunReport } from "../reconcile/report.ts";
 import { decide, hear, needsAllowList } from "../surfaces/router.ts";
 import { ManagementRoomPort, runInRoom, type RoomSurface } from "../surfaces/room.ts";
 import { CommandSyncClient } from "./command-sync.ts";
+import { pruneHistory } from "../store/retention.ts";
 import { Service } from "./service.ts";
 
 export interface ServeHandle {
@@ -139,7 +140,18 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
 
     const tokens = createTokenService(config, app.store, app.clock, app.log);
     const abort = new AbortController();
-    const service = new Service(config, app, bot, abort.signal, opts.onRun);
+    let stopping = false;
+    const inFlight = new Set<Promise<void>>();
+    const track = (job: Promise<void>): void => {
+      inFlight.add(job);
+      void job.finally(() => inFlight.delete(job));
+    };
+    const prune = historyPruner(app, config);
+    await prune();
+    const service = new Service(config, app, bot, abort.signal, (report) => {
+      opts.onRun?.(report);
+      if (!stopping) track(prune());
+    });
     const tokenRooms: TokenRooms = {
       listen: async (room) => {
         try {
@@ -162,9 +174,6 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
       log,
       caps: service.capabilities({ service: tokens.ok ? tokens.value : undefined, managementRoomId: roomId, rooms: tokenRooms }),
     };
-    let stopping = false;
-    const inFlight = new Set<Promise<void>>();
-
     const handle = async (eventRoom: string, event: unknown): Promise<void> => {
       if (stopping) return;
       const heard = hear({ roomId: eventRoom, managementRoomId: roomId, listening: sync.listensTo(eventRoom), bot, prefix, table }, event);
@@ -186,8 +195,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
         log.error("handling a message failed", { error: describeError(err) });
         opts.onBackgroundError?.(err);
       });
-      inFlight.add(job);
-      void job.finally(() => inFlight.delete(job));
+      track(job);
     });
 
     // Only the management room and the token rooms matter to the sync loop: its filter keeps it
@@ -228,6 +236,26 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     await app.close();
     throw err;
   }
+}
+
+/** Pruning the audit history more often than this is not worth its queries. */
+const PRUNE_EVERY_MS = 3_600_000;
+
+/**
+ * Prunes runs, their actions, the token audit and handled events past `retention` — at start
+ * and after a run, at most once an hour. Failures are logged and tried again next time.
+ */
+function historyPruner(app: App, config: Config): () => Promise<void> {
+  const log = app.log.child("retention");
+  let last = Number.NEGATIVE_INFINITY;
+  return async () => {
+    const now = app.clock.now();
+    if (now.getTime() - last < PRUNE_EVERY_MS) return;
+    last = now.getTime();
+    const r = await pruneHistory(app.store, config.retention, now);
+    if (!r.ok) log.warn("pruning the history failed", { error: r.error.message });
+    else if (r.value.runs + r.value.tokenAudit + r.value.handledEvents > 0) log.info("history pruned", { ...r.value });
+  };
 }
 
 /** The schedule (and the run at start, when configured). */

@@ -11,6 +11,8 @@ import type { PruneCounts, Store } from "./store.ts";
 
 /** What one prune did, as log fields: counts, and the cut-off times (ISO; null: kept forever). */
 export interface PruneReport extends PruneCounts {
+  /** Command events recorded as handled (so that a restart never replays them), kept as long as runs. */
+  readonly handledEvents: number;
   readonly runsBefore: string | null;
   readonly tokenAuditBefore: string | null;
 }
@@ -34,12 +36,15 @@ export function retentionCutoffs(retention: RetentionConfig, now: Date): Retenti
  * Prunes what is older than the configured periods. A database error is returned, not
  * thrown (the caller is a timer: it logs the failure and tries again next time).
  */
-export async function pruneHistory(store: Pick<Store, "prune">, retention: RetentionConfig, now: Date): Promise<Result<PruneReport>> {
+export async function pruneHistory(store: Pick<Store, "prune" | "pruneHandled">, retention: RetentionConfig, now: Date): Promise<Result<PruneReport>> {
   const cutoffs = retentionCutoffs(retention, now);
   try {
     const counts = await store.prune(cutoffs);
+    // A command older than that is never replayed anyway: the first sync after a start is history.
+    const handledEvents = cutoffs.runs === null ? 0 : await store.pruneHandled(cutoffs.runs);
     return ok({
       ...counts,
+      handledEvents,
       runsBefore: cutoffs.runs?.toISOString() ?? null,
       tokenAuditBefore: cutoffs.tokenAudit?.toISOString() ?? null,
     });
