@@ -78,10 +78,13 @@ export const managedCommand: Command = command({
   params: [],
   permission: "operator",
   surfaces: BOTH,
-  uses: ["directory", "store"],
+  uses: ["directory", "store", "homeserver"],
   async run(ctx) {
     const state = await ctx.directory.read();
     const records = new Map((await ctx.store.listManagedRooms()).map((r) => [r.room, r]));
+    // One request for all rooms: a room the bot is not in cannot be synced, whatever its last run said.
+    const joined = await ctx.homeserver.joinedRooms();
+    const inRoom = joined.ok ? new Set<string>(joined.value) : undefined;
     const configured = state.ok ? state.value.desired.map((d) => d.room) : [...records.keys()];
     const parts: Part[] = [];
     if (!state.ok) parts.push(paragraph(`The directory could not be read (${state.error.message}); showing the rooms seen before.`));
@@ -89,9 +92,19 @@ export const managedCommand: Command = command({
       const r = records.get(room);
       const summary = r?.lastSummary as Record<string, unknown> | null | undefined;
       const result = summary && typeof summary === "object" ? (typeof summary["error"] === "string" ? `error: ${summary["error"]}` : countsText(summary)) : "";
-      return { room, roomId: r?.roomId ?? null, state: r === undefined ? "not synced yet" : r.managed ? "managed" : "handed back", lastRun: r?.lastRunId ?? null, lastOutcome: r?.lastOutcome ?? null, lastResult: result };
+      const notJoined = inRoom !== undefined && r?.roomId != null && r.managed && !inRoom.has(r.roomId);
+      return {
+        room,
+        roomId: r?.roomId ?? null,
+        state: notJoined ? "error: the bot is not in this room (invite it)" : r === undefined ? "not synced yet" : r.managed ? "managed" : "handed back",
+        lastRun: r?.lastRunId ?? null,
+        lastOutcome: r?.lastOutcome ?? null,
+        lastResult: result,
+        error: notJoined || result.startsWith("error: "),
+      };
     });
     const data = { directoryRead: state.ok, rooms: rows };
+    if (!joined.ok) parts.push(paragraph(`Cannot tell which rooms the bot is in (${joined.error.message}).`));
     if (configured.length === 0) return done([...parts, paragraph("No room is mapped to a directory group.")], data);
     parts.push(
       table(
@@ -99,6 +112,8 @@ export const managedCommand: Command = command({
         rows.map((r) => [r.room, r.roomId ?? "", r.state, r.lastRun !== null ? `${r.lastRun} (${r.lastOutcome ?? "?"})` : "", r.lastResult]),
       ),
     );
+    const errors = rows.filter((r) => r.error).length;
+    if (errors > 0) parts.push(paragraph(`${errors} room(s) cannot be synced as they are: see the errors above.`));
     return { status: state.ok ? "ok" : "failed", parts, data };
   },
 });

@@ -109,3 +109,18 @@ export function planUnmanageAlone(room: ObservedRoom, bot: UserId): Handover {
     reason: `no other member who has joined has our level (${formatLevel(ours)}) and may change power levels (${need}), so the room would be left with no admin. Name who takes it over: unmanage ROOM @user:server`,
   };
 }
+
+/**
+ * Whether the bot can keep a room in step: it must be able to invite, kick and change power
+ * levels (each at the room's required level). Undefined when it can; otherwise why not, in
+ * words an operator can act on.
+ */
+export function cannotSync(room: ObservedRoom, bot: UserId): string | undefined {
+  const read = levels(room);
+  if (!read.ok) return read.reason;
+  const ours = read.levels.of(bot);
+  const short = (["invite", "kick", "power_levels"] as const).filter((k) => ours < read.levels.required(k));
+  if (short.length === 0) return undefined;
+  const need = Math.max(...short.map((k) => read.levels.required(k)));
+  return `the bot's level ${formatLevel(ours)} is below what ${short.map((k) => k.replace("_", " ")).join(", ")} need (${need}): raise the bot to ${need} or more in the room`;
+}

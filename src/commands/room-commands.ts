@@ -7,7 +7,7 @@ import { serverNameOf, type UserId } from "../matrix/ids.ts";
 import type { DirectoryState } from "../reconcile/directory.ts";
 import { planLevelChange } from "../reconcile/plan.ts";
 import { command, done, failure, refused, type Command, type Context, type Outcome } from "./command.ts";
-import { inviteAdminLevel, planHandover, planUnmanageAlone } from "./levels-for-commands.ts";
+import { cannotSync, inviteAdminLevel, planHandover, planUnmanageAlone } from "./levels-for-commands.ts";
 import { list, paragraph } from "./render.ts";
 import type { RoomRef } from "./spec.ts";
 
@@ -215,11 +215,16 @@ export const manageCommand: Command = command({
   params: [{ name: "room", kind: "room", description: "a room mapped in the config or by the directory" }],
   permission: "operator",
   surfaces: BOTH,
-  uses: ["directory", "store", "clock"],
+  uses: ["directory", "homeserver", "store", "clock"],
   async run(ctx, args) {
     const room = await ctx.directory.managedRoom(args.room);
     if (!room.ok) return refused(room.error.message);
+    // Checked first: a room the bot cannot sync stays handed back, and the operator learns why now.
+    const observed = await ctx.homeserver.readRoom(room.value.roomId);
+    if (!observed.ok) return refused(`${room.value.room} stays handed back: ${observed.error.message}`);
+    const why = cannotSync(observed.value, ctx.homeserver.bot);
+    if (why !== undefined) return refused(`${room.value.room} stays handed back: ${why}.`);
     await ctx.store.setManaged(room.value.room, room.value.roomId, true, ctx.clock.now());
-    return done(paragraph(`${room.value.room} is managed again; the next run syncs it (the bot must be in the room with enough power).`), { room: room.value.room, managed: true });
+    return done(paragraph(`${room.value.room} is managed again; the next run syncs it.`), { room: room.value.room, managed: true });
   },
 });

@@ -59,7 +59,8 @@ const tokenHelpCommand: Command = command({
   uses: [],
   // eslint-disable-next-line @typescript-eslint/require-await -- the table's executors are async
   async run(ctx) {
-    return done(helpText(ctx.table, ctx.prefix, (c) => c.name.startsWith("token ") && c.surfaces.includes(ctx.surface)));
+    // The token commands are the ones that use the token service (whatever their word).
+    return done(helpText(ctx.table, ctx.prefix, (c) => c.uses.includes("tokens") && c.surfaces.includes(ctx.surface)));
   },
 });
 
@@ -85,11 +86,26 @@ const COMMANDS: readonly Command[] = [
   importCommand,
 ];
 
-let table: CommandTable<Command> | undefined;
+const tables = new Map<string, CommandTable<Command>>();
 
-/** The one table (built and checked once). */
-export function commandTable(): CommandTable<Command> {
-  return (table ??= new CommandTable<Command>(COMMANDS));
+/**
+ * The one table (built and checked once per token word). `tokenWord` renames the token
+ * commands (`tokens.command`, mas-token-bot's base_command): `!regtoken list`.
+ */
+export function commandTable(tokenWord = "token"): CommandTable<Command> {
+  let table = tables.get(tokenWord);
+  if (table === undefined) {
+    const rename = (name: string): string => (name === "token" || name.startsWith("token ") ? tokenWord + name.slice("token".length) : name);
+    const commands = tokenWord === "token" ? COMMANDS : COMMANDS.map((c) => ({ ...c, name: rename(c.name), ...(c.aliases ? { aliases: c.aliases.map(rename) } : {}) }));
+    table = new CommandTable<Command>(commands);
+    tables.set(tokenWord, table);
+  }
+  return table;
+}
+
+/** Whether a command is one of the token commands (named with `tokenWord`). */
+export function isTokenCommand(c: Command, tokenWord: string): boolean {
+  return c.name === tokenWord || c.name.startsWith(`${tokenWord} `);
 }
 
 /** Whether the surface offers the command. */

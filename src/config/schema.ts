@@ -723,6 +723,9 @@ const serveSchema = z.strictObject({
   leaderRetryMs: z.number().int().min(100).max(600_000).default(2_000),
 });
 
+/** First words of the other commands: the token word may not be one of them. */
+const RESERVED_COMMAND_WORDS: readonly string[] = ["help", "inviter", "idp", "joined", "managed", "sync", "status", "history", "release", "unmanage", "manage", "invite-member", "invite-admin", "kick-member", "check-config", "migrate", "serve", "import"];
+
 const expiryText = checked(nonEmpty, (s) =>
   /^(never|(\d+[smhdw])+|\d{4}-\d{2}-\d{2}.*)$/i.test(s) ? undefined : `"${s}" is not an expiry: use 7d, 12h, an ISO date, or never`,
 );
@@ -756,6 +759,23 @@ const tokensSchema = z.strictObject({
   allow: z.array(nonEmpty).default(() => []),
   /** A ready-to-share line for `token create`: {token}, {expiry}, {uses} are replaced. */
   inviteTemplate: nonEmpty.exactOptional(),
+  /**
+   * The word of the token commands in the rooms (`!token list`; mas-token-bot's base_command):
+   * lowercase letters, digits and `-`, not another command's name. The CLI's stays `token`.
+   */
+  command: checked(nonEmpty, (s) =>
+    !/^[a-z][a-z0-9-]{0,31}$/.test(s)
+      ? `"${s}" is not a command word: lowercase letters, digits and -, starting with a letter`
+      : RESERVED_COMMAND_WORDS.includes(s)
+        ? `"${s}" is already a command (${RESERVED_COMMAND_WORDS.join(", ")})`
+        : undefined,
+  ).default("token"),
+  /**
+   * Token commands in a direct message (as matrix-registration-bot takes them): the bot joins
+   * a direct chat (`is_direct`) it is invited to by someone on the token allow list (a user
+   * or regex entry) and hears token commands there. Off unless set.
+   */
+  directMessages: z.boolean().default(false),
 });
 
 // ---------------------------------------------------------------------------------------

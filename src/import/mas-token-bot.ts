@@ -90,7 +90,10 @@ export function convertMasTokenBot(src: SourceDoc, ctx: { directoryName: string 
   const command = src.str("base_command");
   if (command !== undefined) {
     if (command === "token") r.mapped.push({ from: "base_command", to: "(built in)", note: "our command is !token too" });
-    else r.changed.push({ from: "base_command", to: "(built in) !token", note: `our command word is always token (!token …), not ${command}; the prefix is serve.commandPrefix` });
+    else if (/^[a-z][a-z0-9-]{0,31}$/.test(command)) {
+      b.set(["tokens", "command"], command, ["base_command"]);
+      r.mapped.push({ from: "base_command", to: "tokens.command", note: `!${command} list, !${command} create … in the rooms (the CLI keeps matrix-group-sync token …)` });
+    } else r.changed.push({ from: "base_command", to: "(built in) !token", note: `"${command}" is not a command word we take (lowercase letters, digits and -): the command stays !token` });
   }
 
   const uses = src.get("default_uses_allowed");

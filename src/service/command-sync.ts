@@ -56,6 +56,8 @@ export class CommandSyncClient extends MatrixClient {
     homeserverUrl: string,
     accessToken: string,
     private readonly join: (room: string) => Promise<string>,
+    /** Also hear invites (`room.invite`), to any room: the listened rooms are then named per section. */
+    private readonly invites = false,
   ) {
     super(homeserverUrl, accessToken, new MemoryStorageProvider());
     this.#firstSync = new Promise<void>((resolve, reject) => (this.#settleFirstSync = { resolve, reject }));
@@ -116,13 +118,19 @@ export class CommandSyncClient extends MatrixClient {
     this.#fresh.delete(room);
   }
 
-  /** Only the listened rooms, their messages and member events; no presence, receipts or state. */
+  /**
+   * Only the listened rooms, their messages and member events; no presence, receipts or state.
+   * With invites on, `room.rooms` (which would hide invites to other rooms) gives way to the
+   * same list on the timeline: the other joined rooms then bring nothing, and are left out of
+   * incremental answers.
+   */
   #filter(): Record<string, unknown> {
+    const rooms = [...this.#rooms];
     return {
       room: {
-        rooms: [...this.#rooms],
-        timeline: TIMELINE,
-        state: { lazy_load_members: true, types: [] },
+        ...(this.invites ? {} : { rooms }),
+        timeline: this.invites ? { ...TIMELINE, rooms } : TIMELINE,
+        state: { lazy_load_members: true, types: [], ...(this.invites ? { rooms } : {}) },
         ephemeral: { types: [] },
         account_data: { types: [] },
       },

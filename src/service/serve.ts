@@ -21,9 +21,9 @@ import type { TokenRooms } from "../commands/command.ts";
 import { commandTable } from "../commands/table.ts";
 import type { Config, ServeConfig } from "../config/schema.ts";
 import type { DirectoryRequestObserver } from "../idp/types.ts";
-import { parseUserId, type RoomId, type UserId } from "../matrix/ids.ts";
+import { parseUserId, tryUserIdPattern, type RoomId, type UserId } from "../matrix/ids.ts";
 import { describeError, fail, ok, type Result } from "../result.ts";
-import { createTokenService, TOKEN_SCOPE } from "../tokens/service.ts";
+import { createTokenService, TOKEN_DM_SCOPE, TOKEN_SCOPE, type TokenService } from "../tokens/service.ts";
 import type { RunReport } from "../reconcile/report.ts";
 import { decide, hear, needsAllowList } from "../surfaces/router.ts";
 import { ManagementRoomPort, runInRoom, type RoomSurface } from "../surfaces/room.ts";
@@ -91,10 +91,11 @@ async function joinManagementRoom(app: App, serve: ServeConfig): Promise<Result<
   return ok(joined.value);
 }
 
-/** Listens in the token rooms of the allow list; those it cannot join are logged and skipped. */
-async function listenInTokenRooms(app: App, client: CommandSyncClient): Promise<{ listening: string[]; failed: string[] }> {
+/** Listens in the token rooms of the allow list (and the token DMs); those it cannot join are logged and skipped. */
+async function listenInTokenRooms(app: App, client: CommandSyncClient, directMessages: boolean): Promise<{ listening: string[]; failed: string[] }> {
   const log = app.log.child("serve");
   const rooms = (await app.store.listAllowed(TOKEN_SCOPE)).filter((e) => e.kind === "room").map((e) => e.entry);
+  if (directMessages) rooms.push(...(await app.store.listAllowed(TOKEN_DM_SCOPE)).map((e) => e.entry));
   const result = { listening: [] as string[], failed: [] as string[] };
   for (const room of rooms) {
     try {
@@ -129,14 +130,20 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     if (!managementRoom.ok) throw new ServeError(managementRoom.error.message);
     const roomId = managementRoom.value;
 
-    const sync = new CommandSyncClient(config.homeserver.url, config.homeserver.accessToken, async (room) => {
-      const joined = await app.gateway.joinRoom(room);
-      if (!joined.ok) throw new Error(joined.error.message);
-      return joined.value;
-    });
+    const directMessages = config.tokens?.directMessages === true;
+    const sync = new CommandSyncClient(
+      config.homeserver.url,
+      config.homeserver.accessToken,
+      async (room) => {
+        const joined = await app.gateway.joinRoom(room);
+        if (!joined.ok) throw new Error(joined.error.message);
+        return joined.value;
+      },
+      directMessages,
+    );
     client = sync;
     sync.listenJoined(roomId);
-    await listenInTokenRooms(app, sync);
+    await listenInTokenRooms(app, sync, directMessages);
 
     const tokens = createTokenService(config, app.store, app.clock, app.log);
     const abort = new AbortController();
@@ -164,7 +171,8 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
         if (room !== roomId) sync.unlisten(room);
       },
     };
-    const table = commandTable();
+    const tokenWord = config.tokens?.command ?? "token";
+    const table = commandTable(tokenWord);
     const prefix = serveConfig.commandPrefix;
     const port = new ManagementRoomPort(app.gateway, log, app.clock);
     const surface: RoomSurface = {
@@ -176,7 +184,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     };
     const handle = async (eventRoom: string, event: unknown): Promise<void> => {
       if (stopping) return;
-      const heard = hear({ roomId: eventRoom, managementRoomId: roomId, listening: sync.listensTo(eventRoom), bot, prefix, table }, event);
+      const heard = hear({ roomId: eventRoom, managementRoomId: roomId, listening: sync.listensTo(eventRoom), bot, prefix, table, tokenWord }, event);
       if (heard.kind === "ignore") return;
       const room = eventRoom as RoomId;
       if (!(await app.store.markHandled(heard.message.eventId, eventRoom, app.clock.now()))) return; // already handled
@@ -189,6 +197,19 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
       }
       await runInRoom(surface, { roomId: room, message: heard.message, command: decision.command, args: decision.args, isOperator: allowed });
     };
+
+    if (directMessages && tokens.ok) {
+      const tokenService = tokens.value;
+      sync.on("room.invite", (invitedTo: string, event: unknown) => {
+        if (stopping) return;
+        track(
+          acceptTokenDm(app, sync, tokenService, invitedTo, event).catch((err: unknown) => {
+            log.error("handling an invite failed", { error: describeError(err) });
+            opts.onBackgroundError?.(err);
+          }),
+        );
+      });
+    }
 
     sync.on("room.message", (eventRoom: string, event: unknown) => {
       const job = handle(eventRoom, event).catch((err: unknown) => {
@@ -236,6 +257,33 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     await app.close();
     throw err;
   }
+}
+
+/**
+ * An invite to a direct chat (`is_direct`) from someone on the token allow list: the bot joins
+ * and hears token commands there, now and after restarts. Any other invite is left alone (an
+ * operator may be inviting the bot to a room to manage).
+ */
+async function acceptTokenDm(app: App, sync: CommandSyncClient, tokens: TokenService, roomId: string, event: unknown): Promise<void> {
+  const log = app.log.child("serve");
+  const e = event as { sender?: unknown; content?: { is_direct?: unknown } } | null;
+  const inviter = typeof e?.sender === "string" ? parseUserId(e.sender) : undefined;
+  if (inviter === undefined || e?.content?.is_direct !== true || sync.listensTo(roomId)) return;
+  const entries = await app.store.listAllowed(TOKEN_SCOPE);
+  const allowed = entries.some((x) => (x.kind === "user" ? x.entry === inviter : x.kind === "regex" && tryUserIdPattern(x.entry)?.test(inviter) === true));
+  if (!allowed) {
+    log.info("direct chat invite not accepted: the inviter is not on the token allow list", { room: roomId, inviter });
+    return;
+  }
+  try {
+    await sync.listen(roomId);
+  } catch (err) {
+    log.warn("cannot join a direct chat for token commands", { room: roomId, inviter, error: describeError(err) });
+    return;
+  }
+  await app.store.addAllowed({ scope: TOKEN_DM_SCOPE, entry: roomId, kind: "room", source: "command", addedBy: inviter, addedAt: app.clock.now() });
+  await tokens.audit(inviter, roomId, "direct-chat", null, "ok");
+  log.info("joined a direct chat for token commands", { room: roomId, inviter });
 }
 
 /** Pruning the audit history more often than this is not worth its queries. */

@@ -8,6 +8,7 @@ import type { Command } from "../commands/command.ts";
 import { parseCommandLine, type ParseResult } from "../commands/parse.ts";
 import { code, paragraph, type Part } from "../commands/render.ts";
 import type { CommandTable, ParsedArgs } from "../commands/spec.ts";
+import { isTokenCommand } from "../commands/table.ts";
 import { parseUserId, type RoomId, type UserId } from "../matrix/ids.ts";
 
 export interface Message {
@@ -44,13 +45,13 @@ export interface Place {
   readonly bot: UserId;
   readonly prefix: string;
   readonly table: CommandTable<Command>;
+  /** The token commands' word (`tokens.command`). */
+  readonly tokenWord: string;
 }
 
 export type Heard =
   | { readonly kind: "ignore" }
   | { readonly kind: "command"; readonly message: Message; readonly parsed: Exclude<ParseResult<Command>, { kind: "not-a-command" }> };
-
-const isTokenCommand = (c: Command): boolean => c.name === "token" || c.name.startsWith("token ");
 
 export function hear(place: Place, event: unknown): Heard {
   if (!place.listening) return { kind: "ignore" };
@@ -62,7 +63,7 @@ export function hear(place: Place, event: unknown): Heard {
   });
   if (parsed.kind === "not-a-command") return { kind: "ignore" };
   // Outside the management room only token commands are heard.
-  if (place.roomId !== place.managementRoomId && (parsed.kind === "unknown" || !isTokenCommand(parsed.command))) return { kind: "ignore" };
+  if (place.roomId !== place.managementRoomId && (parsed.kind === "unknown" || !isTokenCommand(parsed.command, place.tokenWord))) return { kind: "ignore" };
   return { kind: "command", message, parsed };
 }
 

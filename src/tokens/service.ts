@@ -15,6 +15,8 @@ import { createSynapseTokenBackend } from "./synapse.ts";
 import type { RegistrationToken, TokenBackend } from "./types.ts";
 
 export const TOKEN_SCOPE = "tokens";
+/** The direct chats the bot joined for token commands (`tokens.directMessages`): room ids, kept over restarts. */
+export const TOKEN_DM_SCOPE = "token-dms";
 
 export class TokenService {
   constructor(

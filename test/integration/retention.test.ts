@@ -130,13 +130,17 @@ for (const { engine, skip } of engines) {
       await s.recordTokenAudit(audit(daysAgo(365), "show")); // exactly a year: kept
       await s.recordTokenAudit(audit(daysAgo(1), "delete"));
 
+      // Handled command events go with the runs' period.
+      expect(await s.markHandled("$old-command", "!mgmt:example.org", daysAgo(120))).toBe(true);
+      expect(await s.markHandled("$new-command", "!mgmt:example.org", daysAgo(1))).toBe(true);
+
       const heldBefore = await s.listHeld();
       const roomsBefore = await s.listManagedRooms();
 
       const result = await pruneHistory(s, { runs: "90d", tokenAudit: "365d" }, NOW);
       expect(result).toEqual({
         ok: true,
-        value: { runs: 3, actions: 5, tokenAudit: 2, runsBefore: daysAgo(90).toISOString(), tokenAuditBefore: daysAgo(365).toISOString() },
+        value: { runs: 3, actions: 5, tokenAudit: 2, handledEvents: 1, runsBefore: daysAgo(90).toISOString(), tokenAuditBefore: daysAgo(365).toISOString() },
       });
 
       const runs = await s.listRuns(100);
@@ -160,9 +164,11 @@ for (const { engine, skip } of engines) {
       expect(await s.listHeld()).toEqual(heldBefore);
       expect(await s.listManagedRooms()).toEqual(roomsBefore);
       expect((await s.listTokenAudit(100)).map((a) => a.action)).toEqual(["delete", "show"]);
+      expect(await s.markHandled("$new-command", "!mgmt:example.org", NOW)).toBe(false); // still recorded
+      expect(await s.markHandled("$old-command", "!mgmt:example.org", daysAgo(120))).toBe(true); // was pruned (recorded again here)
 
       // Pruning again changes nothing.
-      expect(await pruneHistory(s, { runs: "90d", tokenAudit: "365d" }, NOW)).toMatchObject({ ok: true, value: { runs: 0, actions: 0, tokenAudit: 0 } });
+      expect(await pruneHistory(s, { runs: "90d", tokenAudit: "365d" }, NOW)).toMatchObject({ ok: true, value: { runs: 0, actions: 0, tokenAudit: 0, handledEvents: 1 } });
 
       // Once the run finishes, and the room and the held removal move on, those go too.
       await s.finishRun(oldRunning, { outcome: "interrupted", finishedAt: daysAgo(0), summary: null });
@@ -170,7 +176,7 @@ for (const { engine, skip } of engines) {
       await s.replaceHeld("!eng:example.org", "#eng:example.org", [], recent, daysAgo(10));
       expect(await pruneHistory(s, { runs: "90d", tokenAudit: "never" }, NOW)).toEqual({
         ok: true,
-        value: { runs: 3, actions: 3, tokenAudit: 0, runsBefore: daysAgo(90).toISOString(), tokenAuditBefore: null },
+        value: { runs: 3, actions: 3, tokenAudit: 0, handledEvents: 0, runsBefore: daysAgo(90).toISOString(), tokenAuditBefore: null },
       });
       expect((await s.listRuns(100)).map((r) => r.id)).toEqual([recent, atCutoff]);
       expect((await s.listTokenAudit(100)).map((a) => a.action)).toEqual(["delete", "show"]);
@@ -189,7 +195,7 @@ for (const { engine, skip } of engines) {
 
       expect(await pruneHistory(s, { runs: "never", tokenAudit: "never" }, NOW)).toEqual({
         ok: true,
-        value: { runs: 0, actions: 0, tokenAudit: 0, runsBefore: null, tokenAuditBefore: null },
+        value: { runs: 0, actions: 0, tokenAudit: 0, handledEvents: 0, runsBefore: null, tokenAuditBefore: null },
       });
       expect(await s.listRuns(1000)).toHaveLength(before.length + backlog.length);
 

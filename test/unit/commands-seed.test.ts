@@ -9,6 +9,7 @@ import { helpFor } from "../../src/commands/help.ts";
 import { parseCommandLine } from "../../src/commands/parse.ts";
 
 import { CommandTable, defineCommand } from "../../src/commands/spec.ts";
+import { usesAndExpiry } from "../../src/commands/token-commands.ts";
 import { commandTable } from "../../src/commands/table.ts";
 
 const table = commandTable();
@@ -39,7 +40,14 @@ describe("seed bots' command habits", () => {
     const r = parsed("!token generate 3 7d");
     expect(r.command.name).toBe("token create");
     expect(r.args.values["uses"]).toBe("3");
-    expect(r.args.values["expiry"]).toEqual({ kind: "relative", ms: 7 * 86_400_000 });
+    expect(r.args.values["expiry"]).toBe("7d");
+    // Uses and expiry are told apart by their form, in either order.
+    expect(usesAndExpiry(["3", "7d"])).toEqual({ ok: true, uses: "3", expiry: { kind: "relative", ms: 7 * 24 * 3600 * 1000 } });
+    expect(usesAndExpiry(["7d", "3"])).toEqual({ ok: true, uses: "3", expiry: { kind: "relative", ms: 7 * 24 * 3600 * 1000 } });
+    expect(usesAndExpiry(["12h", undefined])).toEqual({ ok: true, expiry: { kind: "relative", ms: 12 * 3600 * 1000 } });
+    expect(usesAndExpiry(["3", "4"]).ok).toBe(false);
+    expect(usesAndExpiry(["soon", undefined])).toEqual({ ok: false, error: expect.stringMatching(/^uses: "soon" is not a number of uses/) as unknown });
+    expect(usesAndExpiry(["-1", undefined])).toEqual({ ok: false, error: expect.stringMatching(/^uses: "-1" is not a number of uses/) as unknown });
   });
 
   it("help names the aliases of a command, and help of an alias explains the command", () => {

@@ -238,10 +238,14 @@ describe("import mas-token-bot", () => {
     if (!src.ok) throw new Error("parse");
     const result = IMPORTERS["mas-token-bot"]!.convert(src.doc, { directoryName: "d.yaml" });
     if (!result.ok) throw new Error(result.errors.map(formatImportError).join("\n"));
-    const c = result.value.config as { tokens: { mas: { url: string }; defaults: { uses: unknown; expiry: string } } };
+    const c = result.value.config as { tokens: { mas: { url: string }; defaults: { uses: unknown; expiry: string }; command: string } };
     expect(c.tokens.mas.url).toBe("https://auth.example.org");
     expect(c.tokens.defaults).toEqual({ uses: null, expiry: "90s" });
-    expect(keys(result.value.report, "changed")).toEqual(expect.arrayContaining(["token_url", "token_scope", "base_command", "default_uses_allowed"]));
+    // base_command is our tokens.command: the same word in the rooms.
+    expect(c.tokens.command).toBe("invite");
+    expect(keys(result.value.report, "mapped")).toContain("base_command");
+    expect(keys(result.value.report, "changed")).toEqual(expect.arrayContaining(["token_url", "token_scope", "default_uses_allowed"]));
+    expect(keys(result.value.report, "changed")).not.toContain("base_command");
   });
 
   it("reports misspelled keys and wrong types with lines", () => {
