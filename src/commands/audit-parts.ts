@@ -51,24 +51,24 @@ export function reportEntryOf(row: ActionRecord): ReportAction | undefined {
   }
 }
 
-function outcomeText(row: ActionRecord): string {
+function outcomeText(row: ActionRecord, prefix: string): string {
   if (row.outcome === "failed") return `failed: ${row.error ?? "?"}`;
   if (row.outcome === "applied") return "done";
-  if (row.outcome === "held") return "held (!release)";
+  if (row.outcome === "held") return `held (${prefix}release)`;
   return row.outcome;
 }
 
-function rowOf(row: ActionRecord): string[] {
+function rowOf(row: ActionRecord, prefix: string): string[] {
   if (row.kind === "room-error") return ["error", "", row.error ?? "", "not synced"];
-  if (row.outcome === "held") return ["held", row.userId ?? "", HELD_TEXT, outcomeText(row)];
+  if (row.outcome === "held") return ["held", row.userId ?? "", HELD_TEXT, outcomeText(row, prefix)];
   const entry = reportEntryOf(row);
-  if (entry !== undefined) return [...actionRow(entry), outcomeText(row)];
+  if (entry !== undefined) return [...actionRow(entry), outcomeText(row, prefix)];
   // Written by an older version, or not readable: shown as stored.
-  return [String(row.kind), row.userId ?? "", JSON.stringify(row.detail ?? null).slice(0, 200), outcomeText(row)];
+  return [String(row.kind), row.userId ?? "", JSON.stringify(row.detail ?? null).slice(0, 200), outcomeText(row, prefix)];
 }
 
-export function auditParts(run: RunRecord | undefined, runId: number, rows: readonly ActionRecord[]): Part[] {
-  if (run === undefined) return [paragraph(`There is no run ${runId}. !status lists the last runs.`)];
+export function auditParts(run: RunRecord | undefined, runId: number, rows: readonly ActionRecord[], prefix = "!"): Part[] {
+  if (run === undefined) return [paragraph(`There is no run ${runId}. ${prefix}status lists the last runs.`)];
   const when = run.startedAt.toISOString().replace(/\.\d+Z$/, "Z");
   const parts: Part[] = [
     paragraph(bold(`Run ${run.id}`), `: ${run.dryRun ? "dry run" : "real run"}, ${run.trigger}, started ${when}, ${run.outcome}${run.error !== null ? ` (${run.error})` : ""}`),
@@ -87,7 +87,7 @@ export function auditParts(run: RunRecord | undefined, runId: number, rows: read
     shown += take.length;
     const roomId = list.find((r) => r.roomId !== null)?.roomId;
     parts.push(paragraph(bold(roomId !== undefined && roomId !== null && roomId !== room ? `${room} (${roomId})` : room)));
-    parts.push(table(["action", "subject", "detail", "outcome"], take.map(rowOf)));
+    parts.push(table(["action", "subject", "detail", "outcome"], take.map((r) => rowOf(r, prefix))));
   }
   if (rows.length > shown) parts.push(list([`${rows.length - shown} more action(s) not shown (the run_actions table holds them all)`]));
   return parts;

@@ -104,6 +104,7 @@ export type Homeserver = Pick<MatrixGateway, "readRoom" | "invite" | "kick" | "s
   /** The bot's own user id. */
   readonly bot: UserId;
   joinedRooms(): Promise<Result<RoomId[]>>;
+  joinRoom(roomOrAlias: string): Promise<Result<RoomId>>;
   leaveRoom(roomId: RoomId): Promise<Result<void>>;
 };
 

@@ -18,16 +18,24 @@ function paramUsage(param: ParamSpec): string {
   return param.optional === true ? `[${name}]` : `<${name}>`;
 }
 
+/**
+ * The prefix as commands are written after it: a word prefix (`!gs`, ending in a letter or
+ * digit) needs a space before the name (`!gs sync`), a symbol (`!`) none.
+ */
+export function displayPrefix(prefix: string): string {
+  return /[\p{L}\p{N}]$/u.test(prefix) ? `${prefix} ` : prefix;
+}
+
 /** `!sync [--dry] [room]`, `!release <room> [user…]`: the prefix, the name, flags, then parameters. */
 export function usageLine(spec: AnySpec, prefix = "!"): string {
   const flags = (spec.flags ?? []).map((f) => `[--${f.name}]`);
-  return [`${prefix}${spec.name}`, ...flags, ...spec.params.map(paramUsage)].join(" ");
+  return [`${displayPrefix(prefix)}${spec.name}`, ...flags, ...spec.params.map(paramUsage)].join(" ");
 }
 
 const GROUPS: readonly { permission: CommandSpec<unknown, unknown>["permission"]; title: string }[] = [
   { permission: "operator", title: "Operator commands" },
   { permission: "token-users", title: "Token commands (operators, and whom the token allow list admits)" },
-  { permission: "anyone-in-room", title: "Commands anyone in the room may use" },
+  { permission: "anyone-in-room", title: "Commands anyone in the management room may use" },
 ];
 
 /**

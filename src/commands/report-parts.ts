@@ -7,14 +7,16 @@ import { incompleteLine, type RunReport } from "../reconcile/report.ts";
 import { actionRow, changesText, HELD_TEXT, statusText } from "../reconcile/words.ts";
 import { bold, list, paragraph, table, type Part } from "./render.ts";
 
-export function reportParts(report: RunReport): Part[] {
+export function reportParts(report: RunReport, prefix = "!"): Part[] {
   const head = report.dryRun
     ? "Dry run (nothing changed)"
     : report.outcome === "interrupted"
       ? "Sync interrupted"
       : report.outcome === "degraded"
         ? "Sync done, degraded"
-        : "Sync done";
+        : report.outcome === "ok"
+          ? "Sync done"
+          : "Sync done, with failures";
   const parts: Part[] = [
     paragraph(bold(head), `: ${report.rooms.length} room(s), ${changesText(report.counts)}${report.runId !== null ? ` — run ${report.runId}` : ""}`),
   ];
@@ -26,7 +28,7 @@ export function reportParts(report: RunReport): Part[] {
     parts.push(paragraph(bold(title)));
     if (room.error !== null) parts.push(paragraph(`error: ${room.error}`));
     const rows: string[][] = room.actions.map((a) => [...actionRow(a), statusText(a, report.dryRun)]);
-    for (const h of room.held) rows.push(["held", h.user, HELD_TEXT, "release with !release"]);
+    for (const h of room.held) rows.push(["held", h.user, HELD_TEXT, `release with ${prefix}release`]);
     if (rows.length > 0) parts.push(table(["action", "subject", "detail", "status"], rows));
     else if (room.error === null) parts.push(paragraph("nothing to do"));
     if (room.notes.length > 0) parts.push(list(room.notes));

@@ -211,7 +211,7 @@ export const unmanageCommand: Command = command({
 
 export const manageCommand: Command = command({
   name: "manage",
-  summary: "Manage a room again that was handed back with unmanage",
+  summary: "Manage a room again that was handed back with unmanage (the bot joins it when invited, and must have the level to sync it)",
   params: [{ name: "room", kind: "room", description: "a room mapped in the config or by the directory" }],
   permission: "operator",
   surfaces: BOTH,
@@ -220,7 +220,13 @@ export const manageCommand: Command = command({
     const room = await ctx.directory.managedRoom(args.room);
     if (!room.ok) return refused(room.error.message);
     // Checked first: a room the bot cannot sync stays handed back, and the operator learns why now.
-    const observed = await ctx.homeserver.readRoom(room.value.roomId);
+    let observed = await ctx.homeserver.readRoom(room.value.roomId);
+    if (!observed.ok && observed.error.code === "M_FORBIDDEN") {
+      // Not in the room (it left when the room was handed back): joining works once it is invited again.
+      const joined = await ctx.homeserver.joinRoom(room.value.roomId);
+      if (!joined.ok) return refused(`${room.value.room} stays handed back: the bot is not in the room and cannot join it (${joined.error.message}); invite it, with a level above the ones it manages, and try again.`);
+      observed = await ctx.homeserver.readRoom(room.value.roomId);
+    }
     if (!observed.ok) return refused(`${room.value.room} stays handed back: ${observed.error.message}`);
     const why = cannotSync(observed.value, ctx.homeserver.bot);
     if (why !== undefined) return refused(`${room.value.room} stays handed back: ${why}.`);

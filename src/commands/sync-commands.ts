@@ -34,7 +34,7 @@ export const syncCommand: Command = command({
     const report = await request.done;
     if (report === undefined) return refused("The run was dropped: the service is shutting down.");
     const status: Outcome["status"] = report.outcome === "ok" ? "ok" : report.outcome === "degraded" ? "degraded" : "failed";
-    return { status, parts: reportParts(report), text: toText(report), data: JSON.parse(toJson(report)) as unknown };
+    return { status, parts: reportParts(report, ctx.prefix), text: toText(report), data: JSON.parse(toJson(report)) as unknown };
   },
 });
 
@@ -122,7 +122,7 @@ export const historyCommand: Command = command({
     const run = await ctx.store.getRun(runId);
     if (run === undefined) return refused(`There is no run ${runId} (${ctx.prefix}status lists the runs).`);
     const actions = await ctx.store.listActions(runId);
-    return done(auditParts(run, runId, actions), {
+    return done(auditParts(run, runId, actions, ctx.prefix), {
       run: { id: run.id, startedAt: run.startedAt.toISOString(), trigger: run.trigger, dryRun: run.dryRun, outcome: run.outcome },
       actions: actions.map((a) => ({ room: a.room, roomId: a.roomId, kind: a.kind, user: a.userId, outcome: a.outcome, error: a.error, detail: a.detail })),
     });
@@ -182,6 +182,9 @@ export const releaseCommand: Command = command({
     const heldHere = (await ctx.store.listHeld(room.value.roomId)).filter((h) => h.releasedAt === null);
     if (heldHere.length === 0) return done(paragraph(`Nothing is held in ${room.value.room}.`), { room: room.value.room, released: 0 });
     const notHeld = args.user.filter((u) => !heldHere.some((h) => h.userId === u));
+    if (args.user.length > 0 && notHeld.length === args.user.length) {
+      return refused(`Nothing is held in ${room.value.room} for ${args.user.join(", ")} (${heldHere.length} other removal(s) are: ${ctx.prefix}status lists them).`);
+    }
     const count = await ctx.store.releaseHeld(room.value.roomId, args.user.length > 0 ? args.user : "all", ctx.clock.now());
     const parts = [paragraph(`Released ${count} held removal(s) in ${room.value.room}. The next run applies them; ${ctx.prefix}sync ${room.value.room} runs now.`)];
     if (notHeld.length > 0) parts.push(list(notHeld.map((u) => `${u}: nothing held for this user`)));

@@ -43,7 +43,9 @@ const helpCommand: Command = command({
       if (match !== undefined && !here(match.command)) {
         return done(paragraph(`${match.command.name} is not offered ${ctx.surface === "cli" ? "on the command line" : "in the room"}; it is a ${ctx.surface === "cli" ? "management-room" : "command-line"} command.`));
       }
-      return done([helpFor(ctx.table, name, ctx.prefix), ...(ctx.surface === "cli" && match !== undefined ? CLI_OPTIONS : [])]);
+      // An unknown name is a usage error (the nearest command is named).
+      if (match === undefined) return { status: "usage", parts: [helpFor(ctx.table, name, ctx.prefix)] };
+      return done([helpFor(ctx.table, name, ctx.prefix), ...(ctx.surface === "cli" ? CLI_OPTIONS : [])]);
     }
     return done([helpText(ctx.table, ctx.prefix, here), ...(ctx.surface === "cli" ? CLI_OPTIONS : [])]);
   },

@@ -5,7 +5,7 @@
  */
 import { parseRoomId, parseUserId, tryUserIdPattern } from "../matrix/ids.ts";
 import type { TokenService } from "../tokens/service.ts";
-import { maskRef, TOKEN_SCOPE } from "../tokens/service.ts";
+import { legacyMaskRef, maskRef, TOKEN_SCOPE } from "../tokens/service.ts";
 import { checkTokenRef, checkTokenString, describeExpiry, describeStatus, describeUses, tokenStatus, type RegistrationToken, type TokenFilter, type TokenListWhich } from "../tokens/types.ts";
 import { decodeDuration } from "./parse.ts";
 import type { Duration } from "./spec.ts";
@@ -421,7 +421,7 @@ const auditCommand: Command = command({
   name: "token audit",
   summary: "Who did what with registration tokens, newest first (all, or one token)",
   description:
-    "Shows the token audit: every token command (also refused ones), who gave it, where, and its result, newest first. Token strings are stored masked (the first characters and the length), so the audit never shows a whole token.",
+    "Shows the token audit: every token command (also refused ones), who gave it, where, and its result, newest first. Token strings are stored masked (the first characters, the length and a short digest), so the audit never shows a whole token.",
   params: [{ name: "token", kind: "string", description: "only this token string or MAS id", optional: true }],
   permission: "operator",
   surfaces: SURFACES,
@@ -429,7 +429,8 @@ const auditCommand: Command = command({
   async run(ctx, args) {
     const g = await operatorGate(ctx, "audit");
     if (!g.ok) return g.reply;
-    const refs = args.token === undefined ? undefined : [...new Set([maskRef(args.token), args.token])];
+    // A MAS id is stored as it is; a token string masked (rows of older versions without the digest, which may match other tokens with the same start and length).
+    const refs = args.token === undefined ? undefined : [...new Set([maskRef(args.token), legacyMaskRef(args.token), args.token])];
     const rows = await g.tokens.store.listTokenAudit(AUDIT_ROWS, refs !== undefined ? { tokenRefs: refs } : {});
     const data = {
       entries: rows.map((r) => ({ at: r.at.toISOString(), actor: r.actor, place: r.place, action: r.action, token: r.tokenRef, result: r.result })),

@@ -196,7 +196,7 @@ export function toText(report: RunReport): string {
       const [what, subject, detail] = actionRow(a);
       rows.push([what, subject, [detail, status].filter((x) => x !== "").join("  ")]);
     }
-    for (const h of room.held) rows.push(["held", h.user, `${HELD_TEXT}; release it with !release in the management room`]);
+    for (const h of room.held) rows.push(["held", h.user, `${HELD_TEXT}; release it with matrix-group-sync release ${room.room} ${h.user} (or !release in the management room)`]);
     if (rows.length === 0 && room.error === null) lines.push("  nothing to do");
     const w0 = Math.max(4, ...rows.map((r) => r[0].length));
     const w1 = Math.max(0, ...rows.map((r) => r[1].length));

@@ -18,6 +18,7 @@ import { schedule, setLogger, type ScheduledTask } from "node-cron";
 import { openApp, type App } from "../app.ts";
 import type { Clock } from "../clock.ts";
 import type { TokenRooms } from "../commands/command.ts";
+import { displayPrefix } from "../commands/help.ts";
 import { commandTable } from "../commands/table.ts";
 import type { Config, ServeConfig } from "../config/schema.ts";
 import type { DirectoryRequestObserver } from "../idp/types.ts";
@@ -174,11 +175,13 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     const tokenWord = config.tokens?.command ?? "token";
     const table = commandTable(tokenWord);
     const prefix = serveConfig.commandPrefix;
+    /** How replies write a command: `!sync`, or `!gs sync` for a word prefix. */
+    const shownPrefix = displayPrefix(prefix);
     const port = new ManagementRoomPort(app.gateway, log, app.clock);
     const surface: RoomSurface = {
       port,
       table,
-      prefix,
+      prefix: shownPrefix,
       log,
       caps: service.capabilities({ service: tokens.ok ? tokens.value : undefined, managementRoomId: roomId, rooms: tokenRooms }),
     };
@@ -189,7 +192,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
       const room = eventRoom as RoomId;
       if (!(await app.store.markHandled(heard.message.eventId, eventRoom, app.clock.now()))) return; // already handled
       const allowed = await service.mayCommand(heard.message.sender);
-      const decision = decide(heard, allowed || !needsAllowList(heard), prefix);
+      const decision = decide(heard, allowed || !needsAllowList(heard), shownPrefix);
       if (decision.kind === "answer") {
         if (decision.why === "refused") log.info("command refused", { sender: heard.message.sender });
         await port.reply(room, heard.message.eventId, decision.parts);

@@ -75,6 +75,7 @@ export function homeserverCapability(app: App, bot: UserId): Homeserver {
     userExists: (user) => g.userExists(user),
     resolveRoom: (room) => g.resolveRoom(room),
     joinedRooms: () => g.joinedRooms(),
+    joinRoom: (room) => g.joinRoom(room),
     leaveRoom: (roomId) => g.leaveRoom(roomId),
   };
 }

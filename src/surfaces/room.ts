@@ -56,17 +56,20 @@ export class ManagementRoomPort {
    */
   progress(roomId: RoomId, replyTo: string): (done: number, total: number, what: string) => void {
     let messageId: Promise<string | undefined> | undefined;
+    /** Set when the first message is queued (not when it is sent): later calls edit it. */
+    let started = false;
     let lastAt = this.clock.now().getTime();
     let chain: Promise<unknown> = Promise.resolve();
     return (done, total, what) => {
       const now = this.clock.now().getTime();
       const final = done >= total;
-      if (messageId === undefined ? now - lastAt < PROGRESS_EVERY_MS : !final && now - lastAt < PROGRESS_EVERY_MS) return;
+      if (started ? !final && now - lastAt < PROGRESS_EVERY_MS : now - lastAt < PROGRESS_EVERY_MS) return;
       lastAt = now;
-      const text = `${what} ${done}/${total}`;
-      const content = toContent(paragraph(text));
+      const first = !started;
+      started = true;
+      const content = toContent(paragraph(`${what} ${done}/${total}`));
       chain = chain.then(async () => {
-        if (messageId === undefined) {
+        if (first) {
           messageId = this.messenger
             .sendEvent(roomId, "m.room.message", { ...content, "m.relates_to": { "m.in_reply_to": { event_id: replyTo } } })
             .then((r) => (r.ok ? r.value : undefined));
@@ -109,6 +112,7 @@ export async function runInRoom(surface: RoomSurface, cmd: RoomCommand): Promise
   const { port, log } = surface;
   const { roomId, message } = cmd;
   let ackId: Promise<string | undefined> | undefined;
+  // surface.prefix is as replies write it (displayPrefix).
   const ctx: Context = {
     ...(surface.caps as Capabilities),
     actor: message.sender,

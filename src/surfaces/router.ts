@@ -9,6 +9,7 @@ import { parseCommandLine, type ParseResult } from "../commands/parse.ts";
 import { code, paragraph, type Part } from "../commands/render.ts";
 import type { CommandTable, ParsedArgs } from "../commands/spec.ts";
 import { isTokenCommand } from "../commands/table.ts";
+import { displayPrefix } from "../commands/help.ts";
 import { parseUserId, type RoomId, type UserId } from "../matrix/ids.ts";
 
 export interface Message {
@@ -82,8 +83,10 @@ export function needsAllowList(heard: Extract<Heard, { kind: "command" }>): bool
  * `needsAllowList`). Operator commands and unknown ones are refused without it, so that the
  * bot does not tell strangers which commands exist.
  */
-export function decide(heard: Extract<Heard, { kind: "command" }>, allowed: boolean, prefix: string): Decision {
+export function decide(heard: Extract<Heard, { kind: "command" }>, allowed: boolean, typedPrefix: string): Decision {
   const { parsed, message } = heard;
+  // As answers write commands: `!gs sync` for a word prefix (which is how the parser wants them).
+  const prefix = displayPrefix(typedPrefix);
   if (needsAllowList(heard) && !allowed) {
     return { kind: "answer", why: "refused", parts: [paragraph(`Sorry ${message.sender}, you are not on the allow list for commands here.`)] };
   }

@@ -2,6 +2,7 @@
  * Registration tokens as the commands see them: the configured backend, the audit trail,
  * the token allow list, and the defaults. Shared by the management room and the CLI.
  */
+import { createHash } from "node:crypto";
 import type { Clock } from "../clock.ts";
 import { decodeDuration } from "../commands/parse.ts";
 import type { Duration } from "../commands/spec.ts";
@@ -88,8 +89,18 @@ export class TokenService {
   }
 }
 
-/** "abc…(16)": enough to tell tokens apart in an audit, not enough to use one. */
+/**
+ * "abc…(16) #1f2e3d": the first characters, the length, and six hex digits of the token's
+ * SHA-256 — enough to tell two tokens that start alike apart in the audit (and to find one
+ * token's rows), not enough to use one.
+ */
 export function maskRef(token: string): string {
+  const digest = createHash("sha256").update(token).digest("hex").slice(0, 6);
+  return `${token.length <= 4 ? "" : token.slice(0, 3)}…(${token.length}) #${digest}`;
+}
+
+/** The masks of the version before the digest was added: older audit rows carry them. */
+export function legacyMaskRef(token: string): string {
   return token.length <= 4 ? `…(${token.length})` : `${token.slice(0, 3)}…(${token.length})`;
 }
 

@@ -81,6 +81,13 @@ async function command(body: string, sender = OP, timeoutMs = REPLY_MS): Promise
   return String(reply.content["body"]);
 }
 
+/** The room's admin raises the bot to 100, as they would in their client. */
+function raiseBot(room: string, admin: string): Promise<void> {
+  const pl = hs.powerLevels(room) ?? {};
+  hs.putLegacyState(room, "m.room.power_levels", "", { ...pl, users: { ...((pl["users"] ?? {}) as Record<string, number>), [BOT]: 100 } }, admin);
+  return Promise.resolve();
+}
+
 function repliesTo(eventId: string): string[] {
   return hs
     .messages(mgmt, { sender: BOT })
@@ -328,6 +335,12 @@ describe("serve: handing a room back", () => {
     expect(dry).toMatch(/unmanaged: handed back by an operator; not synced/);
     expect(await command("!managed")).toMatch(/#eng:example.org\s+\|\s+!\S+\s+\|\s+handed back/);
 
+    // !manage checks first: the bot left and has no level there any more.
+    expect(await command("!manage #eng:example.org")).toMatch(/#eng:example.org stays handed back: the bot is not in the room and cannot join it .*invite it/);
+    hs.setMembership(eng, BOT, "invite");
+    expect(await command("!manage #eng:example.org")).toMatch(/#eng:example.org stays handed back: the bot's level 0 is below what invite, kick, power levels need \(50\)|stays handed back: the bot's level 0 is below/);
+    expect(hs.members(eng)[BOT]).toBe("join"); // it joined on the invite, and checked its level
+    await raiseBot(eng, u("dave"));
     expect(await command("!manage #eng:example.org")).toMatch(/#eng:example.org is managed again/);
     expect(await command("!managed")).toMatch(/#eng:example.org\s+\|\s+!\S+\s+\|\s+managed/);
   });
