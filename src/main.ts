@@ -1,12 +1,12 @@
 /**
  * CLI entry: `matrix-group-sync <command>`. The commands, their usage and help come from the
- * one command table (commands/table.ts); the terminal surface (surfaces/terminal.ts) parses,
+ * one command table (commands/table.ts); the terminal surface (commands/terminal.ts) parses,
  * runs and prints them. Exit codes: exit-codes.ts.
  */
 import { fileURLToPath } from "node:url";
-import { runCli } from "./surfaces/terminal.ts";
+import { runCli } from "./commands/terminal.ts";
 
-export { runCli, type CliIo } from "./surfaces/terminal.ts";
+export { runCli, type CliIo } from "./commands/terminal.ts";
 export { EXIT_DEGRADED, EXIT_FAILURES, EXIT_OK, EXIT_REFUSED, EXIT_USAGE } from "./exit-codes.ts";
 
 // Run when executed directly (through bin/matrix-group-sync.js or `tsx src/main.ts`).

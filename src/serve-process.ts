@@ -7,7 +7,7 @@ import { describeError } from "./result.ts";
 import type { Config } from "./config/schema.ts";
 import { createLogger } from "./log.ts";
 import { EXIT_FAILURES, EXIT_OK } from "./exit-codes.ts";
-import type { CliIo } from "./surfaces/terminal.ts";
+import type { CliIo } from "./commands/terminal.ts";
 import { observeHomeserverResponses } from "./matrix/bot-sdk-gateway.ts";
 import { startHttpEndpoints, type HttpEndpoints, type Role } from "./service/http.ts";
 import { waitForLeadership, type Leadership } from "./service/leader.ts";

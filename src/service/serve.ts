@@ -5,7 +5,7 @@
  * - Only messages in the management room are commands, and only from people the allow list
  *   admits (everyone in the room when it is empty). In token rooms (rooms on the token allow
  *   list, from the config or added with `!token allow`) only token commands are heard. The
- *   router (surfaces/router.ts) decides, purely; the room surface (surfaces/room.ts) runs and
+ *   router (commands/router.ts) decides, purely; the room surface (commands/room-surface.ts) runs and
  *   answers through the gateway.
  * - Whether a message is new is decided by the sync stream, not by its timestamp: nothing in
  *   the first sync (said before the service started, or while it was down) is executed, and a
@@ -26,8 +26,8 @@ import { parseUserId, tryUserIdPattern, type RoomId, type UserId } from "../matr
 import { describeError, fail, ok, type Result } from "../result.ts";
 import { createTokenService, TOKEN_DM_SCOPE, TOKEN_SCOPE, type TokenService } from "../tokens/service.ts";
 import type { RunReport } from "../reconcile/report.ts";
-import { decide, hear, needsAllowList } from "../surfaces/router.ts";
-import { ManagementRoomPort, runInRoom, type RoomSurface } from "../surfaces/room.ts";
+import { decide, hear, needsAllowList } from "../commands/router.ts";
+import { ManagementRoomPort, runInRoom, type RoomSurface } from "../commands/room-surface.ts";
 import { CommandSyncClient } from "./command-sync.ts";
 import { pruneHistory } from "../store/retention.ts";
 import { Service } from "./service.ts";

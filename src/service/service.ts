@@ -1,7 +1,7 @@
 /**
  * What the schedule and the management room share while `serve` runs: the wired app, the
  * bot's identity and the one-run-at-a-time runner. Commands do not see it: they get narrow
- * capabilities (surfaces/capabilities.ts, `capabilities` below).
+ * capabilities (commands/capabilities.ts, `capabilities` below).
  */
 import { settingsFrom, type App } from "../app.ts";
 import type { Capabilities, Runs, TokenRooms } from "../commands/command.ts";
@@ -11,7 +11,7 @@ import type { RunReport } from "../reconcile/report.ts";
 import { runSync, withTimeLimit } from "../reconcile/run.ts";
 import type { RunTrigger } from "../store/store.ts";
 import type { TokenService } from "../tokens/service.ts";
-import { directoryCapability, homeserverCapability } from "../surfaces/capabilities.ts";
+import { directoryCapability, homeserverCapability } from "../commands/capabilities.ts";
 import { ok } from "../result.ts";
 import { SerialRunner, type RunRequest } from "./runner.ts";
 

@@ -292,6 +292,16 @@ log: { level: error }
       expect(byRoom.get("#general:example.org")).toEqual([{ kind: "invite", user: "@bob:example.org" }]);
       expect(hs.appliedChanges()).toEqual([]);
 
+      // On a terminal (and without --json) the directory read and the rooms show progress on stderr.
+      const shown: string[] = [];
+      const terminal: CliIo = { ...io, out: () => undefined, err: (t) => shown.push(t), interactive: true };
+      expect(await runCli(["sync", "--dry-run", "--config", join(dir, "config.yaml")], terminal)).toBe(0);
+      const directoryLines = shown.filter((l) => l.startsWith("\rreading the directory (ldap): "));
+      // One line per LDAP request (bind, pages of 10): counted up from 1.
+      expect(directoryLines.length).toBeGreaterThan(2);
+      expect(directoryLines.map((l) => Number(/: (\d+) request/.exec(l)?.[1]))).toEqual(directoryLines.map((_, i) => i + 1));
+      expect(shown.at(-1)).toMatch(/^\rrooms 4\/4\s*\n$/);
+
       const listing: string[] = [];
       const idpIo: CliIo = { ...io, out: (t) => listing.push(t) };
       expect(await runCli(["idp", "--json", "--room", "#db:example.org", "--config", join(dir, "config.yaml")], idpIo)).toBe(0);

@@ -19,7 +19,7 @@ import { createBotSdkGateway } from "../../src/matrix/bot-sdk-gateway.ts";
 import type { RoomId } from "../../src/matrix/ids.ts";
 import { startServe, type ServeHandle } from "../../src/service/serve.ts";
 import { openStore } from "../../src/store/kysely-store.ts";
-import { ManagementRoomPort } from "../../src/surfaces/room.ts";
+import { ManagementRoomPort } from "../../src/commands/room-surface.ts";
 import { FakeHomeserver, presetPowerLevels, type FakeMessage } from "../fakes/homeserver.ts";
 
 const BOT = "@mgs-bot:example.org";

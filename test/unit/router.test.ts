@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { blocks } from "../../src/commands/render.ts";
 import { commandTable } from "../../src/commands/table.ts";
 import type { RoomId, UserId } from "../../src/matrix/ids.ts";
-import { decide, hear, needsAllowList, type Decision, type Heard, type Place } from "../../src/surfaces/router.ts";
+import { decide, hear, needsAllowList, type Decision, type Heard, type Place } from "../../src/commands/router.ts";
 
 const BOT = "@mgs-bot:example.org" as UserId;
 const OP = "@op:example.org";

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { formatConfigError, loadConfig } from "../../src/config/load.ts";
 import { parseCommandLine } from "../../src/commands/parse.ts";
 import { commandTable } from "../../src/commands/table.ts";
-import { decide, hear } from "../../src/surfaces/router.ts";
+import { decide, hear } from "../../src/commands/router.ts";
 import type { RoomId, UserId } from "../../src/matrix/ids.ts";
 
 const CONFIG = (tokens: string): string => `

@@ -4,12 +4,12 @@
  * does I/O: the service marks the event handled between the two steps (so a restart never
  * replays it) and looks the sender up in the allow list.
  */
-import type { Command } from "../commands/command.ts";
-import { parseCommandLine, type ParseResult } from "../commands/parse.ts";
-import { code, paragraph, type Part } from "../commands/render.ts";
-import type { CommandTable, ParsedArgs } from "../commands/spec.ts";
-import { isTokenCommand } from "../commands/table.ts";
-import { displayPrefix } from "../commands/help.ts";
+import type { Command } from "./command.ts";
+import { parseCommandLine, type ParseResult } from "./parse.ts";
+import { code, paragraph, type Part } from "./render.ts";
+import type { CommandTable, ParsedArgs } from "./spec.ts";
+import { isTokenCommand } from "./table.ts";
+import { displayPrefix } from "./help.ts";
 import { parseUserId, type RoomId, type UserId } from "../matrix/ids.ts";
 
 export interface Message {

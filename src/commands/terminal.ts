@@ -6,14 +6,15 @@
  * printed as text (tables aligned) or JSON, and decides the exit code (exit-codes.ts).
  */
 import type { App } from "../app.ts";
-import { outcomeJson, type Capabilities, type CapabilityName, type Command, type Context, type Outcome, type Runs, type Terminal, type Tokens } from "../commands/command.ts";
-import { helpFor, helpText, usageLine } from "../commands/help.ts";
-import { parseCommandArgv } from "../commands/parse.ts";
-import { blocks, type Part } from "../commands/render.ts";
-import { CLI_OPTIONS, commandTable } from "../commands/table.ts";
+import { outcomeJson, type Capabilities, type CapabilityName, type Command, type Context, type Outcome, type Runs, type Terminal, type Tokens } from "./command.ts";
+import { helpFor, helpText, usageLine } from "./help.ts";
+import { parseCommandArgv } from "./parse.ts";
+import { blocks, type Part } from "./render.ts";
+import { CLI_OPTIONS, commandTable } from "./table.ts";
 import { formatConfigError, loadConfig, type LoadedConfig } from "../config/load.ts";
 import { EXIT_DEGRADED, EXIT_FAILURES, EXIT_OK, EXIT_REFUSED, EXIT_USAGE } from "../exit-codes.ts";
 import type { RunReport } from "../reconcile/report.ts";
+import type { DirectoryRequest } from "../idp/types.ts";
 import type { TokenService } from "../tokens/service.ts";
 import { botIdentity, directoryCapability, homeserverCapability } from "./capabilities.ts";
 
@@ -115,7 +116,8 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       },
       ack: () => Promise.resolve(),
       progress: (n, total, what) => {
-        if (io.interactive && !globals.json) io.err(`\r${what} ${n}/${total}${n >= total ? "\n" : ""}`);
+        // Padded: the line may have shown the longer directory progress before.
+        if (io.interactive && !globals.json) io.err(`\r${`${what} ${n}/${total}`.padEnd(48)}${n >= total ? "\n" : ""}`);
       },
     };
     const outcome = await cmd.run(ctx, parsed.args);
@@ -176,7 +178,16 @@ async function capabilitiesFor(cmd: Command, globals: Globals, io: CliIo): Promi
 
   // Loaded on demand: help and check-config do not pay for the homeserver and database clients.
   const { openApp } = await import("../app.ts");
-  const opened = await openApp(loaded.config, { interactive: io.interactive, json: globals.json });
+  // On a terminal, the directory read shows its progress too (LDAP pages, Graph requests).
+  let directoryRequests = 0;
+  const showProgress = io.interactive && !globals.json;
+  const onDirectoryRequest = showProgress
+    ? (r: DirectoryRequest): void => {
+        directoryRequests++;
+        io.err(`\rreading the directory (${r.provider}): ${directoryRequests} request(s)`);
+      }
+    : undefined;
+  const opened = await openApp(loaded.config, { interactive: io.interactive, json: globals.json, onDirectoryRequest });
   if (!opened.ok) return { ok: false, error: opened.error.message, code: EXIT_FAILURES };
   const app = opened.value;
   let tokenService: TokenService | undefined;
@@ -211,6 +222,7 @@ async function capabilitiesFor(cmd: Command, globals: Globals, io: CliIo): Promi
 async function cliRuns(app: App, config: LoadedConfig["config"]): Promise<Runs> {
   const { runSync, withTimeLimit } = await import("../reconcile/run.ts");
   const { settingsFrom } = await import("../app.ts");
+  const { pruneHistory } = await import("../store/retention.ts");
   return {
     busy: false,
     request(opts) {
@@ -221,7 +233,14 @@ async function cliRuns(app: App, config: LoadedConfig["config"]): Promise<Runs> 
         trigger: "cli",
         ...(opts.rooms && opts.rooms.length > 0 ? { rooms: opts.rooms } : {}),
         ...(limit ? { signal: limit.signal } : {}),
-      }).finally(() => limit?.clear());
+      })
+        .then(async (report) => {
+          // Syncs from cron keep the history within retention as serve does.
+          const pruned = await pruneHistory(app.store, config.retention, app.clock.now());
+          if (!pruned.ok) app.log.child("retention").warn("pruning the history failed", { error: pruned.error.message });
+          return report;
+        })
+        .finally(() => limit?.clear());
       return { status: "started", done };
     },
   };

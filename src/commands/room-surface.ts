@@ -5,10 +5,10 @@
  * halt signal with the runs).
  */
 import { randomBytes } from "node:crypto";
-import type { Capabilities, CapabilityName, Command, Context, Outcome } from "../commands/command.ts";
-import { usageLine } from "../commands/help.ts";
-import { code, paragraph, splitMessage, toContent, type Part } from "../commands/render.ts";
-import type { CommandTable, ParsedArgs } from "../commands/spec.ts";
+import type { Capabilities, CapabilityName, Command, Context, Outcome } from "./command.ts";
+import { usageLine } from "./help.ts";
+import { code, paragraph, splitMessage, toContent, type Part } from "./render.ts";
+import type { CommandTable, ParsedArgs } from "./spec.ts";
 import type { Logger } from "../log.ts";
 import type { Messenger } from "../matrix/gateway.ts";
 import type { RoomId } from "../matrix/ids.ts";

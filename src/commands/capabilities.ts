@@ -4,8 +4,8 @@
  * a command gets the ones it names and nothing else (commands/command.ts).
  */
 import { settingsFrom, type App } from "../app.ts";
-import type { Directory, Homeserver, ManagedRoom } from "../commands/command.ts";
-import type { RoomRef } from "../commands/spec.ts";
+import type { Directory, Homeserver, ManagedRoom } from "./command.ts";
+import type { RoomRef } from "./spec.ts";
 import type { Config } from "../config/schema.ts";
 import { serverNameOf, type UserId } from "../matrix/ids.ts";
 import { readDirectory, type DirectoryState } from "../reconcile/directory.ts";
