@@ -4,18 +4,13 @@
  * PostgreSQL (and PGlite) read them along the indexes of 2026-12-04T00-audit-readers.
  * Without a reachable PostgreSQL the postgres half is skipped, unless CI is set.
  */
-import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { CompiledQuery, sql, type Kysely } from "kysely";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { describeDatabaseUrl, openDatabase, type Database, type OpenedDatabase } from "../../src/store/database.ts";
-import { openStore, tokenAuditQuery, userActionsQuery, type OpenStoreOptions } from "../../src/store/kysely-store.ts";
+import { openStore, tokenAuditQuery, userActionsQuery } from "../../src/store/kysely-store.ts";
 import { migrateToLatest } from "../../src/store/migrate.ts";
 import { MAX_AUDIT_ROWS, type ActionRecord, type Store, type TokenAuditRecord, type UserActionRecord } from "../../src/store/store.ts";
-import { postgresUnreachable, TEST_DATABASE_URL } from "../helpers/postgres.ts";
+import { postgresUnreachable, TEST_DATABASE_URL, storeFixture, type StoreFixture } from "../helpers/postgres.ts";
 
 const databaseUrl = TEST_DATABASE_URL;
 const unreachable = await postgresUnreachable(databaseUrl);
@@ -24,29 +19,10 @@ if (skipPostgres) console.warn(`audit reader tests: PostgreSQL at ${describeData
 
 const t = (iso: string): Date => new Date(`2026-12-01T${iso}Z`);
 
-interface Fixture {
-  readonly options: OpenStoreOptions;
-  cleanup(): Promise<void>;
-}
+type Fixture = StoreFixture;
 
-async function fixture(engine: "pglite" | "postgres"): Promise<Fixture> {
-  if (engine === "pglite") {
-    const dataDir = await mkdtemp(path.join(tmpdir(), "mgs-readers-"));
-    return { options: { dataDir }, cleanup: () => rm(dataDir, { recursive: true, force: true }) };
-  }
-  const schema = `t_readers_${randomBytes(6).toString("hex")}`;
-  return {
-    options: { databaseUrl, dataDir: "/nonexistent-unused", schema },
-    async cleanup() {
-      const client = new pg.Client({ connectionString: databaseUrl });
-      await client.connect();
-      try {
-        await client.query(`drop schema if exists "${schema}" cascade`);
-      } finally {
-        await client.end();
-      }
-    },
-  };
+function fixture(engine: "pglite" | "postgres"): Promise<Fixture> {
+  return storeFixture(engine, "readers", databaseUrl);
 }
 
 /** The plan of a compiled query, as PostgreSQL's JSON EXPLAIN. */

@@ -5,20 +5,15 @@
  * 2026-12-04 applies to a database of the schema before it, data kept and readable.
  * Without a reachable PostgreSQL the postgres half is skipped, unless CI is set.
  */
-import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { Migrator, sql } from "kysely";
-import pg from "pg";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
 import { migrations } from "../../migrations/index.ts";
 import { describeDatabaseUrl, openDatabase, type OpenedDatabase } from "../../src/store/database.ts";
-import { listUserActions, openStore, PRUNE_BATCH_RUNS, recordActions, recordTokenAudit, startRun, finishRun, type OpenStoreOptions } from "../../src/store/kysely-store.ts";
+import { listUserActions, openStore, PRUNE_BATCH_RUNS, recordActions, recordTokenAudit, startRun, finishRun } from "../../src/store/kysely-store.ts";
 import { migrateToLatest } from "../../src/store/migrate.ts";
 import { pruneHistory } from "../../src/store/retention.ts";
 import type { ActionRecord, Store, TokenAuditRecord } from "../../src/store/store.ts";
-import { postgresUnreachable, TEST_DATABASE_URL } from "../helpers/postgres.ts";
+import { postgresUnreachable, TEST_DATABASE_URL, storeFixture, type StoreFixture } from "../helpers/postgres.ts";
 
 const databaseUrl = TEST_DATABASE_URL;
 const unreachable = await postgresUnreachable(databaseUrl);
@@ -29,29 +24,10 @@ const DAY = 86_400_000;
 const NOW = new Date("2026-12-04T12:00:00Z");
 const daysAgo = (days: number, plusMs = 0): Date => new Date(NOW.getTime() - days * DAY + plusMs);
 
-interface Fixture {
-  readonly options: OpenStoreOptions;
-  cleanup(): Promise<void>;
-}
+type Fixture = StoreFixture;
 
-async function fixture(engine: "pglite" | "postgres"): Promise<Fixture> {
-  if (engine === "pglite") {
-    const dataDir = await mkdtemp(path.join(tmpdir(), "mgs-retention-"));
-    return { options: { dataDir }, cleanup: () => rm(dataDir, { recursive: true, force: true }) };
-  }
-  const schema = `t_retention_${randomBytes(6).toString("hex")}`;
-  return {
-    options: { databaseUrl, dataDir: "/nonexistent-unused", schema },
-    async cleanup() {
-      const client = new pg.Client({ connectionString: databaseUrl });
-      await client.connect();
-      try {
-        await client.query(`drop schema if exists "${schema}" cascade`);
-      } finally {
-        await client.end();
-      }
-    },
-  };
+function fixture(engine: "pglite" | "postgres"): Promise<Fixture> {
+  return storeFixture(engine, "retention", databaseUrl);
 }
 
 const action = (runId: number, userId: string | null, at: Date, extra: Partial<ActionRecord> = {}): ActionRecord => ({

@@ -5,18 +5,18 @@
  * unless CI is set: then it fails.
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { hostname, tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
 import path from "node:path";
 import { sql } from "kysely";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { describeDatabaseUrl, openDatabase } from "../../src/store/database.ts";
-import { openStore, type OpenStoreOptions } from "../../src/store/kysely-store.ts";
+import { openStore } from "../../src/store/kysely-store.ts";
 import { migrations } from "../../migrations/index.ts";
 import { migrateToLatest } from "../../src/store/migrate.ts";
 import type { ActionRecord, Store } from "../../src/store/store.ts";
-import { postgresUnreachable, TEST_DATABASE_URL } from "../helpers/postgres.ts";
+import { postgresUnreachable, TEST_DATABASE_URL, storeFixture, type StoreFixture } from "../helpers/postgres.ts";
 
 const databaseUrl = TEST_DATABASE_URL;
 
@@ -43,31 +43,10 @@ const jsonSamples: unknown[] = [
   { unicode: "Grüße 🎉 \"quoted\" back\\slash", empty: {}, list: [] },
 ];
 
-interface Fixture {
-  readonly engine: "pglite" | "postgres";
-  readonly options: OpenStoreOptions;
-  cleanup(): Promise<void>;
-}
+type Fixture = StoreFixture;
 
-async function fixture(engine: "pglite" | "postgres"): Promise<Fixture> {
-  if (engine === "pglite") {
-    const dataDir = await mkdtemp(path.join(tmpdir(), "mgs-store-"));
-    return { engine, options: { dataDir }, cleanup: () => rm(dataDir, { recursive: true, force: true }) };
-  }
-  const schema = `t_store_${randomBytes(6).toString("hex")}`;
-  return {
-    engine,
-    options: { databaseUrl, dataDir: "/nonexistent-unused", schema },
-    async cleanup() {
-      const client = new pg.Client({ connectionString: databaseUrl });
-      await client.connect();
-      try {
-        await client.query(`drop schema if exists "${schema}" cascade`);
-      } finally {
-        await client.end();
-      }
-    },
-  };
+function fixture(engine: "pglite" | "postgres"): Promise<Fixture> {
+  return storeFixture(engine, "store", databaseUrl);
 }
 
 const engines = [
