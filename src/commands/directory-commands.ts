@@ -1,7 +1,9 @@
 /** `!idp`, `!joined`, `!managed`: what the directory says, and which rooms the bot is in. */
 import { changesText } from "../reconcile/words.ts";
 import { directoryText, listDirectory } from "../reconcile/directory.ts";
-import { command, done, failure, refused, type Command } from "./command.ts";
+import { parseRoomId, type RoomId } from "../matrix/ids.ts";
+import { command, done, failure, refused, type Command, type Homeserver } from "./command.ts";
+import { cannotSync } from "./levels-for-commands.ts";
 import { bold, list, paragraph, table, type Part } from "./render.ts";
 
 const BOTH = ["room", "cli"] as const;
@@ -74,7 +76,7 @@ export const joinedCommand: Command = command({
 
 export const managedCommand: Command = command({
   name: "managed",
-  summary: "Rooms this service manages, with the result of their last sync",
+  summary: "Rooms this service manages, with the result of their last sync; a room the bot cannot sync (not in it, too little power) as an error",
   params: [],
   permission: "operator",
   surfaces: BOTH,
@@ -88,19 +90,26 @@ export const managedCommand: Command = command({
     const configured = state.ok ? state.value.desired.map((d) => d.room) : [...records.keys()];
     const parts: Part[] = [];
     if (!state.ok) parts.push(paragraph(`The directory could not be read (${state.error.message}); showing the rooms seen before.`));
+    // One state read per room the bot is in: whether its level lets it invite, kick and change levels.
+    const why = await cannotSyncAll(ctx.homeserver, configured.flatMap((room) => {
+      const r = records.get(room);
+      const id = r?.roomId != null && r.managed && inRoom?.has(r.roomId) === true ? parseRoomId(r.roomId) : undefined;
+      return id !== undefined ? [id] : [];
+    }));
     const rows = configured.map((room) => {
       const r = records.get(room);
       const summary = r?.lastSummary as Record<string, unknown> | null | undefined;
       const result = summary && typeof summary === "object" ? (typeof summary["error"] === "string" ? `error: ${summary["error"]}` : countsText(summary)) : "";
       const notJoined = inRoom !== undefined && r?.roomId != null && r.managed && !inRoom.has(r.roomId);
+      const blocked = r?.roomId != null ? why.get(r.roomId as RoomId) : undefined;
       return {
         room,
         roomId: r?.roomId ?? null,
-        state: notJoined ? "error: the bot is not in this room (invite it)" : r === undefined ? "not synced yet" : r.managed ? "managed" : "handed back",
+        state: notJoined ? "error: the bot is not in this room (invite it)" : blocked !== undefined ? `error: ${blocked}` : r === undefined ? "not synced yet" : r.managed ? "managed" : "handed back",
         lastRun: r?.lastRunId ?? null,
         lastOutcome: r?.lastOutcome ?? null,
         lastResult: result,
-        error: notJoined || result.startsWith("error: "),
+        error: notJoined || blocked !== undefined || result.startsWith("error: "),
       };
     });
     const data = { directoryRead: state.ok, rooms: rows };
@@ -117,6 +126,25 @@ export const managedCommand: Command = command({
     return { status: state.ok ? "ok" : "failed", parts, data };
   },
 });
+
+/** Rooms read at once by `!managed`. */
+const READ_AT_ONCE = 8;
+
+/** Why the bot cannot sync each room (absent: it can, or its state could not be read now). */
+async function cannotSyncAll(homeserver: Homeserver, rooms: readonly RoomId[]): Promise<Map<RoomId, string>> {
+  const out = new Map<RoomId, string>();
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < rooms.length) {
+      const roomId = rooms[next++] as RoomId;
+      const observed = await homeserver.readRoom(roomId);
+      const why = observed.ok ? cannotSync(observed.value, homeserver.bot) : observed.error.code === "M_FORBIDDEN" ? "the bot is not in this room (invite it)" : undefined;
+      if (why !== undefined) out.set(roomId, why);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(READ_AT_ONCE, rooms.length) }, worker));
+  return out;
+}
 
 /** A stored summary (untyped JSON, possibly from an older version) in the run report's words. */
 function countsText(c: Record<string, unknown>): string {

@@ -1,7 +1,7 @@
 /** `sync`, `status`, `history`, `release`: runs and what they held back, in the room and on the CLI. */
 import type { UserId } from "../matrix/ids.ts";
 import { toJson, toText } from "../reconcile/report.ts";
-import { actionRow } from "../reconcile/words.ts";
+import { actionRow, changesText } from "../reconcile/words.ts";
 import type { Store } from "../store/store.ts";
 import { auditParts, reportEntryOf } from "./audit-parts.ts";
 import { command, done, refused, usageError, type Command, type Outcome } from "./command.ts";
@@ -61,8 +61,9 @@ export const statusCommand: Command = command({
         table(
           ["run", "started", "trigger", "kind", "outcome", "changes", "error"],
           runs.map((r) => {
-            const counts = (r.summary as { counts?: Record<string, number> } | null)?.counts;
-            const changes = counts ? `${counts["invites"] ?? 0} inv, ${counts["kicks"] ?? 0} kick, ${counts["powerLevels"] ?? 0} lvl, ${counts["held"] ?? 0} held, ${counts["failed"] ?? 0} failed` : "";
+            const counts = (r.summary as { counts?: Record<string, unknown> } | null)?.counts;
+            // In the run report's words, every kind counted (created, permissions, state, links too).
+            const changes = counts !== undefined && counts !== null && typeof counts === "object" ? storedCountsText(counts) : "";
             return [String(r.id), isoSeconds(r.startedAt), r.trigger, r.dryRun ? "dry run" : "real", r.outcome, changes, r.error ?? ""];
           }),
         ),
@@ -86,6 +87,12 @@ export const statusCommand: Command = command({
     });
   },
 });
+
+/** A stored summary's counts (untyped JSON, possibly from an older version) in the report's words. */
+function storedCountsText(c: Record<string, unknown>): string {
+  const n = (k: string): number => (typeof c[k] === "number" ? c[k] : 0);
+  return changesText({ created: n("created"), invites: n("invites"), kicks: n("kicks"), powerLevels: n("powerLevels"), permissions: n("permissions"), state: n("state"), links: n("links"), held: n("held"), failed: n("failed"), roomErrors: n("roomErrors") });
+}
 
 function isoSeconds(d: Date): string {
   return d.toISOString().replace(/\.\d+Z$/, "Z");

@@ -233,6 +233,23 @@ describe("serve: the management room surface", () => {
     });
   });
 
+  describe("!managed", () => {
+    it("shows a room the bot is not in, and one where its level is too low, as errors", async () => {
+      const before = hs.powerLevels(rooms["#eng"]!) ?? {};
+      // Someone above the bot takes its power away in #eng.
+      hs.putLegacyState(rooms["#eng"]!, "m.room.power_levels", "", { ...before, users: { ...((before["users"] ?? {}) as Record<string, number>), [BOT]: 0 } }, BOT);
+      try {
+        const managed = String((await replyTo(mgmt, hs.sendMessage(mgmt, OP, "!managed"))).content["body"]);
+        expect(managed).toMatch(/#eng:example\.org\s+\|\s+!\S+\s+\|\s+error: the bot's level 0 is below what kick, power levels need \(50\): raise the bot to 50/);
+        expect(managed).toMatch(/#locked:example\.org\s+\|\s+!\S+\s+\|\s+error: the bot is not in this room/);
+        expect(managed).toMatch(/#deg:example\.org\s+\|\s+!\S+\s+\|\s+managed/);
+        expect(managed).toMatch(/\n2 room\(s\) cannot be synced as they are: see the errors above\.$/);
+      } finally {
+        hs.putLegacyState(rooms["#eng"]!, "m.room.power_levels", "", before, BOT);
+      }
+    });
+  });
+
   describe("!history @user and !token audit", () => {
     it("!history @user lists what the last run did to that user: the kick and the invite", async () => {
       // The first sync of #eng (here, or in the reaction tests above) kicked mallory, who is not
