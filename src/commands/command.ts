@@ -232,8 +232,3 @@ function typedArgs(params: readonly TypedParam[], flags: readonly FlagSpec[], pa
   for (const f of flags) args[f.name] = parsed.flags[f.name] === true;
   return args;
 }
-
-/** Shorthand for the common answer "this room is not one we manage / cannot be read". */
-export function roomRefused(error: { message: string }): Outcome {
-  return refused(error.message);
-}

@@ -5,7 +5,7 @@
  * halt signal with the runs).
  */
 import { randomBytes } from "node:crypto";
-import type { Capabilities, CapabilityName, Command, Context, Outcome } from "./command.ts";
+import type { Capabilities, Command, Context, Outcome } from "./command.ts";
 import { usageLine } from "./help.ts";
 import { code, paragraph, splitMessage, toContent, type Part } from "./render.ts";
 import type { CommandTable, ParsedArgs } from "./spec.ts";
@@ -112,7 +112,6 @@ export async function runInRoom(surface: RoomSurface, cmd: RoomCommand): Promise
   const { port, log } = surface;
   const { roomId, message } = cmd;
   let ackId: Promise<string | undefined> | undefined;
-  // surface.prefix is as replies write it (displayPrefix).
   const ctx: Context = {
     ...(surface.caps as Capabilities),
     actor: message.sender,
@@ -147,7 +146,4 @@ export async function runInRoom(surface: RoomSurface, cmd: RoomCommand): Promise
     await port.react(roomId, message.eventId, REACTION[outcome.status]);
   }
 }
-
-/** The capabilities a command may name in the room (the terminal's are absent there). */
-export type RoomCapabilityName = Exclude<CapabilityName, "terminal" | "loaded">;
 

@@ -4,7 +4,7 @@
  */
 import { importCommand } from "../import/command.ts";
 import { checkConfigCommand, migrateCommand, serveCommand } from "./cli-commands.ts";
-import { command, done, type Command, type Surface } from "./command.ts";
+import { command, done, type Command } from "./command.ts";
 import { idpCommand, joinedCommand, managedCommand } from "./directory-commands.ts";
 import { helpFor, helpText } from "./help.ts";
 import { code, paragraph, type Part } from "./render.ts";
@@ -108,9 +108,4 @@ export function commandTable(tokenWord = "token"): CommandTable<Command> {
 /** Whether a command is one of the token commands (named with `tokenWord`). */
 export function isTokenCommand(c: Command, tokenWord: string): boolean {
   return c.name === tokenWord || c.name.startsWith(`${tokenWord} `);
-}
-
-/** Whether the surface offers the command. */
-export function offeredOn(c: Command, surface: Surface): boolean {
-  return c.surfaces.includes(surface);
 }

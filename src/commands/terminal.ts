@@ -246,9 +246,3 @@ async function cliRuns(app: App, config: LoadedConfig["config"]): Promise<Runs> 
   };
 }
 
-/** For callers outside a command (tests): the usage line of a CLI command. */
-export function cliUsage(name: string): string | undefined {
-  const c = table.find(name);
-  return c === undefined ? undefined : usageLine(c, PREFIX);
-}
-
