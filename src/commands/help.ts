@@ -62,7 +62,7 @@ export function helpText<C extends AnySpec>(table: CommandTable<C>, prefix = "!"
 const PERMISSION_TEXT: Readonly<Record<Permission, string>> = {
   operator: "Only operators may run this command.",
   "token-users": "Operators may run this command, and the users and rooms on the token allow list (see token allowed).",
-  "anyone-in-room": "Anyone in the room may run this command.",
+  "anyone-in-room": "Anyone in the management room may run this command.",
 };
 
 /**
@@ -71,7 +71,7 @@ const PERMISSION_TEXT: Readonly<Record<Permission, string>> = {
  * `"token list foo"`); the longest matching command is described. An unknown name gives a
  * short text naming the nearest command when there is one.
  */
-export function helpFor<C extends AnySpec>(table: CommandTable<C>, name: string, prefix = "!"): Part {
+export function helpFor<C extends AnySpec>(table: CommandTable<C>, name: string, prefix = "!", only?: (command: C) => boolean): Part {
   const trimmed = name.trim();
   const bare = prefix !== "" && trimmed.startsWith(prefix) ? trimmed.slice(prefix.length) : trimmed;
   const words = bare.split(/\s+/).filter((w) => w !== "");
@@ -104,6 +104,11 @@ export function helpFor<C extends AnySpec>(table: CommandTable<C>, name: string,
   if (flags.length > 0) {
     parts.push(paragraph(bold("Flags:")));
     parts.push(list(flags.map((f): Inline[] => [code(`--${f.name}`), ...(f.aliases ?? []).flatMap((a) => [" or ", code(`--${a}`)]), ` — ${f.description}`])));
+  }
+  const subcommands = table.commands.filter((c) => c.name.startsWith(`${spec.name} `) && (only === undefined || only(c)));
+  if (subcommands.length > 0) {
+    parts.push(paragraph(bold(`The ${spec.name} commands:`)));
+    parts.push(list(subcommands.map((c): Inline[] => [code(usageLine(c, prefix)), ` — ${c.summary}`])));
   }
   parts.push(paragraph(PERMISSION_TEXT[spec.permission]));
   return blocks(parts);

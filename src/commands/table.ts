@@ -45,7 +45,7 @@ const helpCommand: Command = command({
       }
       // An unknown name is a usage error (the nearest command is named).
       if (match === undefined) return { status: "usage", parts: [helpFor(ctx.table, name, ctx.prefix)] };
-      return done([helpFor(ctx.table, name, ctx.prefix), ...(ctx.surface === "cli" ? CLI_OPTIONS : [])]);
+      return done([helpFor(ctx.table, name, ctx.prefix, here), ...(ctx.surface === "cli" ? CLI_OPTIONS : [])]);
     }
     return done([helpText(ctx.table, ctx.prefix, here), ...(ctx.surface === "cli" ? CLI_OPTIONS : [])]);
   },

@@ -78,7 +78,7 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     return EXIT_USAGE;
   }
   if (globals.help && match !== undefined) {
-    io.out(text([helpFor(table, match.command.name, PREFIX), ...CLI_OPTIONS]));
+    io.out(text([helpFor(table, match.command.name, PREFIX, onCli), ...CLI_OPTIONS]));
     return EXIT_OK;
   }
   const parsed = parseCommandArgv(table, rest, { prefix: PREFIX });

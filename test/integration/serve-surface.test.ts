@@ -360,7 +360,7 @@ describe("serve: the management room surface", () => {
     it("says who may run one command, and calls a command-line command one", async () => {
       expect(await command("!help token create")).toContain("Operators may run this command, and the users and rooms on the token allow list (see token allowed).");
       expect(await command("!help token audit")).toContain("Only operators may run this command.");
-      expect(await command("!help help")).toContain("Anyone in the room may run this command.");
+      expect(await command("!help help")).toContain("Anyone in the management room may run this command.");
       expect(await command("!help check-config")).toBe("check-config is not offered in the room; it is a command-line command.");
       expect(await command("!migrate")).toBe("migrate is a command-line command: matrix-group-sync migrate. Send !help for the commands here.");
     });

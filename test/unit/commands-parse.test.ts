@@ -486,7 +486,7 @@ describe("help", () => {
       expect(help.text).toContain(spec.description ?? spec.summary);
       for (const p of spec.params) expect(help.text).toContain(`${p.variadic === true ? `${p.name}…` : p.name} — ${p.description}`);
       for (const f of spec.flags ?? []) expect(help.text).toContain(`--${f.name} — ${f.description}`);
-      expect(help.text).toMatch(spec.permission === "operator" ? /Only operators/ : /Anyone in the room/);
+      expect(help.text).toMatch(spec.permission === "operator" ? /Only operators/ : /Anyone in the management room/);
       expect(help.html).toContain(`<code>${escapeHtml(usageLine(spec, "!"))}</code>`);
     }
     expect(helpFor(TABLE, "!token list", "!").text).toContain("Usage: !token list [limit]");
