@@ -43,8 +43,27 @@
  *   with `*` wildcards, `senders`, `not_senders`, `rooms`, `not_rooms`, `contains_url`,
  *   `lazy_load_members`, `include_leave`, `event_fields`), `full_state`, `set_presence` (validated,
  *   otherwise ignored). History visibility is "shared" (a joined user sees the whole history).
- *   Not modelled: presence, typing, receipts as ephemeral events, to-device messages, device lists,
- *   unread counts, room summaries (all served as empty structures), `/messages` pagination.
+ *   Not modelled: presence, typing, receipts as ephemeral events, unread counts, room summaries (all
+ *   served as empty structures), `/messages` pagination.
+ * - End-to-end encryption (synapse/rest/client/keys.py, sendtodevice.py, handlers/e2e_keys.py,
+ *   devicemessage.py, and the sync handler's device-list and to-device sections): every access token
+ *   belongs to a device (`registerUser(..., { deviceId })`; `/account/whoami` gives `device_id`).
+ *   `POST /keys/upload` (the pydantic body checks, `user_id`/`device_id` against the requester, one-time
+ *   key clashes, one fallback key per algorithm; answers `one_time_key_counts`), `POST /keys/query`,
+ *   `POST /keys/claim` (oldest one-time key, else the fallback key, marked used), `GET /keys/changes`,
+ *   `PUT /sendToDevice/{type}/{txnId}` (idempotent per token; `*` for every device). `/sync` serves the
+ *   device's `to_device.events` (kept until a later `since` passes them), `device_one_time_keys_count`,
+ *   `device_unused_fallback_key_types`, and in incremental syncs `device_lists.changed` (the user and
+ *   room-mates whose device list changed — a new device or new device keys, not one-time keys — members
+ *   of a newly joined room, users who joined or were invited since) and `left` (users no longer sharing
+ *   a room); these wake long-polls. `m.room.encryption` and `m.room.encrypted` are ordinary events.
+ *   `GET /room_keys/version` is always 404 "No backup found"; `GET /pushrules/` serves the spec's
+ *   predefined rules; `GET /capabilities` Synapse's defaults (both for clients such as matrix-js-sdk).
+ *   Not modelled: signatures are checked for shape, never verified (nor does Synapse verify device
+ *   signatures); cross-signing (`/keys/device_signing/upload`, `/keys/signatures/upload`; query answers
+ *   carry empty `master_keys` etc.); key backup; device management (`/devices`, display names, deletion);
+ *   `/login`; Synapse's limit of 100 to-device messages per sync (all pending ones are sent at once);
+ *   the to-device rate limit; remote users (listed in `failures` with 503, messages to them dropped).
  * - Every stored event (membership, state, power levels, messages, reactions) is recorded in its room's
  *   timeline with a stream position. Memberships given at room creation (the shared base map) are
  *   not timeline events: they are state from before the first sync, served in `state` sections.
@@ -96,6 +115,19 @@ export type EndpointKind =
   | "create_room"
   /** Synapse admin API: `/_synapse/admin/v1/registration_tokens[/…]`. */
   | "admin_registration_tokens"
+  /** End-to-end encryption: `POST /keys/upload`, `/keys/query`, `/keys/claim`, `GET /keys/changes`. */
+  | "keys_upload"
+  | "keys_query"
+  | "keys_claim"
+  | "keys_changes"
+  /** `PUT /sendToDevice/{eventType}/{txnId}`. */
+  | "send_to_device"
+  /** `GET /room_keys/version` (server-side key backup; none is ever stored here). */
+  | "room_keys"
+  /** `GET /pushrules/` (the predefined rules only). */
+  | "push_rules"
+  /** `GET /capabilities`. */
+  | "capabilities"
   | "other";
 
 const ENDPOINT_KINDS: readonly EndpointKind[] = [
@@ -124,6 +156,14 @@ const ENDPOINT_KINDS: readonly EndpointKind[] = [
   "receipt",
   "create_room",
   "admin_registration_tokens",
+  "keys_upload",
+  "keys_query",
+  "keys_claim",
+  "keys_changes",
+  "send_to_device",
+  "room_keys",
+  "push_rules",
+  "capabilities",
   "other",
 ];
 
@@ -701,14 +741,20 @@ function pyTypeName(v: unknown): string {
 
 interface PydanticIssue {
   readonly loc: string;
-  readonly type: "missing" | "string_type" | "list_type";
+  readonly type: "missing" | "string_type" | "list_type" | "dict_type" | "bool_type" | "model_type" | "value_error";
   readonly input: unknown;
+  /** For `model_type`: the model's class name; for `value_error`: the validator's message. */
+  readonly detail?: string;
 }
 
 const PYDANTIC_MESSAGES: Record<PydanticIssue["type"], string> = {
   missing: "Field required",
   string_type: "Input should be a valid string",
   list_type: "Input should be a valid list",
+  dict_type: "Input should be a valid dictionary",
+  bool_type: "Input should be a valid boolean",
+  model_type: "Input should be a valid dictionary or instance of ",
+  value_error: "Value error, ",
 };
 
 /**
@@ -722,7 +768,7 @@ function pydanticError(model: string, issues: readonly PydanticIssue[]): MatrixH
     const chars = [...pyRepr(issue.input)];
     const input = chars.length > 50 ? `${chars.slice(0, 25).join("")}...${chars.slice(-24).join("")}` : chars.join("");
     lines.push(issue.loc);
-    lines.push(`  ${PYDANTIC_MESSAGES[issue.type]} [type=${issue.type}, input_value=${input}, input_type=${pyTypeName(issue.input)}]`);
+    lines.push(`  ${PYDANTIC_MESSAGES[issue.type]}${issue.detail ?? ""} [type=${issue.type}, input_value=${input}, input_type=${pyTypeName(issue.input)}]`);
     lines.push(`    For further information visit https://errors.pydantic.dev/2.12/v/${issue.type}`);
   }
   const errcode = issues.length === 1 && issues[0]!.type === "missing" ? "M_MISSING_PARAM" : "M_BAD_JSON";
@@ -1553,6 +1599,27 @@ interface AccountDataRecord {
   readonly stream: number;
 }
 
+/** A fallback key as stored (Synapse `e2e_fallback_keys_json`): one per algorithm. */
+interface FallbackKey {
+  readonly keyId: string;
+  readonly key: unknown;
+  used: boolean;
+}
+
+/** One device of a local user (Synapse `devices`, `e2e_device_keys_json`, `e2e_one_time_keys_json`, `device_inbox`). */
+interface DeviceState {
+  readonly userId: string;
+  readonly deviceId: string;
+  /** The uploaded `device_keys` object, as given; undefined before the first upload. */
+  deviceKeys: JsonObject | undefined;
+  /** `<algorithm>:<key id>` → key (a string or a signed key object), oldest first (the order claims take them). */
+  readonly oneTimeKeys: Map<string, unknown>;
+  /** algorithm → the device's fallback key. */
+  readonly fallbackKeys: Map<string, FallbackKey>;
+  /** To-device messages not yet acknowledged, in stream order. */
+  readonly inbox: { readonly stream: number; readonly event: JsonObject }[];
+}
+
 /** A JSON reply; `raw` is an already-serialised JSON body. */
 interface Reply {
   readonly status: number;
@@ -1561,6 +1628,75 @@ interface Reply {
 }
 
 const ok = (body: unknown): Reply => ({ status: 200, body });
+
+/**
+ * The spec's predefined push rules (client-server API "Predefined rules", v1.11) for `user`, as
+ * `GET /pushrules/` returns them to a user who changed none. Synapse also serves a few unstable rules.
+ */
+function predefinedPushRules(user: string): JsonObject {
+  const match = (key: string, pattern: string): JsonObject => ({ kind: "event_match", key, pattern });
+  const sound = (value: string): JsonObject => ({ set_tweak: "sound", value });
+  const highlight: JsonObject = { set_tweak: "highlight" };
+  const rule = (ruleId: string, conditions: JsonObject[], actions: unknown[], enabled = true): JsonObject => ({
+    rule_id: ruleId,
+    default: true,
+    enabled,
+    conditions,
+    actions,
+  });
+  const permission: JsonObject = { kind: "sender_notification_permission", key: "room" };
+  return {
+    override: [
+      rule(".m.rule.master", [], [], false),
+      rule(".m.rule.suppress_notices", [match("content.msgtype", "m.notice")], []),
+      rule(".m.rule.invite_for_me", [match("type", "m.room.member"), match("content.membership", "invite"), match("state_key", user)], ["notify", sound("default")]),
+      rule(".m.rule.member_event", [match("type", "m.room.member")], []),
+      rule(".m.rule.is_user_mention", [{ kind: "event_property_contains", key: "content.m\\.mentions.user_ids", value: user }], ["notify", sound("default"), highlight]),
+      rule(".m.rule.contains_display_name", [{ kind: "contains_display_name" }], ["notify", sound("default"), highlight]),
+      rule(".m.rule.is_room_mention", [{ kind: "event_property_is", key: "content.m\\.mentions.room", value: true }, permission], ["notify", highlight]),
+      rule(".m.rule.roomnotif", [permission, match("content.body", "@room")], ["notify", highlight]),
+      rule(".m.rule.tombstone", [match("type", "m.room.tombstone"), match("state_key", "")], ["notify", highlight]),
+      rule(".m.rule.reaction", [match("type", "m.reaction")], []),
+      rule(".m.rule.room.server_acl", [match("type", "m.room.server_acl"), match("state_key", "")], []),
+      rule(".m.rule.suppress_edits", [{ kind: "event_property_is", key: "content.m\\.relates_to.rel_type", value: "m.replace" }], []),
+    ],
+    content: [
+      {
+        rule_id: ".m.rule.contains_user_name",
+        default: true,
+        enabled: true,
+        pattern: user.slice(1, user.indexOf(":")),
+        actions: ["notify", sound("default"), highlight],
+      },
+    ],
+    room: [],
+    sender: [],
+    underride: [
+      rule(".m.rule.call", [match("type", "m.call.invite")], ["notify", sound("ring")]),
+      rule(".m.rule.encrypted_room_one_to_one", [{ kind: "room_member_count", is: "2" }, match("type", "m.room.encrypted")], ["notify", sound("default")]),
+      rule(".m.rule.room_one_to_one", [{ kind: "room_member_count", is: "2" }, match("type", "m.room.message")], ["notify", sound("default")]),
+      rule(".m.rule.message", [match("type", "m.room.message")], ["notify"]),
+      rule(".m.rule.encrypted", [match("type", "m.room.encrypted")], ["notify"]),
+    ],
+  };
+}
+
+/** Synapse `_one_time_keys_match`: strings must be equal; objects are compared without `signatures`. */
+function oneTimeKeysMatch(old: unknown, fresh: unknown): boolean {
+  if (!isObject(old) || !isObject(fresh)) return canonicalJson(old) === canonicalJson(fresh);
+  const strip = (o: JsonObject): JsonObject => Object.fromEntries(Object.entries(o).filter(([k]) => k !== "signatures"));
+  return canonicalJson(strip(old)) === canonicalJson(strip(fresh));
+}
+
+/** Synapse `count_e2e_one_time_keys`: per algorithm, always with `signed_curve25519`. */
+function oneTimeKeyCounts(device: DeviceState): Record<string, number> {
+  const counts: Record<string, number> = { signed_curve25519: 0 };
+  for (const id of device.oneTimeKeys.keys()) {
+    const algorithm = id.slice(0, id.indexOf(":"));
+    counts[algorithm] = (counts[algorithm] ?? 0) + 1;
+  }
+  return counts;
+}
 
 interface RateLimitRule {
   remaining: number;
@@ -1619,6 +1755,10 @@ export class FakeHomeserver {
 
   private readonly server: Server;
   private readonly tokens = new Map<string, { userId: string; deviceId: string }>();
+  /** user → device id → device (every access token belongs to one). */
+  private readonly devices = new Map<string, Map<string, DeviceState>>();
+  /** user → stream position of the last change to the user's device list (new device, changed device keys). */
+  private readonly deviceListStream = new Map<string, number>();
   private readonly rooms = new Map<string, Room>();
   /** The room directory (Synapse's `room_aliases` and `room_alias_servers` tables). */
   private readonly aliases = new Map<string, AliasRecord>();
@@ -1745,18 +1885,36 @@ export class FakeHomeserver {
   // Test helpers.
 
   /**
-   * Gives `userId` an access token (a new device), returned. `opts.admin` sets (true) or clears
-   * (false) the user's server-admin flag, as `setAdmin` does; omitted, the flag is left as it is.
+   * Gives `userId` an access token, returned, for a new device (`opts.deviceId`, or a random id; an id the
+   * user already has gives another token for that device, keeping its keys). A new device is a change of
+   * the user's device list. `opts.admin` sets (true) or clears (false) the user's server-admin flag, as
+   * `setAdmin` does; omitted, the flag is left as it is.
    */
-  registerUser(userId: string, accessToken?: string, opts: { admin?: boolean } = {}): string {
+  registerUser(userId: string, accessToken?: string, opts: { admin?: boolean; deviceId?: string } = {}): string {
     if (!isValidUserId(userId)) throw new Error(`registerUser: invalid user id ${userId}`);
     const token = accessToken ?? `syt_${randomBytes(18).toString("base64url")}`;
     if (this.tokens.has(token)) throw new Error("registerUser: access token already in use");
-    this.tokens.set(token, { userId, deviceId: randomLetters(10).toUpperCase() });
+    const deviceId = opts.deviceId ?? randomLetters(10).toUpperCase();
+    if (deviceId === "" || deviceId.length > 512) throw new Error(`registerUser: invalid device id ${deviceId}`);
+    this.tokens.set(token, { userId, deviceId });
+    let mine = this.devices.get(userId);
+    if (!mine) this.devices.set(userId, (mine = new Map<string, DeviceState>()));
+    if (!mine.has(deviceId)) {
+      // Synapse `check_device_registered` → `notify_device_update`: a new device changes the user's device list.
+      mine.set(deviceId, { userId, deviceId, deviceKeys: undefined, oneTimeKeys: new Map(), fallbackKeys: new Map(), inbox: [] });
+      this.noteDeviceListChange(userId);
+    }
     if (opts.admin !== undefined) this.setAdmin(userId, opts.admin);
     // Synapse gives a new account its localpart as display name.
     if (!this.profiles.has(userId)) this.profiles.set(userId, { displayname: userId.slice(1, userId.indexOf(":")) });
     return token;
+  }
+
+  /** The device an access token (from `registerUser`) belongs to. */
+  deviceIdOf(accessToken: string): string {
+    const who = this.tokens.get(accessToken);
+    if (!who) throw new Error("deviceIdOf: unknown access token");
+    return who.deviceId;
   }
 
   createRoom(opts: FakeRoomOptions): string {
@@ -2734,6 +2892,32 @@ export class FakeHomeserver {
         params,
       );
     }
+    if (n === 2 && a === "keys") {
+      switch (b) {
+        case "upload":
+          return this.pick(method, { POST: { kind: "keys_upload", auth: true, handler: (ctx) => this.keysUpload(ctx) } }, []);
+        case "query":
+          return this.pick(method, { POST: { kind: "keys_query", auth: true, handler: (ctx) => this.keysQuery(ctx) } }, []);
+        case "claim":
+          return this.pick(method, { POST: { kind: "keys_claim", auth: true, handler: (ctx) => this.keysClaim(ctx) } }, []);
+        case "changes":
+          return this.pick(method, { GET: { kind: "keys_changes", auth: true, handler: (ctx) => this.keysChanges(ctx) } }, []);
+        default:
+          return undefined;
+      }
+    }
+    if (n === 3 && a === "sendToDevice") {
+      return this.pick(method, { PUT: { kind: "send_to_device", auth: true, handler: (ctx) => this.sendToDevice(ctx) } }, [b!, c!]);
+    }
+    if (n === 2 && a === "pushrules" && b === "") {
+      return this.pick(method, { GET: { kind: "push_rules", auth: true, handler: (ctx) => ok({ global: predefinedPushRules(ctx.user) }) } }, []);
+    }
+    if (n === 1 && a === "capabilities") {
+      return this.pick(method, { GET: { kind: "capabilities", auth: true, handler: () => this.capabilities() } }, []);
+    }
+    if (n === 2 && a === "room_keys" && b === "version") {
+      return this.pick(method, { GET: { kind: "room_keys", auth: true, handler: () => this.roomKeysVersion() } }, []);
+    }
     if (a !== "rooms" || n < 3) return undefined;
     const roomId = b!;
     if (n === 3) {
@@ -3562,6 +3746,345 @@ export class FakeHomeserver {
   }
 
   // -------------------------------------------------------------------------------------------
+  // End-to-end encryption: device keys, one-time and fallback keys, to-device messages, device
+  // lists (Synapse `rest/client/keys.py`, `handlers/e2e_keys.py`, `rest/client/sendtodevice.py`,
+  // `handlers/devicemessage.py`, the e2e and device-inbox stores).
+
+  private deviceOfToken(token: string): DeviceState {
+    const who = this.tokens.get(token)!;
+    return this.devices.get(who.userId)!.get(who.deviceId)!;
+  }
+
+  /** Synapse `notify_device_update`: the user's device list changed now; long-polls of users sharing a room wake. */
+  private noteDeviceListChange(userId: string): void {
+    this.deviceListStream.set(userId, ++this.stream);
+    this.wake();
+  }
+
+  /**
+   * `POST /keys/upload`, as `KeyUploadServlet.on_POST` and `upload_keys_for_user`: the body through the
+   * pydantic model (device keys field by field; one-time and fallback key names `<algorithm>:<id>`), the
+   * device keys' `user_id`/`device_id` against the requester, then device keys (a change is a device-list
+   * update), one-time keys (an id already held with another key is a 400), fallback keys (one per
+   * algorithm; a different key is stored unused). Answers the device's one-time key counts.
+   */
+  private keysUpload(ctx: RequestContext): Reply {
+    const body = FakeHomeserver.jsonObject(ctx.rawBody);
+    const issues: PydanticIssue[] = [];
+    if (Object.hasOwn(body, "device_keys")) {
+      const dk = body.device_keys;
+      if (dk === null) {
+        issues.push({ loc: "device_keys", type: "value_error", input: dk, detail: "device_keys must not be null" });
+      } else if (!isObject(dk)) {
+        issues.push({ loc: "device_keys", type: "model_type", input: dk, detail: "DeviceKeys" });
+      } else {
+        const field = (name: string, check: (v: unknown) => PydanticIssue[]): void => {
+          if (!Object.hasOwn(dk, name)) issues.push({ loc: `device_keys.${name}`, type: "missing", input: dk });
+          else issues.push(...check(dk[name]));
+        };
+        const str = (loc: string) => (v: unknown): PydanticIssue[] => (typeof v === "string" ? [] : [{ loc, type: "string_type", input: v }]);
+        const strMap = (loc: string, value: (l: string) => (v: unknown) => PydanticIssue[]) => (v: unknown): PydanticIssue[] => {
+          if (!isObject(v)) return [{ loc, type: "dict_type", input: v }];
+          return Object.entries(v).flatMap(([k, x]) => value(`${loc}.${k}`)(x));
+        };
+        field("algorithms", (v) =>
+          Array.isArray(v) ? v.flatMap((x, i) => str(`device_keys.algorithms.${i}`)(x)) : [{ loc: "device_keys.algorithms", type: "list_type", input: v }],
+        );
+        field("device_id", str("device_keys.device_id"));
+        field("keys", strMap("device_keys.keys", str));
+        field("signatures", strMap("device_keys.signatures", (l) => strMap(l, str)));
+        field("user_id", str("device_keys.user_id"));
+      }
+    }
+    for (const name of ["fallback_keys", "one_time_keys"] as const) {
+      const keys = body[name];
+      if (keys === undefined || keys === null) continue;
+      if (!isObject(keys)) throw internalError(); // the validator's TypeError is not a ValidationError
+      for (const k of Object.keys(keys)) {
+        if (k.split(":").length !== 2) {
+          throw new MatrixHttpError(400, "M_BAD_JSON", `Invalid ${name} key ${pyStrRepr(k)}. Expected "<algorithm>:<device_id>".`);
+        }
+      }
+      for (const [k, v] of Object.entries(keys)) {
+        if (typeof v === "string") continue;
+        const loc = `${name}.${k}`;
+        if (!isObject(v)) {
+          issues.push({ loc: `${loc}.str`, type: "string_type", input: v }, { loc: `${loc}.KeyObject`, type: "model_type", input: v, detail: "KeyObject" });
+          continue;
+        }
+        const objectIssues: PydanticIssue[] = [];
+        if (!Object.hasOwn(v, "key")) objectIssues.push({ loc: `${loc}.KeyObject.key`, type: "missing", input: v });
+        else if (typeof v.key !== "string") objectIssues.push({ loc: `${loc}.KeyObject.key`, type: "string_type", input: v.key });
+        if (Object.hasOwn(v, "fallback") && v.fallback !== null && typeof v.fallback !== "boolean") {
+          objectIssues.push({ loc: `${loc}.KeyObject.fallback`, type: "bool_type", input: v.fallback });
+        }
+        if (!Object.hasOwn(v, "signatures")) {
+          objectIssues.push({ loc: `${loc}.KeyObject.signatures`, type: "missing", input: v });
+        } else if (!isObject(v.signatures)) {
+          objectIssues.push({ loc: `${loc}.KeyObject.signatures`, type: "dict_type", input: v.signatures });
+        } else {
+          for (const [u, byKey] of Object.entries(v.signatures)) {
+            if (!isObject(byKey)) objectIssues.push({ loc: `${loc}.KeyObject.signatures.${u}`, type: "dict_type", input: byKey });
+            else for (const [kid, sig] of Object.entries(byKey)) if (typeof sig !== "string") objectIssues.push({ loc: `${loc}.KeyObject.signatures.${u}.${kid}`, type: "string_type", input: sig });
+          }
+        }
+        if (objectIssues.length > 0) issues.push({ loc: `${loc}.str`, type: "string_type", input: v }, ...objectIssues);
+      }
+    }
+    if (issues.length > 0) throw pydanticError("KeyUploadRequestBody", issues);
+
+    const device = this.deviceOfToken(ctx.token);
+    const dk = body.device_keys;
+    if (isObject(dk)) {
+      if (dk.user_id !== device.userId) {
+        throw new MatrixHttpError(400, "M_BAD_JSON", "Provided `user_id` in `device_keys` does not match that of the authenticated user");
+      }
+      if (dk.device_id !== device.deviceId) {
+        throw new MatrixHttpError(400, "M_BAD_JSON", "Provided `device_id` in `device_keys` does not match that of the authenticated user device");
+      }
+      // `set_e2e_device_keys` reports a change only when the canonical JSON differs.
+      if (device.deviceKeys === undefined || canonicalJson(device.deviceKeys) !== canonicalJson(dk)) {
+        device.deviceKeys = structuredClone(dk);
+        this.noteDeviceListChange(device.userId);
+      }
+    }
+    const otks = body.one_time_keys;
+    if (isObject(otks) && Object.keys(otks).length > 0) {
+      const fresh: [string, unknown][] = [];
+      for (const [id, key] of Object.entries(otks)) {
+        if (device.oneTimeKeys.has(id)) {
+          const old = device.oneTimeKeys.get(id);
+          if (!oneTimeKeysMatch(old, key)) {
+            throw new MatrixHttpError(400, "M_UNKNOWN", `One time key ${id} already exists. Old key: ${canonicalJson(old)}; new key: ${pyRepr(key)}`);
+          }
+        } else {
+          fresh.push([id, structuredClone(key)]);
+        }
+      }
+      for (const [id, key] of fresh) device.oneTimeKeys.set(id, key);
+    }
+    const fallback = isObject(body.fallback_keys) && Object.keys(body.fallback_keys).length > 0 ? body.fallback_keys : body["org.matrix.msc2732.fallback_keys"];
+    if (isObject(fallback)) {
+      for (const [id, key] of Object.entries(fallback)) {
+        const algorithm = id.slice(0, id.indexOf(":"));
+        const old = device.fallbackKeys.get(algorithm);
+        // The same key again keeps its `used` flag (`set_e2e_fallback_keys` compares the key JSON only).
+        if (old === undefined || canonicalJson(old.key) !== canonicalJson(key)) {
+          device.fallbackKeys.set(algorithm, { keyId: id.slice(id.indexOf(":") + 1), key: structuredClone(key), used: false });
+        }
+      }
+    }
+    return ok({ one_time_key_counts: oneTimeKeyCounts(device) });
+  }
+
+  /**
+   * `POST /keys/query` (`KeyQueryServlet`, `query_devices`): `device_keys` must map user ids to lists of
+   * device ids (empty: all). Every local user asked for gets an entry, holding the devices that have
+   * uploaded keys, each with `unsigned: {}`. Remote servers are never reached (listed in `failures`).
+   * No cross-signing keys are stored here.
+   */
+  private keysQuery(ctx: RequestContext): Reply {
+    FakeHomeserver.intParam(ctx.query, "timeout", 10_000);
+    const body = FakeHomeserver.jsonObject(ctx.rawBody);
+    const query = body.device_keys;
+    if (!isObject(query)) throw new MatrixHttpError(400, "M_BAD_JSON", "'device_keys' must be a JSON object");
+    const lists = Object.values(query);
+    if (lists.some((l) => !Array.isArray(l) || l.some((d) => typeof d !== "string"))) {
+      throw new MatrixHttpError(400, "M_BAD_JSON", "'device_keys' values must be a list of strings");
+    }
+    const deviceKeys: Record<string, Record<string, JsonObject>> = {};
+    const failures: Record<string, JsonObject> = {};
+    for (const [userId, wanted] of Object.entries(query) as [string, string[]][]) {
+      if (!parsesAsId(userId, "@")) throw idParseError(userId, "UserID");
+      if (domainOfId(userId) !== this.serverName) {
+        failures[domainOfId(userId)] = { status: 503, message: "Not ready for retry" };
+        continue;
+      }
+      const out: Record<string, JsonObject> = {};
+      deviceKeys[userId] = out;
+      const mine = this.devices.get(userId);
+      if (!mine) continue;
+      const ids = wanted.length === 0 ? [...mine.keys()] : wanted;
+      for (const id of ids) {
+        const keys = mine.get(id)?.deviceKeys;
+        if (keys !== undefined) out[id] = { ...structuredClone(keys), unsigned: {} };
+      }
+    }
+    return ok({ device_keys: deviceKeys, failures, master_keys: {}, self_signing_keys: {}, user_signing_keys: {} });
+  }
+
+  /**
+   * `POST /keys/claim` (`OneTimeKeyServlet`, `claim_one_time_keys`): one key per device and algorithm,
+   * the oldest one-time key (removed), else the device's fallback key (kept, marked used). Devices with
+   * neither are left out.
+   */
+  private keysClaim(ctx: RequestContext): Reply {
+    FakeHomeserver.intParam(ctx.query, "timeout", 10_000);
+    const body = FakeHomeserver.jsonObject(ctx.rawBody);
+    const query = Object.hasOwn(body, "one_time_keys") ? body.one_time_keys : {};
+    if (!isObject(query)) throw internalError(); // `.items()` of a non-dict
+    const wanted: [string, string, unknown][] = [];
+    for (const [userId, byDevice] of Object.entries(query)) {
+      if (!isObject(byDevice)) throw internalError();
+      for (const [deviceId, algorithm] of Object.entries(byDevice)) wanted.push([userId, deviceId, algorithm]);
+    }
+    const result: Record<string, Record<string, Record<string, unknown>>> = {};
+    const failures: Record<string, JsonObject> = {};
+    // `get_domain_from_id` splits local from remote before anything is claimed.
+    for (const [userId] of wanted) if (!userId.includes(":")) throw new MatrixHttpError(400, "M_INVALID_PARAM", `Invalid ID: ${userId}`);
+    for (const [userId, deviceId, algorithm] of wanted) {
+      if (domainOfId(userId) !== this.serverName) {
+        failures[domainOfId(userId)] = { status: 503, message: "Not ready for retry" };
+        continue;
+      }
+      const device = this.devices.get(userId)?.get(deviceId);
+      if (!device || typeof algorithm !== "string") continue;
+      let claimed: [string, unknown] | undefined;
+      for (const [id, key] of device.oneTimeKeys) {
+        if (id.slice(0, id.indexOf(":")) === algorithm) {
+          device.oneTimeKeys.delete(id);
+          claimed = [id, key];
+          break;
+        }
+      }
+      if (!claimed) {
+        const fb = device.fallbackKeys.get(algorithm);
+        if (fb) {
+          fb.used = true;
+          claimed = [`${algorithm}:${fb.keyId}`, fb.key];
+        }
+      }
+      if (!claimed) continue;
+      ((result[userId] ??= {})[deviceId] ??= {})[claimed[0]] = structuredClone(claimed[1]);
+    }
+    return ok({ one_time_keys: result, failures });
+  }
+
+  /** `GET /keys/changes?from=&to=` (`KeyChangesServlet`): `to` is required by the spec but ignored, as Synapse does. */
+  private keysChanges(ctx: RequestContext): Reply {
+    const from = ctx.query.get("from");
+    if (from === null) throw new MatrixHttpError(400, "M_MISSING_PARAM", "Missing string query parameter 'from'");
+    return ok(this.deviceListChanges(ctx.user, this.parseStreamToken(from)));
+  }
+
+  /**
+   * `PUT /sendToDevice/{eventType}/{txnId}` (`SendToDeviceRestServlet`, `send_device_message`):
+   * idempotent per access token and path; `messages` maps user ids to device ids (or `*`, every device
+   * of the user) to contents. Messages for unknown devices are dropped; remote users are not reached.
+   */
+  private sendToDevice(ctx: RequestContext): Reply {
+    const [eventType] = ctx.params as [string, string];
+    const txnKey = `${ctx.token}\u0000${ctx.path}`;
+    const seen = this.txns.get(txnKey);
+    if (seen) return seen;
+    const body = FakeHomeserver.jsonObject(ctx.rawBody);
+    if (!Object.hasOwn(body, "messages")) throw new MatrixHttpError(400, "M_MISSING_PARAM", "Missing params: ['messages']");
+    const messages = body.messages;
+    if (!isObject(messages)) throw internalError();
+    const deliveries: [DeviceState, JsonObject][] = [];
+    for (const [userId, byDevice] of Object.entries(messages)) {
+      if (!isObject(byDevice) || Object.values(byDevice).some((c) => !isObject(c))) throw internalError();
+      if (!parsesAsId(userId, "@")) throw idParseError(userId, "UserID");
+      if (domainOfId(userId) !== this.serverName) continue;
+      const mine = this.devices.get(userId);
+      if (!mine) continue;
+      for (const [deviceId, content] of Object.entries(byDevice)) {
+        const targets = deviceId === "*" ? [...mine.values()] : [mine.get(deviceId)].filter((d) => d !== undefined);
+        for (const d of targets) deliveries.push([d, { content: structuredClone(content), type: eventType, sender: ctx.user }]);
+      }
+    }
+    if (deliveries.length > 0) {
+      // One stream position for the whole request, as Synapse's `add_messages_to_device_inbox`.
+      const stream = ++this.stream;
+      for (const [d, event] of deliveries) d.inbox.push({ stream, event });
+      this.wake();
+    }
+    const reply = ok({});
+    this.txns.set(txnKey, reply);
+    return reply;
+  }
+
+  /** `GET /capabilities` (Synapse `CapabilitiesRestServlet`, default config). */
+  private capabilities(): Reply {
+    const available = Object.fromEntries([...KNOWN_ROOM_VERSIONS].map((v) => [v, "stable"]));
+    return ok({
+      capabilities: {
+        "m.room_versions": { default: CREATE_ROOM_DEFAULT_VERSION, available },
+        "m.change_password": { enabled: true },
+        "m.set_displayname": { enabled: true },
+        "m.set_avatar_url": { enabled: true },
+        "m.3pid_changes": { enabled: true },
+        "m.get_login_token": { enabled: false },
+      },
+    });
+  }
+
+  /** `GET /room_keys/version`: no key backup is ever stored here (Synapse `get_version_info`). */
+  private roomKeysVersion(): Reply {
+    throw new MatrixHttpError(404, "M_NOT_FOUND", "No backup found");
+  }
+
+  /** Joined users of a room (creation-time memberships and later changes). */
+  private joinedUsers(room: Room): string[] {
+    const out: string[] = [];
+    for (const [user, m] of room.base.map) if ((room.delta.get(user)?.membership ?? m) === "join") out.push(user);
+    for (const [user, d] of room.delta) if (!room.base.map.has(user) && d.membership === "join") out.push(user);
+    return out;
+  }
+
+  private sharesRoom(a: string, b: string): boolean {
+    for (const room of this.rooms.values()) if (membershipOf(room, a) === "join" && membershipOf(room, b) === "join") return true;
+    return false;
+  }
+
+  /**
+   * `device_lists` of an incremental sync, as Synapse's `_generate_sync_entry_for_device_list`:
+   * `changed` holds the user and the users sharing a room with them whose device list changed after
+   * `since`, every member of a room the user joined since, and users who joined (or were invited to)
+   * one of the user's rooms since; `left` holds users who no longer share any room, having left one
+   * of the user's rooms or been in one the user left.
+   */
+  private deviceListChanges(user: string, since: number): { changed: string[]; left: string[] } {
+    const changed = new Set<string>();
+    const gone = new Set<string>();
+    for (const [u, pos] of this.deviceListStream) {
+      if (pos > since && (u === user || this.sharesRoom(user, u))) changed.add(u);
+    }
+    for (const room of this.rooms.values()) {
+      const tl = room.timeline;
+      const from = firstAfter(tl, since);
+      if (from >= tl.length) continue;
+      const wasJoined = this.membershipAt(room, user, since) === "join";
+      const isJoined = membershipOf(room, user) === "join";
+      if (isJoined && (!wasJoined || this.leftSince(room, user, since))) {
+        for (const u of this.joinedUsers(room)) if (u !== user) changed.add(u);
+        continue;
+      }
+      if (wasJoined && !isJoined) {
+        for (const u of this.joinedUsers(room)) if (u !== user) gone.add(u);
+        continue;
+      }
+      if (!isJoined) continue;
+      const looked = new Set<string>();
+      for (let i = from; i < tl.length; i++) {
+        const ev = tl[i]!;
+        const u = ev.stateKey;
+        if (ev.type !== "m.room.member" || u === undefined || u === user || looked.has(u)) continue;
+        looked.add(u);
+        const before = this.membershipAt(room, u, since);
+        const now = membershipOf(room, u);
+        if (now === "join" || now === "invite" || now === "knock") {
+          if (before !== now || this.leftSince(room, u, since)) changed.add(u);
+        } else if (before === "join") {
+          gone.add(u);
+        }
+      }
+    }
+    const left = [...gone].filter((u) => !changed.has(u) && !this.sharesRoom(user, u));
+    return { changed: [...changed], left };
+  }
+
+  // -------------------------------------------------------------------------------------------
   // /sync (Synapse `SyncRestServlet` + `SyncHandler`).
 
   private async sync(ctx: RequestContext): Promise<Reply> {
@@ -3577,6 +4100,12 @@ export class FakeHomeserver {
     const filter = this.resolveFilter(ctx.user, q.get("filter"));
     const since = sinceRaw === null ? undefined : this.parseStreamToken(sinceRaw);
     const request: SyncRequest = { user: ctx.user, token: ctx.token, since, fullState, filter };
+    // Synapse `delete_messages_for_device`: a `since` acknowledges the to-device messages up to it.
+    if (since !== undefined) {
+      const inbox = this.deviceOfToken(ctx.token).inbox;
+      const acknowledged = inbox.findIndex((m) => m.stream > since);
+      inbox.splice(0, acknowledged < 0 ? inbox.length : acknowledged);
+    }
     const first = this.buildSync(request);
     // Synapse answers at once without `since`, with full_state, with timeout 0, or when there is news.
     if (timeout === 0 || since === undefined || fullState || !first.empty || this.closed || ctx.signal.aborted) return ok(first.body);
@@ -3732,7 +4261,17 @@ export class FakeHomeserver {
     const accountData = FakeHomeserver.accountDataEvents(this.accountData.get(r.user), accountSince, f.accountData, undefined);
     const rooms: JsonObject = { join, invite, leave };
     if (Object.keys(knock).length > 0) rooms.knock = knock;
-    const empty = accountData.length === 0 && [join, invite, leave, knock].every((m) => Object.keys(m).length === 0);
+    const device = this.deviceOfToken(r.token);
+    const toDevice = device.inbox.filter((m) => m.stream <= now).map((m) => structuredClone(m.event));
+    // Device lists only in an incremental sync (Synapse: none in an initial one).
+    const deviceLists = since === undefined ? { changed: [], left: [] } : this.deviceListChanges(r.user, since);
+    const unusedFallback = [...device.fallbackKeys].filter(([, k]) => !k.used).map(([algorithm]) => algorithm);
+    const empty =
+      accountData.length === 0 &&
+      toDevice.length === 0 &&
+      deviceLists.changed.length === 0 &&
+      deviceLists.left.length === 0 &&
+      [join, invite, leave, knock].every((m) => Object.keys(m).length === 0);
     return {
       empty,
       body: {
@@ -3740,11 +4279,11 @@ export class FakeHomeserver {
         rooms,
         account_data: { events: accountData },
         presence: { events: [] },
-        to_device: { events: [] },
-        device_lists: { changed: [], left: [] },
-        device_one_time_keys_count: {},
-        "org.matrix.msc2732.device_unused_fallback_key_types": [],
-        device_unused_fallback_key_types: [],
+        to_device: { events: toDevice },
+        device_lists: deviceLists,
+        device_one_time_keys_count: oneTimeKeyCounts(device),
+        "org.matrix.msc2732.device_unused_fallback_key_types": unusedFallback,
+        device_unused_fallback_key_types: [...unusedFallback],
       },
     };
   }
