@@ -1,10 +1,10 @@
 /** `!idp`, `!joined`, `!managed`: what the directory says, and which rooms the bot is in. */
-import { changesText } from "../reconcile/words.ts";
 import { directoryText, listDirectory } from "../reconcile/directory.ts";
 import { parseRoomId, type RoomId } from "../matrix/ids.ts";
 import { command, done, failure, refused, type Command, type Homeserver } from "./command.ts";
 import { cannotSync } from "./levels-for-commands.ts";
 import { bold, list, paragraph, table, type Part } from "./render.ts";
+import { storedChangesText } from "./report-parts.ts";
 
 const BOTH = ["room", "cli"] as const;
 
@@ -146,10 +146,7 @@ async function cannotSyncAll(homeserver: Homeserver, rooms: readonly RoomId[]): 
   return out;
 }
 
-/** A stored summary (untyped JSON, possibly from an older version) in the run report's words. */
+/** One room's stored summary: its own error is shown instead when it had one. */
 function countsText(c: Record<string, unknown>): string {
-  const n = (k: string): number => (typeof c[k] === "number" ? c[k] : 0);
-  const counts = { created: n("created"), invites: n("invites"), kicks: n("kicks"), powerLevels: n("powerLevels"), permissions: n("permissions"), state: n("state"), links: n("links"), held: n("held"), failed: n("failed"), roomErrors: n("roomErrors") };
-  // One room's summary: its own error is shown instead when it had one.
-  return changesText(counts).replace(/, 0 room error\(s\)$/, "");
+  return storedChangesText(c).replace(/, 0 room error\(s\)$/, "");
 }

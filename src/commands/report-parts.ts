@@ -35,3 +35,20 @@ export function reportParts(report: RunReport, prefix = "!"): Part[] {
   }
   return parts;
 }
+
+/** A stored summary's counts (untyped JSON, possibly from an older version) in the run report's words. */
+export function storedChangesText(c: Record<string, unknown>): string {
+  const n = (k: string): number => (typeof c[k] === "number" ? c[k] : 0);
+  return changesText({
+    created: n("created"),
+    invites: n("invites"),
+    kicks: n("kicks"),
+    powerLevels: n("powerLevels"),
+    permissions: n("permissions"),
+    state: n("state"),
+    links: n("links"),
+    held: n("held"),
+    failed: n("failed"),
+    roomErrors: n("roomErrors"),
+  });
+}

@@ -1,12 +1,12 @@
 /** `sync`, `status`, `history`, `release`: runs and what they held back, in the room and on the CLI. */
 import type { UserId } from "../matrix/ids.ts";
 import { toJson, toText } from "../reconcile/report.ts";
-import { actionRow, changesText } from "../reconcile/words.ts";
+import { actionRow } from "../reconcile/words.ts";
 import type { Store } from "../store/store.ts";
 import { auditParts, reportEntryOf } from "./audit-parts.ts";
 import { command, done, refused, usageError, type Command, type Outcome } from "./command.ts";
 import { decodeInt, decodeUser } from "./parse.ts";
-import { reportParts } from "./report-parts.ts";
+import { reportParts, storedChangesText } from "./report-parts.ts";
 import { list, paragraph, table } from "./render.ts";
 
 const BOTH = ["room", "cli"] as const;
@@ -63,7 +63,7 @@ export const statusCommand: Command = command({
           runs.map((r) => {
             const counts = (r.summary as { counts?: Record<string, unknown> } | null)?.counts;
             // In the run report's words, every kind counted (created, permissions, state, links too).
-            const changes = counts !== undefined && counts !== null && typeof counts === "object" ? storedCountsText(counts) : "";
+            const changes = counts !== undefined && counts !== null && typeof counts === "object" ? storedChangesText(counts) : "";
             return [String(r.id), isoSeconds(r.startedAt), r.trigger, r.dryRun ? "dry run" : "real", r.outcome, changes, r.error ?? ""];
           }),
         ),
@@ -87,12 +87,6 @@ export const statusCommand: Command = command({
     });
   },
 });
-
-/** A stored summary's counts (untyped JSON, possibly from an older version) in the report's words. */
-function storedCountsText(c: Record<string, unknown>): string {
-  const n = (k: string): number => (typeof c[k] === "number" ? c[k] : 0);
-  return changesText({ created: n("created"), invites: n("invites"), kicks: n("kicks"), powerLevels: n("powerLevels"), permissions: n("permissions"), state: n("state"), links: n("links"), held: n("held"), failed: n("failed"), roomErrors: n("roomErrors") });
-}
 
 function isoSeconds(d: Date): string {
   return d.toISOString().replace(/\.\d+Z$/, "Z");

@@ -184,7 +184,8 @@ export function planRoom(desired: DesiredRoom, observed: ObservedRoom, memory: R
   if (permitted("invite", members.invites.length)) {
     for (const u of members.invites) actions.push({ kind: "invite", user: u });
   }
-  return { ...base, actions, held: guard.held, findings };
+  // A run that may not kick because of its kind judges no removal: what is held stays held.
+  return { ...base, actions, held: guard.held, ...(policy.kicksOnlyBy !== undefined ? { heldKept: true as const } : {}), findings };
 }
 
 /** What the bot cannot do here at all, said once at the top. */

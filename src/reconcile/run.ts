@@ -485,9 +485,7 @@ async function syncRooms(
         else await store.removeSpaceLink(roomId, "m.space.parent", a.stateKey);
       }
     }
-    // A run that may not kick because of its kind (sync.kickOn) judges no removal: what the
-    // guard held, and what an operator released, stays for the next run that does kick.
-    if (plan.roomId !== null && policy.kicksOnlyBy === undefined) await store.replaceHeld(roomId, room, plan.held.map((h) => ({ userId: h.user, reason: h.reason })), runId, at);
+    if (plan.roomId !== null && plan.heldKept !== true) await store.replaceHeld(roomId, room, plan.held.map((h) => ({ userId: h.user, reason: h.reason })), runId, at);
     const failed = report.actions.filter((a) => a.outcome === "failed").length;
     for (const ref of refs) {
       await store.upsertManagedRoom({ room: ref, roomId, lastRunId: runId, lastOutcome: failed > 0 ? "failed" : "ok", lastSummary: countReport([report]), now: at });

@@ -234,6 +234,11 @@ export interface RoomPlan {
    */
   readonly actions: readonly Action[];
   readonly held: readonly HeldRemoval[];
+  /**
+   * Set when this run judged no removal because of its kind (`sync.kickOn`): the removals held
+   * earlier, and those an operator released, stay as they are for the next run that kicks.
+   */
+  readonly heldKept?: true;
   readonly findings: readonly Finding[];
   /**
    * Set when the room cannot be judged (its power levels or state are invalid): then there

@@ -22,7 +22,7 @@ import { displayPrefix } from "../commands/help.ts";
 import { commandTable } from "../commands/table.ts";
 import type { Config, ServeConfig } from "../config/schema.ts";
 import type { DirectoryRequestObserver } from "../idp/types.ts";
-import { parseUserId, tryUserIdPattern, type RoomId, type UserId } from "../matrix/ids.ts";
+import { parseUserId, type RoomId, type UserId } from "../matrix/ids.ts";
 import { describeError, fail, ok, type Result } from "../result.ts";
 import { createTokenService, TOKEN_DM_SCOPE, TOKEN_SCOPE, type TokenService } from "../tokens/service.ts";
 import type { RunReport } from "../reconcile/report.ts";
@@ -272,9 +272,8 @@ async function acceptTokenDm(app: App, sync: CommandSyncClient, tokens: TokenSer
   const e = event as { sender?: unknown; content?: { is_direct?: unknown } } | null;
   const inviter = typeof e?.sender === "string" ? parseUserId(e.sender) : undefined;
   if (inviter === undefined || e?.content?.is_direct !== true || sync.listensTo(roomId)) return;
-  const entries = await app.store.listAllowed(TOKEN_SCOPE);
-  const allowed = entries.some((x) => (x.kind === "user" ? x.entry === inviter : x.kind === "regex" && tryUserIdPattern(x.entry)?.test(inviter) === true));
-  if (!allowed) {
+  // The token allow list's user and regex entries (no room entry names a chat not joined yet).
+  if (!(await tokens.mayUse(inviter, roomId, undefined, false))) {
     log.info("direct chat invite not accepted: the inviter is not on the token allow list", { room: roomId, inviter });
     return;
   }
