@@ -10,6 +10,7 @@ import * as tokenAudit from "./2026-11-25T02-token-audit.ts";
 import * as runOwner from "./2026-12-03T00-run-owner.ts";
 import * as spaceLinks from "./2026-12-03T01-space-links.ts";
 import * as auditReaders from "./2026-12-04T00-audit-readers.ts";
+import * as cryptoStore from "./2026-12-08T00-crypto-store.ts";
 
 export const migrations: Readonly<Record<string, Migration>> = {
   "2026-11-25T00-initial": initial,
@@ -18,4 +19,5 @@ export const migrations: Readonly<Record<string, Migration>> = {
   "2026-12-03T00-run-owner": runOwner,
   "2026-12-03T01-space-links": spaceLinks,
   "2026-12-04T00-audit-readers": auditReaders,
+  "2026-12-08T00-crypto-store": cryptoStore,
 };

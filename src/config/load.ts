@@ -337,10 +337,11 @@ function finish(file: ConfigFile, baseDir: string): Config {
     if (url === undefined) throw new Error("config: database.url unresolved after loading");
     resolvedDatabase = { ...db, url };
   }
-  const { tokens, sync, ...others } = rest;
+  const { tokens, sync, serve, ...others } = rest;
   const { kick: _kick, kickOn: _kickOn, ...syncRest } = sync;
   return {
     ...(tokens === undefined ? {} : { tokens: finishTokens(tokens) }),
+    ...(serve === undefined ? {} : { serve: finishServe(serve) }),
     sync: { ...syncRest, kickOn: resolveKickOn(sync) },
     homeserver: { ...hs, accessToken },
     ...(resolvedDatabase === undefined ? {} : { database: resolvedDatabase }),
@@ -348,6 +349,14 @@ function finish(file: ConfigFile, baseDir: string): Config {
     dataDir: resolve(baseDir, file.dataDir),
     idp: finishIdp(file.idp, baseDir),
   };
+}
+
+function finishServe(serve: NonNullable<ConfigFile["serve"]>): NonNullable<Config["serve"]> {
+  const { encryption, ...rest } = serve;
+  if (encryption === undefined) return rest;
+  const { storeKey, storeKeyFile: _file, ...e } = encryption;
+  if (storeKey === undefined) throw new Error("config: serve.encryption.storeKey unresolved after loading");
+  return { ...rest, encryption: { ...e, storeKey } };
 }
 
 function finishTokens(tokens: NonNullable<ConfigFile["tokens"]>): NonNullable<Config["tokens"]> {

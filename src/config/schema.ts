@@ -100,6 +100,14 @@ export const SECRET_FIELDS: readonly SecretField[] = (
     required: true,
     redact: "all",
   },
+  {
+    parent: ["serve", "encryption"],
+    key: "storeKey",
+    fileKey: "storeKeyFile",
+    inUse: (doc) => field(doc, "serve", "encryption") !== undefined,
+    required: true,
+    redact: "all",
+  },
 ] satisfies Omit<SecretField, "env" | "fileEnv">[]
 ).map((f) => {
   const env = envName([...f.parent, f.key]);
@@ -721,6 +729,24 @@ const serveSchema = z.strictObject({
     .prefault({}),
   /** With PostgreSQL: how often a standby replica tries to become the leader. */
   leaderRetryMs: z.number().int().min(100).max(600_000).default(2_000),
+  /**
+   * End-to-end encryption, for an encrypted management room, token rooms and direct chats. Off
+   * unless given: the bot then refuses an encrypted management room and sends nothing into an
+   * encrypted room.
+   */
+  encryption: z
+    .strictObject({
+      /**
+       * Encrypts the bot's keys in the store (any text; keep it as safe as the access token).
+       * Give this or storeKeyFile. Env: MGS_SERVE_ENCRYPTION_STORE_KEY.
+       */
+      storeKey: nonEmpty.exactOptional(),
+      /** File holding the store key. Env: MGS_SERVE_ENCRYPTION_STORE_KEY_FILE. */
+      storeKeyFile: nonEmpty.exactOptional(),
+      /** How long a message whose key has not arrived is waited for before the sender is asked to send it again. */
+      keyWaitMs: z.number().int().min(0).max(600_000).default(15_000),
+    })
+    .exactOptional(),
 });
 
 /** First words of the other commands: the token word may not be one of them. */
@@ -1140,7 +1166,13 @@ type ResolvedTokens = Omit<FileTokens, "synapse" | "mas"> & {
 /** `sync.kick` is folded into `sync.kickOn`, which is always set. */
 type ResolvedSync = Omit<ConfigFile["sync"], "kick" | "kickOn"> & { kickOn: KickOn };
 
-type ConfigShape = Omit<ConfigFile, "homeserver" | "database" | "idp" | "tokens" | "sync"> & {
+type FileServe = NonNullable<ConfigFile["serve"]>;
+type ResolvedServe = Omit<FileServe, "encryption"> & {
+  encryption?: Omit<NonNullable<FileServe["encryption"]>, "storeKey" | "storeKeyFile"> & { storeKey: string };
+};
+
+type ConfigShape = Omit<ConfigFile, "homeserver" | "database" | "idp" | "tokens" | "sync" | "serve"> & {
+  serve?: ResolvedServe;
   sync: ResolvedSync;
   tokens?: ResolvedTokens;
   homeserver: Omit<FileHomeserver, "accessToken" | "accessTokenFile"> & { accessToken: string };

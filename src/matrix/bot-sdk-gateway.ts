@@ -192,6 +192,20 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
       return id ? ok(id) : fail("whoami: the homeserver answered without a valid user_id");
     },
 
+    async deviceId() {
+      const r = await call<{ device_id?: unknown }>("whoami", "GET", "/_matrix/client/v3/account/whoami");
+      if (!r.ok) return r;
+      return ok(typeof r.value.device_id === "string" && r.value.device_id !== "" ? r.value.device_id : undefined);
+    },
+
+    keysRequest(endpoint, body) {
+      return call<unknown>(`end-to-end keys (${endpoint})`, "POST", `/_matrix/client/v3/keys/${endpoint}`, body);
+    },
+
+    sendToDevice(eventType, txnId, body) {
+      return call<unknown>(`sending ${eventType} to devices`, "PUT", `/_matrix/client/v3/sendToDevice/${encodeURIComponent(eventType)}/${encodeURIComponent(txnId)}`, body);
+    },
+
     async resolveRoom(roomOrAlias) {
       const asId = roomOrAlias.startsWith("!") ? parseRoomId(roomOrAlias) : undefined;
       if (asId) return ok(asId);

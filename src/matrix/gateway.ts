@@ -71,7 +71,18 @@ export interface Messenger {
   stateEvent(roomId: RoomId, type: string, stateKey: string): Promise<Result<Record<string, unknown> | undefined>>;
 }
 
+/** What end-to-end encryption needs besides room messages (spec: Client-Server API, "End-to-End Encryption"). */
+export interface DeviceApi {
+  /** The device the access token belongs to (`whoami`'s `device_id`); undefined when the server does not say. */
+  deviceId(): Promise<Result<string | undefined>>;
+  /** `POST /keys/upload`, `/keys/query`, `/keys/claim` or `/keys/signatures/upload`: the answer's body. */
+  keysRequest(endpoint: "upload" | "query" | "claim" | "signatures/upload", body: unknown): Promise<Result<unknown>>;
+  /** `PUT /sendToDevice/{eventType}/{txnId}` (the crypto library's transaction id, kept over retries). */
+  sendToDevice(eventType: string, txnId: string, body: unknown): Promise<Result<unknown>>;
+}
+
 export type MatrixGateway = WhoAmI &
+  DeviceApi &
   RoomResolver &
   RoomStateReader &
   RoomInviter &

@@ -23,8 +23,16 @@ type Emit = (type: string, ...payload: unknown[]) => Promise<unknown>;
 /** The event matrix-bot-sdk's `room.message` becomes for a message that is not new. */
 export const BACKLOG_EVENT = "room.backlog";
 
-/** Timeline events per room and sync: messages, and member events to see the bot's own join. */
-const TIMELINE = { limit: 20, types: ["m.room.message", "m.room.member"] };
+/**
+ * Timeline events per room and sync: messages (encrypted ones too), member events to see the
+ * bot's own join (and, in encrypted rooms, who gets the room key), and `m.room.encryption`.
+ */
+const TIMELINE = { limit: 20, types: ["m.room.message", "m.room.encrypted", "m.room.member", "m.room.encryption"] };
+
+/** What turns the encrypted events of a sync answer into plain ones (service/encrypted-timeline.ts). */
+export interface TimelineDecryption {
+  prepare(raw: unknown, initial: boolean, listened: (roomId: string) => boolean, isBacklog: (eventId: string) => boolean): Promise<void>;
+}
 /** matrix-bot-sdk's request timeouts for a long-poll `/sync` and for the first (slow) one. */
 const SYNC_TIMEOUT_MS = 40_000;
 const INITIAL_SYNC_TIMEOUT_MS = 600_000;
@@ -45,6 +53,8 @@ export class CommandSyncClient extends MatrixClient {
   /** Whether the answer now being processed is the first sync's (no `since`). */
   #answerIsInitial = false;
   #firstSyncDone = false;
+  /** Set before the loop starts when end-to-end encryption may be met. */
+  decryption: TimelineDecryption | undefined;
   readonly #firstSync: Promise<void>;
   #settleFirstSync: { resolve: () => void; reject: (err: unknown) => void } = { resolve: () => undefined, reject: () => undefined };
 
@@ -173,6 +183,7 @@ export class CommandSyncClient extends MatrixClient {
     this.#answerIsInitial = false;
     const backlog = initial ? new Set<string>() : this.#backlogOfFreshRooms(raw, await this.getUserId());
     try {
+      await this.decryption?.prepare(raw, initial, (room) => this.#rooms.has(room), (id) => backlog.has(id));
       return await super.processSync(raw, (type: string, ...payload: unknown[]) => {
         if (type === "room.message" && (initial || backlog.has(eventIdOf(payload[1])))) return emit(BACKLOG_EVENT, ...payload);
         return emit(type, ...payload);

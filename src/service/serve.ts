@@ -29,6 +29,9 @@ import type { RunReport } from "../reconcile/report.ts";
 import { decide, hear, needsAllowList } from "../commands/router.ts";
 import { ManagementRoomPort, runInRoom, type RoomSurface } from "../commands/room-surface.ts";
 import { CommandSyncClient } from "./command-sync.ts";
+import { EncryptedTimeline } from "./encrypted-timeline.ts";
+import { EndToEnd, encryptingMessenger, RoomEncryptionState } from "../matrix/e2ee.ts";
+import { paragraph } from "../commands/render.ts";
 import { pruneHistory } from "../store/retention.ts";
 import { Service } from "./service.ts";
 
@@ -80,16 +83,33 @@ async function prepareStore(app: App, config: Config, serve: ServeConfig): Promi
   return { interrupted };
 }
 
-/** Joins the management room; refuses an encrypted one (its commands could not be read). */
-async function joinManagementRoom(app: App, serve: ServeConfig): Promise<Result<RoomId>> {
+/** Joins the management room; refuses an encrypted one when end-to-end encryption is not set up. */
+async function joinManagementRoom(app: App, serve: ServeConfig, rooms: RoomEncryptionState): Promise<Result<{ roomId: RoomId; encrypted: boolean }>> {
   const joined = await app.gateway.joinRoom(serve.managementRoom);
   if (!joined.ok) return fail(`cannot join the management room ${serve.managementRoom}: ${joined.error.message}`);
-  const encryption = await app.gateway.stateEvent(joined.value, "m.room.encryption", "");
+  const encryption = await rooms.of(joined.value);
   if (!encryption.ok) return fail(`cannot read the management room's state: ${encryption.error.message}`);
-  if (encryption.value !== undefined) {
-    return fail(`the management room ${serve.managementRoom} is encrypted; matrix-group-sync cannot read encrypted messages. Use an unencrypted room for commands.`);
+  if (encryption.value !== null && serve.encryption === undefined) {
+    return fail(
+      `the management room ${serve.managementRoom} is encrypted, and end-to-end encryption is not set up: give serve.encryption.storeKeyFile ` +
+        `(a secret that encrypts the bot's keys in the store; or MGS_SERVE_ENCRYPTION_STORE_KEY_FILE), or use an unencrypted room for commands`,
+    );
   }
-  return ok(joined.value);
+  return ok({ roomId: joined.value, encrypted: encryption.value !== null });
+}
+
+/**
+ * The bot's device for end-to-end encryption (when `serve.encryption` is set): the access
+ * token's device, its keys from the store (or new ones, uploaded).
+ */
+async function openEndToEnd(app: App, serve: ServeConfig, bot: UserId, rooms: RoomEncryptionState): Promise<Result<EndToEnd | undefined>> {
+  if (serve.encryption === undefined) return ok(undefined);
+  const device = await app.gateway.deviceId();
+  if (!device.ok) return fail(`cannot start end-to-end encryption: ${device.error.message}`);
+  if (device.value === undefined) {
+    return fail("cannot start end-to-end encryption: the homeserver does not say which device the access token belongs to (whoami without device_id); use an access token from a login, which has a device");
+  }
+  return EndToEnd.open({ userId: bot, deviceId: device.value, storeKey: serve.encryption.storeKey, api: app.gateway, rooms, store: app.store, log: app.log.child("e2ee") });
 }
 
 /** Listens in the token rooms of the allow list (and the token DMs); those it cannot join are logged and skipped. */
@@ -120,6 +140,8 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
   const log = app.log.child("serve");
   let client: CommandSyncClient | undefined;
   let task: ScheduledTask | undefined;
+  let e2ee: EndToEnd | undefined;
+  let timeline: EncryptedTimeline | undefined;
   try {
     const prepared = await prepareStore(app, config, serveConfig);
     if (prepared.interrupted > 0) log.warn("runs left running by a previous process marked interrupted", { count: prepared.interrupted });
@@ -127,9 +149,13 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     const me = await app.gateway.whoami();
     if (!me.ok) throw new ServeError(`cannot start: ${me.error.message}`);
     const bot: UserId = me.value;
-    const managementRoom = await joinManagementRoom(app, serveConfig);
+    const rooms = new RoomEncryptionState(app.gateway);
+    const managementRoom = await joinManagementRoom(app, serveConfig, rooms);
     if (!managementRoom.ok) throw new ServeError(managementRoom.error.message);
-    const roomId = managementRoom.value;
+    const roomId = managementRoom.value.roomId;
+    const opened = await openEndToEnd(app, serveConfig, bot, rooms);
+    if (!opened.ok) throw new ServeError(opened.error.message);
+    e2ee = opened.value;
 
     const directMessages = config.tokens?.directMessages === true;
     const sync = new CommandSyncClient(
@@ -177,7 +203,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     const prefix = serveConfig.commandPrefix;
     /** How replies write a command: `!sync`, or `!gs sync` for a word prefix. */
     const shownPrefix = displayPrefix(prefix);
-    const port = new ManagementRoomPort(app.gateway, log, app.clock);
+    const port = new ManagementRoomPort(encryptingMessenger(app.gateway, e2ee, rooms), log, app.clock);
     const surface: RoomSurface = {
       port,
       table,
@@ -214,6 +240,23 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
       });
     }
 
+    timeline = new EncryptedTimeline({
+      e2ee,
+      rooms,
+      bot,
+      keyWaitMs: serveConfig.encryption?.keyWaitMs ?? 0,
+      log: app.log.child("e2ee"),
+      onLate: (eventRoom, event) => sync.emit("room.message", eventRoom, event),
+      onUndecryptable: (eventRoom, event) => {
+        if (stopping) return;
+        const sender = typeof event["sender"] === "string" ? event["sender"] : "someone";
+        const eventId = typeof event["event_id"] === "string" ? event["event_id"] : "";
+        const parts = [paragraph(`I could not decrypt a message from ${sender}, so I did not act on it. If it was a command, please send it again.`)];
+        track(port.reply(eventRoom as RoomId, eventId, parts).then(() => undefined));
+      },
+    });
+    sync.decryption = timeline;
+
     sync.on("room.message", (eventRoom: string, event: unknown) => {
       const job = handle(eventRoom, event).catch((err: unknown) => {
         log.error("handling a message failed", { error: describeError(err) });
@@ -229,10 +272,12 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     await untilAborted(sync.firstSync, opts.signal).catch((err: unknown) => {
       throw new ServeError(`cannot start: the first sync failed: ${describeError(err)}`);
     });
-    log.info("serving", { bot, managementRoom: roomId, schedule: serveConfig.schedule, timezone: serveConfig.timezone });
+    log.info("serving", { bot, managementRoom: roomId, encrypted: managementRoom.value.encrypted, schedule: serveConfig.schedule, timezone: serveConfig.timezone });
 
     task = startSchedule(service, serveConfig, log);
     const theTask = task;
+    const theTimeline = timeline;
+    const theE2ee = e2ee;
     let stopped: Promise<void> | undefined;
     return {
       service,
@@ -250,6 +295,8 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
             await app.store.interruptDanglingRuns(app.clock.now());
           }
           if (tokens.ok) await tokens.value.close(); // revokes a MAS access token
+          theTimeline.stop();
+          await theE2ee?.close(); // saves the crypto state
           await app.close();
           log.info("stopped");
         })()),
@@ -257,6 +304,8 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
   } catch (err) {
     await task?.stop();
     client?.stop();
+    timeline?.stop();
+    await e2ee?.close().catch(() => undefined);
     await app.close();
     throw err;
   }

@@ -132,7 +132,24 @@ export interface TokenAuditTable {
   detail: Json;
 }
 
+export interface CryptoDatabasesTable {
+  owner: string;
+  name: string;
+  version: number;
+  layout: Json;
+}
+
+export interface CryptoRecordsTable {
+  owner: string;
+  database: string;
+  store: string;
+  key: Uint8Array;
+  value: Uint8Array;
+}
+
 export interface Database {
+  crypto_databases: CryptoDatabasesTable;
+  crypto_records: CryptoRecordsTable;
   token_audit: TokenAuditTable;
   handled_events: HandledEventsTable;
   command_allow: CommandAllowTable;

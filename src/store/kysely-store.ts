@@ -9,6 +9,7 @@
  * Kysely's migration bookkeeping, so test files sharing one PostgreSQL database do not
  * collide. Drop it afterwards (`drop schema "t_abc" cascade`).
  */
+import type { CryptoChanges, CryptoDatabaseSchema, CryptoSnapshot } from "../matrix/crypto-persistence.ts";
 import { sql, type Kysely, type Selectable, type SqlBool, type Transaction } from "kysely";
 import {
   DEFAULT_AUDIT_ROWS,
@@ -306,6 +307,49 @@ export async function releaseHeld(db: Db, roomId: string, userIds: readonly stri
 // --- external members --------------------------------------------------------------------
 
 /** Ordered by room id, then user id. */
+export async function loadCryptoState(db: Db, owner: string): Promise<CryptoSnapshot> {
+  const databases = await db.selectFrom("crypto_databases").selectAll().where("owner", "=", owner).orderBy("name").execute();
+  const records = await db.selectFrom("crypto_records").select(["database", "store", "key", "value"]).where("owner", "=", owner).execute();
+  return {
+    databases: databases.map((d) => ({ name: d.name, version: d.version, stores: (d.layout ?? []) as CryptoDatabaseSchema["stores"] })),
+    records: records.map((r) => ({ database: r.database, store: r.store, key: new Uint8Array(r.key), value: new Uint8Array(r.value) })),
+  };
+}
+
+/** Rows per INSERT (each row is five parameters; PostgreSQL allows 65,535). */
+const CRYPTO_BATCH = 500;
+
+export async function saveCryptoState(db: Db, owner: string, changes: CryptoChanges): Promise<void> {
+  await db.transaction().execute(async (tx) => {
+    for (const d of changes.databases) {
+      await tx
+        .insertInto("crypto_databases")
+        .values({ owner, name: d.name, version: d.version, layout: toJson(d.stores) })
+        .onConflict((oc) => oc.columns(["owner", "name"]).doUpdateSet({ version: d.version, layout: toJson(d.stores) }))
+        .execute();
+    }
+    for (const r of changes.deleted) {
+      await tx.deleteFrom("crypto_records").where("owner", "=", owner).where("database", "=", r.database).where("store", "=", r.store).where("key", "=", Buffer.from(r.key)).execute();
+    }
+    for (let i = 0; i < changes.put.length; i += CRYPTO_BATCH) {
+      const rows = changes.put.slice(i, i + CRYPTO_BATCH).map((r) => ({ owner, database: r.database, store: r.store, key: Buffer.from(r.key), value: Buffer.from(r.value) }));
+      await tx
+        .insertInto("crypto_records")
+        .values(rows)
+        .onConflict((oc) => oc.columns(["owner", "database", "store", "key"]).doUpdateSet((eb) => ({ value: eb.ref("excluded.value") })))
+        .execute();
+    }
+  });
+}
+
+export async function deleteCryptoState(db: Db, owner: string): Promise<number> {
+  return db.transaction().execute(async (tx) => {
+    const r = await tx.deleteFrom("crypto_records").where("owner", "=", owner).executeTakeFirst();
+    await tx.deleteFrom("crypto_databases").where("owner", "=", owner).execute();
+    return Number(r.numDeletedRows);
+  });
+}
+
 export async function listSpaceLinks(db: Db, roomId?: string): Promise<SpaceLinkRecord[]> {
   let query = db.selectFrom("space_links").selectAll();
   if (roomId !== undefined) query = query.where("room_id", "=", roomId);
@@ -606,6 +650,9 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     replaceHeld: (roomId, room, rows, runId, now) => replaceHeld(db, roomId, room, rows, runId, now),
     releaseHeld: (roomId, userIds, now) => releaseHeld(db, roomId, userIds, now),
     listExternals: (roomId) => listExternals(db, roomId),
+    loadCryptoState: (owner) => loadCryptoState(db, owner),
+    saveCryptoState: (owner, changes) => saveCryptoState(db, owner, changes),
+    deleteCryptoState: (owner) => deleteCryptoState(db, owner),
     listSpaceLinks: (roomId) => listSpaceLinks(db, roomId),
     addSpaceLink: (record) => addSpaceLink(db, record),
     removeSpaceLink: (roomId, type, stateKey) => removeSpaceLink(db, roomId, type, stateKey),

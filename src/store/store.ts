@@ -152,6 +152,8 @@ export interface PruneCounts {
   readonly tokenAudit: number;
 }
 
+import type { CryptoChanges, CryptoSnapshot } from "../matrix/crypto-persistence.ts";
+
 export interface Store {
   readonly engine: "pglite" | "postgres";
 
@@ -225,6 +227,13 @@ export interface Store {
   /** Insert or update (same room, type and state key). */
   addSpaceLink(record: SpaceLinkRecord): Promise<void>;
   removeSpaceLink(roomId: string, type: SpaceLinkType, stateKey: string): Promise<boolean>;
+
+  /** The bot's end-to-end encryption state (matrix/crypto-persistence.ts), per bot user. */
+  loadCryptoState(owner: string): Promise<CryptoSnapshot>;
+  /** Applies one save's changes in one transaction. */
+  saveCryptoState(owner: string, changes: CryptoChanges): Promise<void>;
+  /** Forgets the bot's encryption state (`crypto-reset`); how many records went. */
+  deleteCryptoState(owner: string): Promise<number>;
 
   close(): Promise<void>;
 }

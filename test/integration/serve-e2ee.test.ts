@@ -1,0 +1,165 @@
+/**
+ * An encrypted management room: the real service against the test homeserver, the operator a
+ * matrix-js-sdk client with its Rust crypto (a client we did not write). Commands go in
+ * encrypted; the bot's replies must arrive as `m.room.encrypted` and decrypt to the expected
+ * text, and nothing the bot sends into the room is plaintext.
+ */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { MatrixClient, MatrixEvent } from "matrix-js-sdk";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../src/config/load.ts";
+import type { Config } from "../../src/config/schema.ts";
+import { startServe, type ServeHandle } from "../../src/service/serve.ts";
+import { FakeHomeserver } from "../fakes/homeserver.ts";
+import { quietSdkLogger, startDevice, waitForDevice, waitForMembership } from "../helpers/js-sdk.ts";
+import { MatrixEventEvent, RoomEvent } from "matrix-js-sdk";
+
+const BOT = "@mgs-bot:example.org";
+const OP = "@op:example.org";
+const BOT_DEVICE = "MGSBOTDEVICE";
+
+let dir: string;
+let hs: FakeHomeserver;
+let botToken: string;
+let handle: ServeHandle | undefined;
+const clients: MatrixClient[] = [];
+
+async function config(managementRoom: string, extra = ""): Promise<Config> {
+  const path = join(dir, "config.yaml");
+  await writeFile(
+    path,
+    `homeserver: { url: ${hs.url}, accessToken: ${botToken}, maxRetries: 10 }
+dataDir: ./data
+idp: { kind: static, static: { file: directory.yaml } }
+mapping: { rooms: [] }
+serve:
+  managementRoom: "${managementRoom}"
+  schedule: "0 0 1 1 *"
+  allow: ["${OP}"]
+  shutdownTimeoutMs: 10000
+  encryption: { storeKey: "correct horse battery staple"${extra} }
+log: { level: ${process.env["MGS_TEST_LOG"] ?? "error"} }
+`,
+  );
+  const r = loadConfig({ path, env: {}, cwd: dir });
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.config;
+}
+
+/** Resolves with the first event from the bot in `roomId` that arrived encrypted and decrypted, replying to `eventId`. */
+function botReplyTo(client: MatrixClient, roomId: string, eventId: string): Promise<MatrixEvent> {
+  return new Promise((resolve) => {
+    const check = (ev: MatrixEvent): boolean => {
+      if (ev.getRoomId() !== roomId || ev.getSender() !== BOT || ev.isBeingDecrypted() || ev.isDecryptionFailure()) return false;
+      if (ev.getType() !== "m.room.message") return false;
+      const rel = ev.getContent()["m.relates_to"] as { "m.in_reply_to"?: { event_id?: string } } | undefined;
+      const relWire = (ev.getWireContent()["m.relates_to"] as { "m.in_reply_to"?: { event_id?: string } } | undefined) ?? rel;
+      if ((rel ?? relWire)?.["m.in_reply_to"]?.event_id !== eventId) return false;
+      client.off(MatrixEventEvent.Decrypted, onEvent);
+      client.off(RoomEvent.Timeline, onEvent);
+      resolve(ev);
+      return true;
+    };
+    const onEvent = (ev: MatrixEvent): void => void check(ev);
+    client.on(MatrixEventEvent.Decrypted, onEvent);
+    client.on(RoomEvent.Timeline, onEvent);
+    for (const ev of client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? []) if (check(ev)) return;
+  });
+}
+
+/** Sends `body` encrypted as `client` and waits for the bot's reply to it: its plain body. */
+async function command(client: MatrixClient, roomId: string, body: string): Promise<MatrixEvent> {
+  const { event_id } = await client.sendTextMessage(roomId, body);
+  return botReplyTo(client, roomId, event_id);
+}
+
+/** An encrypted room made by the operator's client, the bot invited. */
+async function encryptedRoom(op: MatrixClient): Promise<string> {
+  const { room_id } = await op.createRoom({
+    preset: "private_chat" as never,
+    invite: [BOT],
+    initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
+  });
+  return room_id;
+}
+
+/** Nothing the bot sent into `roomId` is plaintext (reactions and messages alike); redactions aside. */
+function botSentOnlyCiphertext(roomId: string): void {
+  const plain = hs.messages(roomId, { sender: BOT }).filter((m) => m.type !== "m.room.encrypted" && m.type !== "m.room.redaction");
+  expect(plain).toEqual([]);
+}
+
+beforeAll(async () => {
+  quietSdkLogger();
+  dir = await mkdtemp(join(tmpdir(), "mgs-serve-e2ee-"));
+  await writeFile(join(dir, "directory.yaml"), "users: []\ngroups: []\n");
+  hs = await FakeHomeserver.start({ serverName: "example.org" });
+  botToken = hs.registerUser(BOT, undefined, { deviceId: BOT_DEVICE });
+});
+
+afterEach(async () => {
+  await handle?.stop();
+  handle = undefined;
+  for (const c of clients.splice(0)) c.stopClient();
+});
+
+afterAll(async () => {
+  await hs.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function operatorDevice(deviceId: string): Promise<MatrixClient> {
+  const c = await startDevice(hs, OP, deviceId);
+  clients.push(c);
+  return c;
+}
+
+describe("an encrypted management room", () => {
+  it("first contact: the bot joins, reads an encrypted command and answers encrypted; a second device of the operator gets the keys", async () => {
+    const op = await operatorDevice("OPDEV1");
+    const roomId = await encryptedRoom(op);
+    const botJoined = waitForMembership(op, roomId, BOT, "join");
+    handle = await startServe(await config(roomId));
+    await botJoined;
+    await waitForDevice(op, BOT, BOT_DEVICE);
+
+    const reply = await command(op, roomId, "!help");
+    expect(reply.getWireType()).toBe("m.room.encrypted");
+    expect(String(reply.getContent().body)).toMatch(/sync/);
+    botSentOnlyCiphertext(roomId);
+
+    // A second device of the operator, logged in later: the bot shares the room key with it for its next reply.
+    const op2 = await operatorDevice("OPDEV2");
+    const second = await command(op, roomId, "!status");
+    expect(second.getWireType()).toBe("m.room.encrypted");
+    const onOp2 = op2.getRoom(roomId)?.findEventById(second.getId()!);
+    const seen = onOp2 ?? (await new Promise<MatrixEvent>((resolve) => op2.on(RoomEvent.Timeline, (ev) => ev.getId() === second.getId() && resolve(ev))));
+    await op2.decryptEventIfNeeded(seen);
+    expect(seen.isDecryptionFailure()).toBe(false);
+    expect(seen.getContent().body).toBe(second.getContent().body);
+    botSentOnlyCiphertext(roomId);
+  });
+
+  it("after a restart the bot is the same device, with the same keys, and still reads and answers", async () => {
+    const op = await operatorDevice("OPDEV3");
+    const roomId = await encryptedRoom(op);
+    const botJoined = waitForMembership(op, roomId, BOT, "join");
+    handle = await startServe(await config(roomId));
+    await botJoined;
+    const before = (await op.getCrypto()!.getUserDeviceInfo([BOT], true)).get(BOT)!;
+    expect([...before.keys()]).toEqual([BOT_DEVICE]);
+    const keyBefore = before.get(BOT_DEVICE)!.getIdentityKey();
+    expect((await command(op, roomId, "!help")).getWireType()).toBe("m.room.encrypted");
+
+    await handle.stop();
+    handle = await startServe(await config(roomId));
+    const reply = await command(op, roomId, "!help");
+    expect(reply.getWireType()).toBe("m.room.encrypted");
+    const after = (await op.getCrypto()!.getUserDeviceInfo([BOT], true)).get(BOT)!;
+    expect([...after.keys()]).toEqual([BOT_DEVICE]);
+    expect(after.get(BOT_DEVICE)!.getIdentityKey()).toBe(keyBefore);
+    botSentOnlyCiphertext(roomId);
+  });
+});
