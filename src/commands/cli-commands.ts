@@ -1,7 +1,7 @@
-/** The commands only the terminal offers: check-config, migrate, serve. */
+/** The commands only the terminal offers: check-config, migrate, serve, crypto-reset. */
 import { redactConfig } from "../config/redact.ts";
-import { command, done, type Command } from "./command.ts";
-import { paragraph } from "./render.ts";
+import { command, done, refused, type Command } from "./command.ts";
+import { code, paragraph } from "./render.ts";
 
 export const checkConfigCommand: Command = command({
   name: "check-config",
@@ -58,5 +58,27 @@ export const serveCommand: Command = command({
     // Loaded on demand: the other commands do not pay for the service's modules.
     const code = await (await import("../serve-process.ts")).serveUntilSignal(ctx.config, ctx.terminal);
     return { status: code === 0 ? "ok" : "failed", parts: [] };
+  },
+});
+
+export const cryptoResetCommand: Command = command({
+  name: "crypto-reset",
+  summary: "Forget the bot's end-to-end encryption keys (after losing serve.encryption.storeKey, or a device change)",
+  description:
+    "Deletes the crypto state from the store. Stop the service first. The next serve must then run as a new device: " +
+    "give it an access token of a new login (the old device's keys stay on the homeserver until that device is deleted). " +
+    "Members see a new, unverified device of the bot; messages encrypted for the old device cannot be read.",
+  params: [],
+  flags: [{ name: "yes", description: "really delete the keys" }],
+  permission: "operator",
+  surfaces: ["cli"],
+  uses: ["store"],
+  async run(ctx, args) {
+    if (!args.yes) return refused("This deletes the bot's end-to-end encryption keys; run it again with ", code("--yes"), " to go ahead.");
+    const deleted = await ctx.store.deleteCryptoState();
+    return done(
+      paragraph(deleted === 0 ? "There were no end-to-end encryption keys in the store." : `Deleted the end-to-end encryption state (${deleted} record(s)). Start serve with an access token of a new device.`),
+      { deleted },
+    );
   },
 });

@@ -3,7 +3,7 @@
  * Each command says which surfaces offer it (the management room, the CLI, or both).
  */
 import { importCommand } from "../import/command.ts";
-import { checkConfigCommand, migrateCommand, serveCommand } from "./cli-commands.ts";
+import { checkConfigCommand, cryptoResetCommand, migrateCommand, serveCommand } from "./cli-commands.ts";
 import { command, done, type Command } from "./command.ts";
 import { idpCommand, joinedCommand, managedCommand } from "./directory-commands.ts";
 import { helpFor, helpText } from "./help.ts";
@@ -85,6 +85,7 @@ const COMMANDS: readonly Command[] = [
   checkConfigCommand,
   migrateCommand,
   serveCommand,
+  cryptoResetCommand,
   importCommand,
 ];
 

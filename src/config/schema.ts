@@ -750,7 +750,7 @@ const serveSchema = z.strictObject({
 });
 
 /** First words of the other commands: the token word may not be one of them. */
-const RESERVED_COMMAND_WORDS: readonly string[] = ["help", "inviter", "idp", "joined", "managed", "sync", "status", "history", "release", "unmanage", "manage", "invite-member", "invite-admin", "kick-member", "check-config", "migrate", "serve", "import"];
+const RESERVED_COMMAND_WORDS: readonly string[] = ["help", "inviter", "idp", "joined", "managed", "sync", "status", "history", "release", "unmanage", "manage", "invite-member", "invite-admin", "kick-member", "check-config", "migrate", "serve", "crypto-reset", "import"];
 
 const expiryText = checked(nonEmpty, (s) =>
   /^(never|(\d+[smhdw])+|\d{4}-\d{2}-\d{2}.*)$/i.test(s) ? undefined : `"${s}" is not an expiry: use 7d, 12h, an ISO date, or never`,

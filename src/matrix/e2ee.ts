@@ -114,6 +114,20 @@ export class EndToEnd {
     } catch (err) {
       return fail(`cannot load the end-to-end encryption state from the store: ${describeError(err)}`);
     }
+    if (loaded.records === 0) {
+      // New keys for a device the homeserver already has keys for would clash with them (and
+      // its one-time keys): the keys of this device were lost, or belong to another program.
+      const known = await opts.api.keysRequest("query", { device_keys: { [opts.userId]: [opts.deviceId] } });
+      if (!known.ok) return fail(`cannot start end-to-end encryption: ${known.error.message}`);
+      const devices = (known.value as { device_keys?: Record<string, Record<string, unknown> | undefined> } | null)?.device_keys?.[opts.userId];
+      if (devices !== undefined && devices !== null && typeof devices === "object" && opts.deviceId in devices) {
+        return fail(
+          `the store holds no end-to-end encryption keys, but the homeserver already has keys for the bot's device ${opts.deviceId}: ` +
+            `its keys were lost (a new data folder or database?) or another program uses this access token. Restore the store from a backup, ` +
+            `or give serve an access token of a new login (a new device) and, if you like, delete the old device ${opts.deviceId}`,
+        );
+      }
+    }
     let machine: OlmMachine;
     try {
       machine = (await OlmMachine.initialize(new WasmUserId(opts.userId), new DeviceId(opts.deviceId), persistence.prefix, opts.storeKey)) as OlmMachine;

@@ -342,10 +342,16 @@ export async function saveCryptoState(db: Db, owner: string, changes: CryptoChan
   });
 }
 
-export async function deleteCryptoState(db: Db, owner: string): Promise<number> {
+export async function deleteCryptoState(db: Db, owner?: string): Promise<number> {
   return db.transaction().execute(async (tx) => {
-    const r = await tx.deleteFrom("crypto_records").where("owner", "=", owner).executeTakeFirst();
-    await tx.deleteFrom("crypto_databases").where("owner", "=", owner).execute();
+    let records = tx.deleteFrom("crypto_records");
+    let databases = tx.deleteFrom("crypto_databases");
+    if (owner !== undefined) {
+      records = records.where("owner", "=", owner);
+      databases = databases.where("owner", "=", owner);
+    }
+    const r = await records.executeTakeFirst();
+    await databases.execute();
     return Number(r.numDeletedRows);
   });
 }

@@ -232,8 +232,8 @@ export interface Store {
   loadCryptoState(owner: string): Promise<CryptoSnapshot>;
   /** Applies one save's changes in one transaction. */
   saveCryptoState(owner: string, changes: CryptoChanges): Promise<void>;
-  /** Forgets the bot's encryption state (`crypto-reset`); how many records went. */
-  deleteCryptoState(owner: string): Promise<number>;
+  /** Forgets the encryption state (`crypto-reset`; of every bot user when none is named); how many records went. */
+  deleteCryptoState(owner?: string): Promise<number>;
 
   close(): Promise<void>;
 }

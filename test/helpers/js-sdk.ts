@@ -24,7 +24,7 @@ const quietLogger: Logger = {
   trace: () => undefined,
   debug: () => undefined,
   info: () => undefined,
-  warn: (...msg: unknown[]) => console.warn(...msg),
+  warn: (...msg: unknown[]) => (process.env["MGS_TEST_LOG"] === undefined ? undefined : console.warn(...msg)),
   error: (...msg: unknown[]) => console.error(...msg),
   getChild: () => quietLogger,
 };

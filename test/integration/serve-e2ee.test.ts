@@ -15,6 +15,7 @@ import { startServe, type ServeHandle } from "../../src/service/serve.ts";
 import { FakeHomeserver } from "../fakes/homeserver.ts";
 import { quietSdkLogger, startDevice, waitForDevice, waitForMembership } from "../helpers/js-sdk.ts";
 import { MatrixEventEvent, RoomEvent } from "matrix-js-sdk";
+import { runIn } from "../helpers/cli-world.ts";
 
 const BOT = "@mgs-bot:example.org";
 const OP = "@op:example.org";
@@ -26,12 +27,12 @@ let botToken: string;
 let handle: ServeHandle | undefined;
 const clients: MatrixClient[] = [];
 
-async function config(managementRoom: string, extra = ""): Promise<Config> {
+async function config(managementRoom: string, opts: { dataDir?: string; token?: string } = {}): Promise<Config> {
   const path = join(dir, "config.yaml");
   await writeFile(
     path,
-    `homeserver: { url: ${hs.url}, accessToken: ${botToken}, maxRetries: 10 }
-dataDir: ./data
+    `homeserver: { url: ${hs.url}, accessToken: ${opts.token ?? botToken}, maxRetries: 10 }
+dataDir: ${opts.dataDir ?? "./data"}
 idp: { kind: static, static: { file: directory.yaml } }
 mapping: { rooms: [] }
 serve:
@@ -39,7 +40,7 @@ serve:
   schedule: "0 0 1 1 *"
   allow: ["${OP}"]
   shutdownTimeoutMs: 10000
-  encryption: { storeKey: "correct horse battery staple"${extra} }
+  encryption: { storeKey: "correct horse battery staple" }
 log: { level: ${process.env["MGS_TEST_LOG"] ?? "error"} }
 `,
   );
@@ -160,6 +161,33 @@ describe("an encrypted management room", () => {
     const after = (await op.getCrypto()!.getUserDeviceInfo([BOT], true)).get(BOT)!;
     expect([...after.keys()]).toEqual([BOT_DEVICE]);
     expect(after.get(BOT_DEVICE)!.getIdentityKey()).toBe(keyBefore);
+    botSentOnlyCiphertext(roomId);
+  });
+
+  it("a lost crypto store is named as such; crypto-reset and a new device's token start the bot as a new device", async () => {
+    const op = await operatorDevice("OPDEV4");
+    const roomId = await encryptedRoom(op);
+    // A fresh data folder, the same access token (device): the homeserver already has that device's keys.
+    await expect(startServe(await config(roomId, { dataDir: "./data-lost" }))).rejects.toThrow(
+      new RegExp(`the store holds no end-to-end encryption keys, but the homeserver already has keys for the bot's device ${BOT_DEVICE}`),
+    );
+    // crypto-reset asks to be sure, then forgets the keys of the original folder.
+    const cfgPath = join(dir, "config.yaml");
+    const unsure = await runIn(dir, ["crypto-reset", "--config", cfgPath]);
+    expect(unsure.code, unsure.err).toBe(4);
+    expect(unsure.out + unsure.err).toMatch(/--yes/);
+    await config(roomId);
+    const reset = await runIn(dir, ["crypto-reset", "--yes", "--config", cfgPath]);
+    expect(reset.code, reset.err).toBe(0);
+    expect(reset.out).toMatch(/Deleted the end-to-end encryption state \(\d+ record\(s\)\)/);
+    // A new login of the bot: a new device, which answers.
+    const newToken = hs.registerUser(BOT, undefined, { deviceId: "MGSBOTDEVICE2" });
+    const botJoined = waitForMembership(op, roomId, BOT, "join");
+    handle = await startServe(await config(roomId, { token: newToken }));
+    await botJoined;
+    await waitForDevice(op, BOT, "MGSBOTDEVICE2");
+    const reply = await command(op, roomId, "!help");
+    expect(reply.getWireType()).toBe("m.room.encrypted");
     botSentOnlyCiphertext(roomId);
   });
 });
