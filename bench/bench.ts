@@ -6,6 +6,9 @@
  * (g) requests to create N rooms with M members each (floor: N createRoom + N alias lookups);
  * (h) requests to correct template drift in N rooms (floor: one power-levels event and one
  *     event per other drifted state type per room, plus the N reads).
+ * (i) an encrypted management room: encrypted command → encrypted reply, as a matrix-js-sdk
+ *     client sees it (floor: the same command in an unencrypted room, same run), and the cost of
+ *     opening the crypto store at start.
  * Sizes can be lowered for a quick look: BENCH_ROOMS, BENCH_USERS_A, BENCH_USERS_B.
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -434,6 +437,108 @@ log: { level: error }
   }
 }
 
+async function benchEncryptedRoom(): Promise<void> {
+  console.log("(i) encrypted management room: command → reply as the operator's matrix-js-sdk client sees it (room key already shared)");
+  const { startDevice, quietSdkLogger } = await import("../test/helpers/js-sdk.ts");
+  const { MatrixEventEvent, RoomEvent } = await import("matrix-js-sdk");
+  const { loadConfig } = await import("../src/config/load.ts");
+  const { startServe } = await import("../src/service/serve.ts");
+  const { EndToEnd, RoomEncryptionState } = await import("../src/matrix/e2ee.ts");
+  quietSdkLogger();
+  const dir = await mkdtemp(join(tmpdir(), "mgs-bench-i-"));
+  const hs = await FakeHomeserver.start({ serverName: DOMAIN });
+  const OP = `@op:${DOMAIN}`;
+  const botToken = hs.registerUser(BOT, undefined, { deviceId: "BENCHBOT" });
+  const op = await startDevice(hs, OP, "OPDEV");
+  type Ev = import("matrix-js-sdk").MatrixEvent;
+  const replyTo = (roomId: string, eventId: string): Promise<Ev> =>
+    new Promise((resolve) => {
+      const check = (ev: Ev): void => {
+        if (ev.getRoomId() !== roomId || ev.getSender() !== BOT || ev.isBeingDecrypted() || ev.isDecryptionFailure() || ev.getType() !== "m.room.message") return;
+        const rel = ev.getContent()["m.relates_to"] as { "m.in_reply_to"?: { event_id?: string } } | undefined;
+        if (rel?.["m.in_reply_to"]?.event_id !== eventId) return;
+        op.off(MatrixEventEvent.Decrypted, check);
+        op.off(RoomEvent.Timeline, check);
+        resolve(ev);
+      };
+      op.on(MatrixEventEvent.Decrypted, check);
+      op.on(RoomEvent.Timeline, check);
+    });
+  const config = async (room: string, encryption: boolean) => {
+    const path = join(dir, "config.yaml");
+    await writeFile(
+      path,
+      `homeserver: { url: ${hs.url}, accessToken: ${botToken} }
+dataDir: ./data
+idp: { kind: static, static: { file: directory.yaml } }
+mapping: { rooms: [] }
+serve: { managementRoom: "${room}", schedule: "0 0 1 1 *", http: { enabled: false }${encryption ? `, encryption: { storeKey: "bench store key" }` : ""} }
+log: { level: error }
+`,
+    );
+    const r = loadConfig({ path, env: {}, cwd: dir });
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    return r.config;
+  };
+  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const N = 20;
+  /** N commands one after another in `room`: the milliseconds from send to decrypted reply. */
+  const rounds = async (room: string): Promise<number[]> => {
+    const times: number[] = [];
+    for (let i = 0; i < N; i++) {
+      const t0 = performance.now();
+      const { event_id } = await op.sendTextMessage(room, "!status");
+      await replyTo(room, event_id);
+      times.push(performance.now() - t0);
+    }
+    return times;
+  };
+  try {
+    await writeFile(join(dir, "directory.yaml"), "users: []\ngroups: []\n");
+    const { room_id: encrypted } = await op.createRoom({
+      preset: "private_chat" as never,
+      invite: [BOT],
+      initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
+    });
+    const { room_id: plain } = await op.createRoom({ preset: "private_chat" as never, invite: [BOT] });
+
+    // Floor: the same command in an unencrypted room.
+    let handle = await startServe(await config(plain, false));
+    await rounds(plain); // warm-up
+    const plainTimes = await rounds(plain);
+    await handle.stop();
+
+    const t0 = performance.now();
+    handle = await startServe(await config(encrypted, true));
+    const firstStart = performance.now() - t0;
+    await rounds(encrypted); // the first reply shares the room key
+    const encTimes = await rounds(encrypted);
+    await handle.stop();
+    console.log(`    encrypted: median ${median(encTimes).toFixed(0)} ms, max ${Math.max(...encTimes).toFixed(0)} ms over ${N} commands`);
+    console.log(`    floor (unencrypted room, same run): median ${median(plainTimes).toFixed(0)} ms, max ${Math.max(...plainTimes).toFixed(0)} ms`);
+
+    // Opening the crypto store at start (loading what the runs above saved, and the key derivation).
+    const store = await openStore({ dataDir: join(dir, "data") });
+    const gateway = createBotSdkGateway({ homeserverUrl: hs.url, accessToken: botToken, requestTimeoutMs: 30_000, maxRetries: 3, log: silentLogger });
+    const opens: number[] = [];
+    let records = 0;
+    for (let i = 0; i < 5; i++) {
+      const t = performance.now();
+      const e = await EndToEnd.open({ userId: BOT, deviceId: "BENCHBOT", storeKey: "bench store key", api: gateway, rooms: new RoomEncryptionState(gateway), store, log: silentLogger });
+      opens.push(performance.now() - t);
+      if (!e.ok) throw new Error(e.error.message);
+      await e.value.close();
+      records = (await store.loadCryptoState(BOT)).records.length;
+    }
+    await store.close();
+    console.log(`    crypto store open (${records} records): median ${median(opens).toFixed(0)} ms; first serve start with new keys: ${firstStart.toFixed(0)} ms`);
+  } finally {
+    op.stopClient();
+    await hs.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 async function benchMetricsOverhead(): Promise<void> {
   const ROOMS_M = Number(process.env["BENCH_METRICS_ROOMS"] ?? 1000);
   const USERS_M = Number(process.env["BENCH_METRICS_USERS"] ?? 1000);
@@ -620,4 +725,5 @@ if (!only || only.includes("e")) await benchServeTakeover();
 if (!only || only.includes("f")) await benchMetricsOverhead();
 if (!only || only.includes("g")) await benchCreateRooms();
 if (!only || only.includes("h")) await benchTemplateDrift();
+if (!only || only.includes("i")) await benchEncryptedRoom();
 if (!only || only.includes("b")) await benchNoOpRun();
