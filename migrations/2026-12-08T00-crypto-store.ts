@@ -1,8 +1,10 @@
 /**
  * The bot's end-to-end encryption state (matrix/crypto-persistence.ts): the crypto library's
  * IndexedDB databases, their layout and their records, per bot user. The records are what the
- * library wrote, encrypted by it with the key derived from `serve.encryption.storeKey`. FROZEN
- * once released; change the schema with a new dated migration.
+ * library wrote, encrypted by it with the key derived from `serve.encryption.storeKey`. And the
+ * session of a password login (matrix/login.ts): the device, and the access token sealed with a
+ * key derived from the password. FROZEN once released; change the schema with a new dated
+ * migration.
  */
 import type { Kysely } from "kysely";
 
@@ -25,10 +27,19 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn("value", "bytea", (c) => c.notNull())
     .addPrimaryKeyConstraint("crypto_records_pkey", ["owner", "database", "store", "key"])
     .execute();
+  await db.schema
+    .createTable("bot_sessions")
+    .addColumn("login", "text", (c) => c.primaryKey())
+    .addColumn("user_id", "text", (c) => c.notNull())
+    .addColumn("device_id", "text", (c) => c.notNull())
+    .addColumn("sealed_token", "bytea", (c) => c.notNull())
+    .addColumn("updated_at", "timestamptz", (c) => c.notNull())
+    .execute();
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export async function down(db: Kysely<any>): Promise<void> {
+  await db.schema.dropTable("bot_sessions").execute();
   await db.schema.dropTable("crypto_records").execute();
   await db.schema.dropTable("crypto_databases").execute();
 }

@@ -13,11 +13,14 @@ import type { SyncSettings } from "./reconcile/run.ts";
 import { spaceSettings, templateFor } from "./config/room-templates.ts";
 import { describeError, fail, ok, type Result } from "./result.ts";
 import { openStore } from "./store/kysely-store.ts";
+import { signIn } from "./matrix/login.ts";
 import type { Store } from "./store/store.ts";
 
 export interface App {
   readonly idp: IdentityProvider;
   readonly gateway: MatrixGateway;
+  /** The bot's access token: the configured one, or the password login's. */
+  readonly accessToken: string;
   readonly store: Store;
   readonly clock: Clock;
   readonly log: Logger;
@@ -64,18 +67,27 @@ export async function openApp(config: Config, opts: AppOptions): Promise<Result<
     await store.close().catch(() => undefined);
     return fail(`cannot set up the directory (idp.${config.idp.kind}): ${describeError(err)}`);
   }
-  const gateway = createBotSdkGateway({
-    homeserverUrl: config.homeserver.url,
-    accessToken: config.homeserver.accessToken,
-    requestTimeoutMs: config.homeserver.requestTimeoutMs,
-    maxRetries: config.homeserver.maxRetries,
-    maxRetryWaitMs: config.homeserver.maxRetryWaitMs,
-    log: log.child("matrix"),
-    ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
-  });
+  const gatewayFor = (accessToken: string): MatrixGateway =>
+    createBotSdkGateway({
+      homeserverUrl: config.homeserver.url,
+      accessToken,
+      requestTimeoutMs: config.homeserver.requestTimeoutMs,
+      maxRetries: config.homeserver.maxRetries,
+      maxRetryWaitMs: config.homeserver.maxRetryWaitMs,
+      log: log.child("matrix"),
+      ...(opts.signal !== undefined ? { signal: opts.signal } : {}),
+    });
+  const session = await signIn(config.homeserver, store, gatewayFor, systemClock, log.child("login"));
+  if (!session.ok) {
+    await idp.close().catch(() => undefined);
+    await store.close().catch(() => undefined);
+    return fail(`cannot sign in to the homeserver: ${session.error.message}`);
+  }
+  const gateway = gatewayFor(session.value.accessToken);
   return ok({
     idp,
     gateway,
+    accessToken: session.value.accessToken,
     store,
     clock: systemClock,
     log,

@@ -211,7 +211,7 @@ async function capabilitiesFor(cmd: Command, globals: Globals, io: CliIo): Promi
   }
   if (uses.has("tokens")) {
     const { createTokenService } = await import("../tokens/service.ts");
-    const tokens = createTokenService(loaded.config, app.store, app.clock, app.log);
+    const tokens = createTokenService(loaded.config, app.store, app.clock, app.log, app.accessToken);
     tokenService = tokens.ok ? tokens.value : undefined;
     caps.tokens = { service: tokenService, managementRoomId: undefined } satisfies Tokens;
   }

@@ -258,7 +258,8 @@ function applyEnvironment(
       }
     }
     const merged = getAt(raw, secret.parent);
-    if (secret.required && isRecord(merged) && merged[secret.key] === undefined && merged[secret.fileKey] === undefined) {
+    const required = typeof secret.required === "function" ? secret.required(raw) : secret.required;
+    if (required && isRecord(merged) && merged[secret.key] === undefined && merged[secret.fileKey] === undefined) {
       found.push({
         path: secret.parent,
         message: `give ${secret.key} or ${secret.fileKey} (or set ${secret.env} or ${secret.fileEnv})`,
@@ -329,8 +330,11 @@ const CONFIG_FILE_MAX_BYTES = 8 * 1024 * 1024;
 
 function finish(file: ConfigFile, baseDir: string): Config {
   const { homeserver, database, ...rest } = file;
-  const { accessToken, accessTokenFile: _accessTokenFile, ...hs } = homeserver;
-  if (accessToken === undefined) throw new Error("config: homeserver.accessToken unresolved after loading");
+  const { accessToken, accessTokenFile: _accessTokenFile, user, password, passwordFile: _passwordFile, ...hs } = homeserver;
+  let auth: Config["homeserver"];
+  if (accessToken !== undefined) auth = { ...hs, accessToken };
+  else if (user !== undefined && password !== undefined) auth = { ...hs, user, password };
+  else throw new Error("config: homeserver.accessToken (or user and password) unresolved after loading");
   let resolvedDatabase: Config["database"];
   if (database !== undefined) {
     const { url, urlFile: _urlFile, ...db } = database;
@@ -343,7 +347,7 @@ function finish(file: ConfigFile, baseDir: string): Config {
     ...(tokens === undefined ? {} : { tokens: finishTokens(tokens) }),
     ...(serve === undefined ? {} : { serve: finishServe(serve) }),
     sync: { ...syncRest, kickOn: resolveKickOn(sync) },
-    homeserver: { ...hs, accessToken },
+    homeserver: auth,
     ...(resolvedDatabase === undefined ? {} : { database: resolvedDatabase }),
     ...others,
     dataDir: resolve(baseDir, file.dataDir),

@@ -45,8 +45,8 @@ export interface SecretField {
    * Absent: always in use.
    */
   readonly inUse?: (doc: Readonly<Record<string, unknown>>) => boolean;
-  /** Whether one of the two must be given when the parent is present (false: e.g. an anonymous LDAP bind). */
-  readonly required: boolean;
+  /** Whether one of the two must be given when the parent is present (false: e.g. an anonymous LDAP bind), read from the document. */
+  readonly required: boolean | ((doc: Readonly<Record<string, unknown>>) => boolean);
   readonly redact: "all" | "url-password";
 }
 
@@ -56,9 +56,18 @@ export const SECRET_FIELDS: readonly SecretField[] = (
   [
   {
     parent: ["homeserver"],
+    key: "password",
+    fileKey: "passwordFile",
+    // Before accessToken: a password from the environment makes the token optional.
+    required: false,
+    redact: "all",
+  },
+  {
+    parent: ["homeserver"],
     key: "accessToken",
     fileKey: "accessTokenFile",
-    required: true,
+    // Not needed with password login (homeserver.user + password).
+    required: (doc) => field(doc, "homeserver", "password") === undefined && field(doc, "homeserver", "passwordFile") === undefined,
     redact: "all",
   },
   {
@@ -212,6 +221,16 @@ const homeserverSchema = z.strictObject({
   accessToken: nonEmpty.exactOptional(),
   /** File holding the access token (relative to the config file's folder). Env: MGS_HOMESERVER_ACCESS_TOKEN_FILE. */
   accessTokenFile: nonEmpty.exactOptional(),
+  /**
+   * Password login instead of an access token: the bot's user (localpart or full user id).
+   * The bot logs in once, keeps the session (its device, and the access token sealed with the
+   * password) in the store, and logs in again with the same device when the token stops working.
+   */
+  user: nonEmpty.exactOptional(),
+  /** The bot's password (secret), with `user`. Give this or passwordFile. Env: MGS_HOMESERVER_PASSWORD. */
+  password: nonEmpty.exactOptional(),
+  /** File holding the password. Env: MGS_HOMESERVER_PASSWORD_FILE. */
+  passwordFile: nonEmpty.exactOptional(),
   /** Rooms processed at once. */
   concurrency: z.number().int().min(1).max(64).default(4),
   /**
@@ -965,6 +984,16 @@ export function checkReferences(raw: unknown): RuleViolation[] {
   checkKickRule(raw, out);
   checkRenamedLocalparts(raw, out);
 
+  // The bot signs in with an access token or with user + password, not both.
+  const hs = field(raw, "homeserver");
+  if (isRecord(hs)) {
+    const token = hs["accessToken"] !== undefined || hs["accessTokenFile"] !== undefined;
+    const password = hs["password"] !== undefined || hs["passwordFile"] !== undefined;
+    if (token && password) out.push({ path: ["homeserver"], message: "give an access token (accessToken/accessTokenFile) or password login (user with password/passwordFile), not both" });
+    if (password && hs["user"] === undefined) out.push({ path: ["homeserver", "user"], message: "required with password login (the bot's localpart or user id)" });
+    if (!password && hs["user"] !== undefined) out.push({ path: ["homeserver", "user"], message: "user is for password login: give password or passwordFile (or MGS_HOMESERVER_PASSWORD), or leave user out" });
+  }
+
   // LDAP: a bind DN with an empty password is an "unauthenticated bind", which many servers
   // answer with success without checking anything; a password without a DN binds nobody.
   const ldap = field(field(raw, "idp"), "ldap");
@@ -1166,6 +1195,9 @@ type ResolvedTokens = Omit<FileTokens, "synapse" | "mas"> & {
 /** `sync.kick` is folded into `sync.kickOn`, which is always set. */
 type ResolvedSync = Omit<ConfigFile["sync"], "kick" | "kickOn"> & { kickOn: KickOn };
 
+/** How the bot signs in: a given access token, or password login. */
+type HomeserverAuth = { accessToken: string; user?: undefined; password?: undefined } | { accessToken?: undefined; user: string; password: string };
+
 type FileServe = NonNullable<ConfigFile["serve"]>;
 type ResolvedServe = Omit<FileServe, "encryption"> & {
   encryption?: Omit<NonNullable<FileServe["encryption"]>, "storeKey" | "storeKeyFile"> & { storeKey: string };
@@ -1175,7 +1207,7 @@ type ConfigShape = Omit<ConfigFile, "homeserver" | "database" | "idp" | "tokens"
   serve?: ResolvedServe;
   sync: ResolvedSync;
   tokens?: ResolvedTokens;
-  homeserver: Omit<FileHomeserver, "accessToken" | "accessTokenFile"> & { accessToken: string };
+  homeserver: Omit<FileHomeserver, "accessToken" | "accessTokenFile" | "user" | "password" | "passwordFile"> & HomeserverAuth;
   database?: Omit<FileDatabase, "url" | "urlFile"> & { url: string };
   idp: ResolvedIdp;
 };

@@ -192,6 +192,26 @@ export function createBotSdkGateway(opts: GatewayOptions): MatrixGateway {
       return id ? ok(id) : fail("whoami: the homeserver answered without a valid user_id");
     },
 
+    async login(user, password, deviceId) {
+      const body = {
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user },
+        password,
+        ...(deviceId !== undefined ? { device_id: deviceId } : { initial_device_display_name: "matrix-group-sync" }),
+      };
+      const r = await call<{ user_id?: unknown; access_token?: unknown; device_id?: unknown }>(`logging in as ${user}`, "POST", "/_matrix/client/v3/login", body);
+      if (!r.ok) {
+        if (r.error.code === "M_FORBIDDEN") return fail(`logging in as ${user}: the homeserver refused the user name or password (homeserver.user, homeserver.password)`, { code: "M_FORBIDDEN" });
+        return r;
+      }
+      const userId = typeof r.value.user_id === "string" ? parseUserId(r.value.user_id) : undefined;
+      const { access_token: token, device_id: device } = r.value;
+      if (userId === undefined || typeof token !== "string" || token === "" || typeof device !== "string" || device === "") {
+        return fail(`logging in as ${user}: the homeserver answered without user_id, access_token or device_id`);
+      }
+      return ok({ userId, accessToken: token, deviceId: device });
+    },
+
     async deviceId() {
       const r = await call<{ device_id?: unknown }>("whoami", "GET", "/_matrix/client/v3/account/whoami");
       if (!r.ok) return r;

@@ -81,7 +81,17 @@ export interface DeviceApi {
   sendToDevice(eventType: string, txnId: string, body: unknown): Promise<Result<unknown>>;
 }
 
+/** Signing in with a password (a gateway made without an access token). */
+export interface PasswordLogin {
+  /**
+   * `POST /login` with `m.login.password` for `user` (localpart or user id); `deviceId` keeps
+   * an earlier device. The new session's user, access token and device.
+   */
+  login(user: string, password: string, deviceId: string | undefined): Promise<Result<{ userId: UserId; accessToken: string; deviceId: string }>>;
+}
+
 export type MatrixGateway = WhoAmI &
+  PasswordLogin &
   DeviceApi &
   RoomResolver &
   RoomStateReader &

@@ -160,7 +160,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     const directMessages = config.tokens?.directMessages === true;
     const sync = new CommandSyncClient(
       config.homeserver.url,
-      config.homeserver.accessToken,
+      app.accessToken,
       async (room) => {
         const joined = await app.gateway.joinRoom(room);
         if (!joined.ok) throw new Error(joined.error.message);
@@ -172,7 +172,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     sync.listenJoined(roomId);
     await listenInTokenRooms(app, sync, directMessages);
 
-    const tokens = createTokenService(config, app.store, app.clock, app.log);
+    const tokens = createTokenService(config, app.store, app.clock, app.log, app.accessToken);
     const abort = new AbortController();
     let stopping = false;
     const inFlight = new Set<Promise<void>>();

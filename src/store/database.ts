@@ -147,7 +147,17 @@ export interface CryptoRecordsTable {
   value: Uint8Array;
 }
 
+export interface BotSessionsTable {
+  /** `homeserver.user` as configured. */
+  login: string;
+  user_id: string;
+  device_id: string;
+  sealed_token: Uint8Array;
+  updated_at: Timestamp;
+}
+
 export interface Database {
+  bot_sessions: BotSessionsTable;
   crypto_databases: CryptoDatabasesTable;
   crypto_records: CryptoRecordsTable;
   token_audit: TokenAuditTable;

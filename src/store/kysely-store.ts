@@ -31,6 +31,7 @@ import {
   type RunRecord,
   type RunTrigger,
   type Store,
+  type BotSessionRecord,
 } from "./store.ts";
 import {
   RUN_OWNER_LOCK_CLASS,
@@ -307,6 +308,20 @@ export async function releaseHeld(db: Db, roomId: string, userIds: readonly stri
 // --- external members --------------------------------------------------------------------
 
 /** Ordered by room id, then user id. */
+export async function getBotSession(db: Db, login: string): Promise<BotSessionRecord | undefined> {
+  const row = await db.selectFrom("bot_sessions").selectAll().where("login", "=", login).executeTakeFirst();
+  return row === undefined ? undefined : { login: row.login, userId: row.user_id, deviceId: row.device_id, sealedToken: new Uint8Array(row.sealed_token), updatedAt: row.updated_at };
+}
+
+export async function putBotSession(db: Db, r: BotSessionRecord): Promise<void> {
+  const values = { user_id: r.userId, device_id: r.deviceId, sealed_token: Buffer.from(r.sealedToken), updated_at: r.updatedAt };
+  await db
+    .insertInto("bot_sessions")
+    .values({ login: r.login, ...values })
+    .onConflict((oc) => oc.column("login").doUpdateSet(values))
+    .execute();
+}
+
 export async function loadCryptoState(db: Db, owner: string): Promise<CryptoSnapshot> {
   const databases = await db.selectFrom("crypto_databases").selectAll().where("owner", "=", owner).orderBy("name").execute();
   const records = await db.selectFrom("crypto_records").select(["database", "store", "key", "value"]).where("owner", "=", owner).execute();
@@ -656,6 +671,8 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     replaceHeld: (roomId, room, rows, runId, now) => replaceHeld(db, roomId, room, rows, runId, now),
     releaseHeld: (roomId, userIds, now) => releaseHeld(db, roomId, userIds, now),
     listExternals: (roomId) => listExternals(db, roomId),
+    getBotSession: (login) => getBotSession(db, login),
+    putBotSession: (record) => putBotSession(db, record),
     loadCryptoState: (owner) => loadCryptoState(db, owner),
     saveCryptoState: (owner, changes) => saveCryptoState(db, owner, changes),
     deleteCryptoState: (owner) => deleteCryptoState(db, owner),

@@ -154,6 +154,15 @@ export interface PruneCounts {
 
 import type { CryptoChanges, CryptoSnapshot } from "../matrix/crypto-persistence.ts";
 
+export interface BotSessionRecord {
+  readonly login: string;
+  readonly userId: string;
+  readonly deviceId: string;
+  /** The access token, sealed with a key derived from the password. */
+  readonly sealedToken: Uint8Array;
+  readonly updatedAt: Date;
+}
+
 export interface Store {
   readonly engine: "pglite" | "postgres";
 
@@ -227,6 +236,10 @@ export interface Store {
   /** Insert or update (same room, type and state key). */
   addSpaceLink(record: SpaceLinkRecord): Promise<void>;
   removeSpaceLink(roomId: string, type: SpaceLinkType, stateKey: string): Promise<boolean>;
+
+  /** A password login's session (matrix/login.ts), by `homeserver.user`. */
+  getBotSession(login: string): Promise<BotSessionRecord | undefined>;
+  putBotSession(record: BotSessionRecord): Promise<void>;
 
   /** The bot's end-to-end encryption state (matrix/crypto-persistence.ts), per bot user. */
   loadCryptoState(owner: string): Promise<CryptoSnapshot>;

@@ -104,7 +104,8 @@ export function legacyMaskRef(token: string): string {
   return token.length <= 4 ? `…(${token.length})` : `${token.slice(0, 3)}…(${token.length})`;
 }
 
-export function createTokenService(config: Config, store: Store, clock: Clock, log: Logger): Result<TokenService> {
+/** `botToken`: the bot's access token (the Synapse admin API's default token). */
+export function createTokenService(config: Config, store: Store, clock: Clock, log: Logger, botToken: string): Result<TokenService> {
   const t = config.tokens;
   if (t === undefined) return fail("registration tokens are not configured: add a `tokens` section to the config");
   let backend: TokenBackend;
@@ -122,7 +123,7 @@ export function createTokenService(config: Config, store: Store, clock: Clock, l
   } else {
     backend = createSynapseTokenBackend({
       homeserverUrl: config.homeserver.url,
-      accessToken: t.synapse?.accessToken ?? config.homeserver.accessToken,
+      accessToken: t.synapse?.accessToken ?? botToken,
       timeoutMs: config.homeserver.requestTimeoutMs,
       ...retry,
     });

@@ -62,8 +62,12 @@
  *   Not modelled: signatures are checked for shape, never verified (nor does Synapse verify device
  *   signatures); cross-signing (`/keys/device_signing/upload`, `/keys/signatures/upload`; query answers
  *   carry empty `master_keys` etc.); key backup; device management (`/devices`, display names, deletion);
- *   `/login`; Synapse's limit of 100 to-device messages per sync (all pending ones are sent at once);
+ *   Synapse's limit of 100 to-device messages per sync (all pending ones are sent at once);
  *   the to-device rate limit; remote users (listed in `failures` with 503, messages to them dropped).
+ * - Password login (synapse/rest/client/login.py): `GET /login` offers `m.login.password`; `POST /login`
+ *   for users given a password (`setPassword`), a device of the given `device_id` reused or made;
+ *   `revokeToken` ends one access token (an expiry, a logout elsewhere) and leaves the device.
+ *   Not modelled: the failed-login rate limit, other login types.
  * - Every stored event (membership, state, power levels, messages, reactions) is recorded in its room's
  *   timeline with a stream position. Memberships given at room creation (the shared base map) are
  *   not timeline events: they are state from before the first sync, served in `state` sections.
@@ -106,6 +110,8 @@ export type EndpointKind =
   | "redact"
   | "sync"
   | "versions"
+  /** `GET` and `POST /login`. */
+  | "login"
   | "filter"
   | "account_data"
   | "profile"
@@ -149,6 +155,7 @@ const ENDPOINT_KINDS: readonly EndpointKind[] = [
   "redact",
   "sync",
   "versions",
+  "login",
   "filter",
   "account_data",
   "profile",
@@ -1755,6 +1762,9 @@ export class FakeHomeserver {
 
   private readonly server: Server;
   private readonly tokens = new Map<string, { userId: string; deviceId: string }>();
+  /** Password login: user id → password (`setPassword`). */
+  private readonly passwords = new Map<string, string>();
+  private logins = 0;
   /** user → device id → device (every access token belongs to one). */
   private readonly devices = new Map<string, Map<string, DeviceState>>();
   /** user → stream position of the last change to the user's device list (new device, changed device keys). */
@@ -1908,6 +1918,29 @@ export class FakeHomeserver {
     // Synapse gives a new account its localpart as display name.
     if (!this.profiles.has(userId)) this.profiles.set(userId, { displayname: userId.slice(1, userId.indexOf(":")) });
     return token;
+  }
+
+  /** Lets `userId` log in with `password` (`POST /login`); registers the user when new. */
+  setPassword(userId: string, password: string): void {
+    if (!isValidUserId(userId)) throw new Error(`setPassword: invalid user id ${userId}`);
+    if (!this.devices.has(userId)) this.devices.set(userId, new Map());
+    if (!this.profiles.has(userId)) this.profiles.set(userId, { displayname: userId.slice(1, userId.indexOf(":")) });
+    this.passwords.set(userId, password);
+  }
+
+  /** How many logins succeeded. */
+  loginCount(): number {
+    return this.logins;
+  }
+
+  /** The access tokens `userId` has now. */
+  tokensOf(userId: string): string[] {
+    return [...this.tokens.entries()].filter(([, t]) => t.userId === userId).map(([token]) => token);
+  }
+
+  /** Invalidates an access token, as an expiry or a logout elsewhere would (the device stays). */
+  revokeToken(accessToken: string): void {
+    this.tokens.delete(accessToken);
   }
 
   /** The device an access token (from `registerUser`) belongs to. */
@@ -2820,6 +2853,16 @@ export class FakeHomeserver {
     }
     const [a, b, c, d, e] = segs;
     const n = segs.length;
+    if (n === 1 && a === "login") {
+      return this.pick(
+        method,
+        {
+          GET: { kind: "login", auth: false, handler: () => ok({ flows: [{ type: "m.login.password" }] }) },
+          POST: { kind: "login", auth: false, handler: (ctx) => this.login(ctx) },
+        },
+        [],
+      );
+    }
     if (n === 2 && a === "account" && b === "whoami") {
       return this.pick(method, { GET: { kind: "whoami", auth: true, handler: (ctx) => this.whoami(ctx) } }, []);
     }
@@ -3054,6 +3097,39 @@ export class FakeHomeserver {
 
   private versions(): Reply {
     return ok({ versions: ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"], unstable_features: {} });
+  }
+
+  /**
+   * `POST /login` with `m.login.password` (synapse/rest/client/login.py `LoginRestServlet`,
+   * handlers/auth.py): `identifier` `m.id.user` (or the deprecated top-level `user`), a localpart
+   * or a user id of this server (case-insensitive, as Synapse looks it up); a wrong password and an
+   * unknown user are the same 403; `device_id` reuses the user's device of that id (or creates it),
+   * else a new device. Synapse's failed-login rate limit is not modelled.
+   */
+  private login(ctx: RequestContext): Reply {
+    const body = FakeHomeserver.jsonObject(ctx.rawBody);
+    const type = body["type"];
+    if (type === undefined) throw new MatrixHttpError(400, "M_UNKNOWN", "Missing JSON keys.");
+    if (type !== "m.login.password") throw new MatrixHttpError(400, "M_UNKNOWN", "Unknown login type");
+    let identifier = body["identifier"] as Record<string, unknown> | undefined;
+    if (identifier === undefined && typeof body["user"] === "string") identifier = { type: "m.id.user", user: body["user"] };
+    if (identifier === null || typeof identifier !== "object") throw new MatrixHttpError(400, "M_MISSING_PARAM", "Missing param: identifier");
+    if (identifier["type"] !== "m.id.user") throw new MatrixHttpError(400, "M_UNKNOWN", "Unknown login identifier type");
+    const user = identifier["user"];
+    if (typeof user !== "string") throw new MatrixHttpError(400, "M_INVALID_PARAM", "User identifier is missing 'user' key");
+    const password = body["password"];
+    if (typeof password !== "string") throw new MatrixHttpError(400, "M_INVALID_PARAM", "Bad parameter: password");
+    const deviceId = body["device_id"];
+    if (deviceId !== undefined && deviceId !== null && (typeof deviceId !== "string" || deviceId === "" || deviceId.length > 512)) {
+      throw new MatrixHttpError(400, "M_INVALID_PARAM", "Invalid device_id");
+    }
+    const wanted = (user.startsWith("@") ? user : `@${user}:${this.serverName}`).toLowerCase();
+    const match = [...this.passwords.entries()].find(([u]) => u.toLowerCase() === wanted);
+    if (match === undefined || match[1] !== password) throw forbidden("Invalid username or password");
+    const userId = match[0];
+    const token = this.registerUser(userId, undefined, typeof deviceId === "string" ? { deviceId } : {});
+    this.logins++;
+    return ok({ user_id: userId, access_token: token, home_server: this.serverName, device_id: this.tokens.get(token)!.deviceId });
   }
 
   private whoami(ctx: RequestContext): Reply {

@@ -269,6 +269,10 @@ describe("--json", () => {
         },
       ],
       migrate: [{ args: ["migrate"], check: (d) => expect(d).toEqual({ engine: expect.any(String), upToDate: true }) }],
+      "crypto-reset": [
+        { args: ["crypto-reset"], code: 4, check: (d) => expect(d).toEqual({ status: "refused", message: expect.stringContaining("--yes") }) },
+        { args: ["crypto-reset", "--yes"], check: (d) => expect(d).toEqual({ deleted: 0 }) },
+      ],
       idp: [
         {
           args: ["idp"],

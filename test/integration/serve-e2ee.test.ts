@@ -27,11 +27,12 @@ let botToken: string;
 let handle: ServeHandle | undefined;
 const clients: MatrixClient[] = [];
 
-async function config(managementRoom: string, opts: { dataDir?: string; token?: string } = {}): Promise<Config> {
+async function config(managementRoom: string, opts: { dataDir?: string; token?: string; password?: string } = {}): Promise<Config> {
   const path = join(dir, "config.yaml");
+  const auth = opts.password !== undefined ? `user: mgs-login-bot, password: "${opts.password}"` : `accessToken: ${opts.token ?? botToken}`;
   await writeFile(
     path,
-    `homeserver: { url: ${hs.url}, accessToken: ${opts.token ?? botToken}, maxRetries: 10 }
+    `homeserver: { url: ${hs.url}, ${auth}, maxRetries: 10 }
 dataDir: ${opts.dataDir ?? "./data"}
 idp: { kind: static, static: { file: directory.yaml } }
 mapping: { rooms: [] }
@@ -87,8 +88,8 @@ async function encryptedRoom(op: MatrixClient): Promise<string> {
 }
 
 /** Nothing the bot sent into `roomId` is plaintext (reactions and messages alike); redactions aside. */
-function botSentOnlyCiphertext(roomId: string): void {
-  const plain = hs.messages(roomId, { sender: BOT }).filter((m) => m.type !== "m.room.encrypted" && m.type !== "m.room.redaction");
+function botSentOnlyCiphertext(roomId: string, bot = BOT): void {
+  const plain = hs.messages(roomId, { sender: bot }).filter((m) => m.type !== "m.room.encrypted" && m.type !== "m.room.redaction");
   expect(plain).toEqual([]);
 }
 
@@ -189,5 +190,51 @@ describe("an encrypted management room", () => {
     const reply = await command(op, roomId, "!help");
     expect(reply.getWireType()).toBe("m.room.encrypted");
     botSentOnlyCiphertext(roomId);
+  });
+
+  it("password login: one device across restarts; a revoked token means a new login with the same device and keys", async () => {
+    const LOGIN_BOT = "@mgs-login-bot:example.org";
+    hs.setPassword(LOGIN_BOT, "s3cret pass");
+    const op = await operatorDevice("OPDEV5");
+    const { room_id: roomId } = await op.createRoom({
+      preset: "private_chat" as never,
+      invite: [LOGIN_BOT],
+      initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
+    });
+    const cfg = { dataDir: "./data-login", password: "s3cret pass" };
+    const joined = waitForMembership(op, roomId, LOGIN_BOT, "join");
+    handle = await startServe(await config(roomId, cfg));
+    await joined;
+    expect(hs.loginCount()).toBe(1);
+    const devices = async (): Promise<string[]> => [...((await op.getCrypto()!.getUserDeviceInfo([LOGIN_BOT], true)).get(LOGIN_BOT)?.keys() ?? [])];
+    const first = await devices();
+    expect(first).toHaveLength(1);
+    const replyOf = async (): Promise<MatrixEvent> => {
+      const { event_id } = await op.sendTextMessage(roomId, "!help");
+      return new Promise((resolve) => {
+        const check = (ev: MatrixEvent): void => {
+          const rel = ev.getContent()["m.relates_to"] as { "m.in_reply_to"?: { event_id?: string } } | undefined;
+          if (ev.getSender() === LOGIN_BOT && ev.getType() === "m.room.message" && rel?.["m.in_reply_to"]?.event_id === event_id) resolve(ev);
+        };
+        op.on(MatrixEventEvent.Decrypted, check);
+        op.on(RoomEvent.Timeline, check);
+      });
+    };
+    expect((await replyOf()).getWireType()).toBe("m.room.encrypted");
+
+    // A restart reuses the saved session: no new login.
+    await handle.stop();
+    handle = await startServe(await config(roomId, cfg));
+    expect(hs.loginCount()).toBe(1);
+    expect((await replyOf()).getWireType()).toBe("m.room.encrypted");
+
+    // The token stops working (an expiry, a logout elsewhere): the next start logs in again, as the same device.
+    await handle.stop();
+    for (const token of hs.tokensOf(LOGIN_BOT)) hs.revokeToken(token);
+    handle = await startServe(await config(roomId, cfg));
+    expect(hs.loginCount()).toBe(2);
+    expect(await devices()).toEqual(first);
+    expect((await replyOf()).getWireType()).toBe("m.room.encrypted");
+    botSentOnlyCiphertext(roomId, LOGIN_BOT);
   });
 });

@@ -51,7 +51,7 @@ tokens:
     if (!loaded.ok) throw new Error(JSON.stringify(loaded.errors));
     const lines: string[] = [];
     const log = createLogger({ level: "info", format: "json", write: (l) => lines.push(l) });
-    const made = createTokenService(loaded.config, store, systemClock, log);
+    const made = createTokenService(loaded.config, store, systemClock, log, "syt_unused_with_mas");
     if (!made.ok) throw new Error(made.error.message);
     const tokens = made.value;
 

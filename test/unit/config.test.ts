@@ -192,7 +192,7 @@ colour: blue
     );
     for (const e of errors) expect(e.message).toMatch(/^unknown key/);
     expect(errorAt(errors, "/homeserver/color").message).toBe(
-      "unknown key; allowed here: accessToken, accessTokenFile, concurrency, maxRetries, maxRetryWaitMs, requestTimeoutMs, url",
+      "unknown key; allowed here: accessToken, accessTokenFile, concurrency, maxRetries, maxRetryWaitMs, password, passwordFile, requestTimeoutMs, url, user",
     );
     expect(errorAt(errors, "/mapping/rooms/0/groups/0/rol").message).toBe('unknown key; did you mean "role"?');
     expect(errorAt(errors, "/mapping/convention/enabeld").message).toBe('unknown key; did you mean "enabled"?');
