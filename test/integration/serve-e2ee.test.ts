@@ -237,4 +237,24 @@ describe("an encrypted management room", () => {
     expect((await replyOf()).getWireType()).toBe("m.room.encrypted");
     botSentOnlyCiphertext(roomId, LOGIN_BOT);
   });
+
+  it("rotates the room key as the room's m.room.encryption says (rotation_period_msgs)", async () => {
+    const op = await operatorDevice("OPDEV6");
+    const { room_id: roomId } = await op.createRoom({
+      preset: "private_chat" as never,
+      invite: [BOT],
+      initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2", rotation_period_msgs: 2 } }],
+    });
+    const joined = waitForMembership(op, roomId, BOT, "join");
+    handle = await startServe(await config(roomId));
+    await joined;
+    for (let i = 0; i < 3; i++) expect((await command(op, roomId, "!status")).getWireType()).toBe("m.room.encrypted");
+    const sessions = hs.messages(roomId, { sender: BOT, type: "m.room.encrypted" }).map((m) => String(m.content["session_id"]));
+    // Replies and reactions alike count as messages: never more than two under one session.
+    const counts = new Map<string, number>();
+    for (const id of sessions) counts.set(id, (counts.get(id) ?? 0) + 1);
+    expect(sessions.length).toBeGreaterThanOrEqual(3);
+    expect(counts.size).toBeGreaterThanOrEqual(Math.ceil(sessions.length / 2));
+    expect(Math.max(...counts.values())).toBeLessThanOrEqual(2);
+  });
 });
