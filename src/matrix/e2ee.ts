@@ -343,9 +343,17 @@ export class EndToEnd {
     await this.persistence.save();
   }
 
+  /**
+   * Stops at once, saving nothing more: this process may no longer act (the leader lock is
+   * lost), and the new leader's state in the store must not be overwritten.
+   */
+  abandon(): void {
+    this.#closed = true;
+  }
+
   /** Saves and closes; the machine cannot be used after. */
   async close(): Promise<void> {
-    await this.#run(() => this.#save());
+    if (!this.#closed) await this.#run(() => this.#save());
     this.#closed = true;
     this.machine.close();
     await this.persistence.discard();

@@ -256,6 +256,9 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
       },
     });
     sync.decryption = timeline;
+    // Leadership lost: not one more change to the crypto state in the store (the new leader's).
+    const theE2ee = e2ee;
+    opts.signal?.addEventListener("abort", () => theE2ee?.abandon(), { once: true });
 
     sync.on("room.message", (eventRoom: string, event: unknown) => {
       const job = handle(eventRoom, event).catch((err: unknown) => {
@@ -277,7 +280,6 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     task = startSchedule(service, serveConfig, log);
     const theTask = task;
     const theTimeline = timeline;
-    const theE2ee = e2ee;
     let stopped: Promise<void> | undefined;
     return {
       service,
