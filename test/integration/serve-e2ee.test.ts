@@ -27,7 +27,7 @@ let botToken: string;
 let handle: ServeHandle | undefined;
 const clients: MatrixClient[] = [];
 
-async function config(managementRoom: string, opts: { dataDir?: string; token?: string; password?: string } = {}): Promise<Config> {
+async function config(managementRoom: string, opts: { dataDir?: string; token?: string; password?: string; tokens?: string } = {}): Promise<Config> {
   const path = join(dir, "config.yaml");
   const auth = opts.password !== undefined ? `user: mgs-login-bot, password: "${opts.password}"` : `accessToken: ${opts.token ?? botToken}`;
   await writeFile(
@@ -36,6 +36,7 @@ async function config(managementRoom: string, opts: { dataDir?: string; token?: 
 dataDir: ${opts.dataDir ?? "./data"}
 idp: { kind: static, static: { file: directory.yaml } }
 mapping: { rooms: [] }
+${opts.tokens ?? ""}
 serve:
   managementRoom: "${managementRoom}"
   schedule: "0 0 1 1 *"
@@ -246,7 +247,8 @@ describe("an encrypted management room", () => {
       initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2", rotation_period_msgs: 2 } }],
     });
     const joined = waitForMembership(op, roomId, BOT, "join");
-    handle = await startServe(await config(roomId));
+    // Its own device and store (the tests before it reset the shared one).
+    handle = await startServe(await config(roomId, { dataDir: "./data-rotation", token: hs.registerUser(BOT, undefined, { deviceId: "MGSROTATION" }) }));
     await joined;
     for (let i = 0; i < 3; i++) expect((await command(op, roomId, "!status")).getWireType()).toBe("m.room.encrypted");
     const sessions = hs.messages(roomId, { sender: BOT, type: "m.room.encrypted" }).map((m) => String(m.content["session_id"]));
@@ -256,5 +258,36 @@ describe("an encrypted management room", () => {
     expect(sessions.length).toBeGreaterThanOrEqual(3);
     expect(counts.size).toBeGreaterThanOrEqual(Math.ceil(sessions.length / 2));
     expect(Math.max(...counts.values())).toBeLessThanOrEqual(2);
+  });
+
+  it("an encrypted direct chat for token commands (tokens.directMessages) is answered encrypted", async () => {
+    hs.setAdmin(BOT, true); // the Synapse token admin API needs a server admin
+    const helper = await startDevice(hs, "@helper:example.org", "HELPERDEV");
+    clients.push(helper);
+    const op = await operatorDevice("OPDEV7");
+    const mgmt = await encryptedRoom(op);
+    const joined = waitForMembership(op, mgmt, BOT, "join");
+    handle = await startServe(
+      await config(mgmt, {
+        dataDir: "./data-dm",
+        token: hs.registerUser(BOT, undefined, { deviceId: "MGSDM" }),
+        tokens: `tokens: { backend: synapse, allow: ["@helper:example.org"], directMessages: true }`,
+      }),
+    );
+    await joined;
+    // A direct chat as Element makes it: encrypted, is_direct.
+    const { room_id: dm } = await helper.createRoom({
+      preset: "trusted_private_chat" as never,
+      is_direct: true,
+      invite: [BOT],
+      initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
+    });
+    await waitForMembership(helper, dm, BOT, "join");
+    await waitForDevice(helper, BOT, "MGSDM");
+    const reply = await command(helper, dm, "!token create 1 1d");
+    expect(reply.getWireType()).toBe("m.room.encrypted");
+    expect(String(reply.getContent().body)).toMatch(/^New registration token: \S+ — 1 use\(s\), expires /);
+    botSentOnlyCiphertext(dm);
+    hs.setAdmin(BOT, false);
   });
 });
