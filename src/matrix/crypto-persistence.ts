@@ -111,7 +111,7 @@ interface IdbDatabase {
 }
 interface IdbFactory {
   open(name: string, version?: number): IdbOpenRequest;
-  deleteDatabase(name: string): IdbRequest<unknown>;
+  deleteDatabase(name: string): IdbRequest<unknown> & { onblocked: (() => void) | null };
   databases(): Promise<{ name?: string; version?: number }[]>;
 }
 
@@ -137,6 +137,18 @@ export function installIndexedDb(): void {
       return original.apply(this, args);
     };
   }
+}
+
+/**
+ * A deletion, done or blocked: a connection the crypto library left open (it does on a failed
+ * open) blocks it for ever; the database is then left to be deleted when that closes.
+ */
+function deleted(req: IdbRequest<unknown> & { onblocked?: (() => void) | null }): Promise<void> {
+  return new Promise<void>((resolve) => {
+    req.onsuccess = () => resolve();
+    req.onerror = () => resolve();
+    req.onblocked = () => resolve();
+  });
 }
 
 function request<T>(req: IdbRequest<T>): Promise<T> {
@@ -266,7 +278,7 @@ export class CryptoPersistence {
   async discard(): Promise<void> {
     for (const info of await factory.databases()) {
       if (info.name?.startsWith(this.prefix) !== true) continue;
-      await request(factory.deleteDatabase(info.name)).catch(() => undefined);
+      await deleted(factory.deleteDatabase(info.name));
       for (const d of [...dirty]) if (d.startsWith(`${info.name}\u0000`)) dirty.delete(d);
     }
   }

@@ -23,6 +23,7 @@ import {
   CollectStrategy,
   DecryptionErrorCode,
   DecryptionSettings,
+  Device,
   DeviceId,
   DeviceLists,
   EncryptionAlgorithm,
@@ -76,8 +77,8 @@ interface SyncCryptoSections {
   readonly device_unused_fallback_key_types?: unknown;
 }
 
-/** At most this many to-device events are handed to the crypto per sync (a flood is cut off and logged). */
-const MAX_TO_DEVICE_PER_SYNC = 1_000;
+/** To-device events handed to the crypto in one call (a flood is taken in several). */
+const TO_DEVICE_CHUNK = 500;
 
 let wasmReady: Promise<void> | undefined;
 
@@ -137,13 +138,13 @@ export class EndToEnd {
       if (/doesn't match|does not match|mismatch/i.test(detail)) {
         return fail(
           `the stored end-to-end encryption keys belong to another device of ${opts.userId} than this access token's (${opts.deviceId}): ` +
-            `use an access token of the device the keys belong to, or run \`matrix-group-sync crypto-reset\` to start as a new device (members then see a new, unverified device of the bot) [${detail}]`,
+            `use an access token of the device the keys belong to, or run \`matrix-group-sync crypto-reset --yes\` to start as this new device (members then see a new, unverified device of the bot) [${detail}]`,
         );
       }
       if (loaded.records > 0) {
         return fail(
           `cannot open the stored end-to-end encryption keys (${detail}): is serve.encryption.storeKey the key they were stored with? ` +
-            `If that key is lost, run \`matrix-group-sync crypto-reset\` and log the bot in as a new device`,
+            `If that key is lost, run \`matrix-group-sync crypto-reset --yes\` and give the bot an access token of a new login (a new device)`,
         );
       }
       return fail(`cannot start end-to-end encryption: ${detail}`);
@@ -194,10 +195,8 @@ export class EndToEnd {
   async receiveSync(raw: unknown): Promise<Result<{ toDevice: number }>> {
     const body = (raw ?? {}) as SyncCryptoSections;
     const events = Array.isArray(body.to_device?.events) ? (body.to_device.events as unknown[]) : [];
-    if (events.length > MAX_TO_DEVICE_PER_SYNC) {
-      this.opts.log.warn("end-to-end encryption: too many to-device events in one sync; the rest are dropped", { count: events.length, kept: MAX_TO_DEVICE_PER_SYNC });
-    }
-    const toDevice = events.slice(0, MAX_TO_DEVICE_PER_SYNC).filter((e) => e !== null && typeof e === "object" && !Array.isArray(e));
+    if (events.length > TO_DEVICE_CHUNK) this.opts.log.info("end-to-end encryption: many to-device events in one sync", { count: events.length });
+    const toDevice = events.filter((e) => e !== null && typeof e === "object" && !Array.isArray(e));
     const changed = userIds(body.device_lists?.changed);
     const left = userIds(body.device_lists?.left);
     const counts = new Map<string, number>();
@@ -209,7 +208,13 @@ export class EndToEnd {
       ? new Set(body.device_unused_fallback_key_types.filter((t): t is string => typeof t === "string"))
       : undefined;
     return this.#run(async () => {
-      await this.machine.receiveSyncChanges(JSON.stringify(toDevice), new DeviceLists(changed, left), counts, fallback);
+      // A flood is taken in chunks (each one call into the machine), none dropped: a room key may be among them.
+      // In order; the last call carries the device lists and key counts.
+      const last = Math.max(0, Math.ceil(toDevice.length / TO_DEVICE_CHUNK) - 1) * TO_DEVICE_CHUNK;
+      for (let i = 0; i < last; i += TO_DEVICE_CHUNK) {
+        await this.machine.receiveSyncChanges(JSON.stringify(toDevice.slice(i, i + TO_DEVICE_CHUNK)), new DeviceLists(), new Map(), undefined);
+      }
+      await this.machine.receiveSyncChanges(JSON.stringify(toDevice.slice(last)), new DeviceLists(changed, left), counts, fallback);
       await this.#flush();
       await this.#save();
       return { toDevice: toDevice.length };
@@ -233,8 +238,11 @@ export class EndToEnd {
       try {
         const d = await this.machine.decryptRoomEvent(JSON.stringify(event), new WasmRoomId(roomId), new DecryptionSettings(TrustRequirement.Untrusted));
         const plain = JSON.parse(d.event) as { type?: unknown; content?: unknown; room_id?: unknown };
-        const keyOwner = d.sender?.toString();
-        if (keyOwner !== undefined && keyOwner !== event["sender"]) return { kind: "failed", reason: `encrypted with a key of ${keyOwner}, not of the sender` };
+        // The room key must come from a device of the event's sender: otherwise anyone could
+        // send someone else's ciphertext again under their own name (the decrypted event's
+        // `sender` is only the event's own, untrusted).
+        const sender = typeof event["sender"] === "string" ? event["sender"] : "";
+        if (!(await this.#isDeviceOf(sender, d.senderCurve25519Key))) return { kind: "failed", reason: `the room key was not made by a device of ${sender}` };
         if (plain.room_id !== undefined && plain.room_id !== roomId) return { kind: "failed", reason: "encrypted for another room" };
         if (typeof plain.type !== "string" || plain.content === null || typeof plain.content !== "object") return { kind: "failed", reason: "the decrypted event has no type or content" };
         const unsigned = event["unsigned"] !== null && typeof event["unsigned"] === "object" ? (event["unsigned"] as Record<string, unknown>) : {};
@@ -286,6 +294,20 @@ export class EndToEnd {
       return JSON.parse(encrypted) as Record<string, unknown>;
     });
     return r.ok ? r : fail(`encrypting a message for ${roomId}: ${r.error.message}`);
+  }
+
+  /** Whether `curve25519` is the identity key of one of `user`'s devices (their devices queried first when not yet known). */
+  async #isDeviceOf(user: string, curve25519: string | undefined): Promise<boolean> {
+    if (curve25519 === undefined || user === "") return false;
+    const has = async (): Promise<boolean> => {
+      const devices = await this.machine.getUserDevices(new WasmUserId(user), 0);
+      return (devices.devices() as Device[]).some((device) => device.curve25519Key?.toBase64() === curve25519);
+    };
+    if (await has()) return true;
+    // Not known (yet): track the user, query their devices, and look again.
+    await this.machine.updateTrackedUsers([new WasmUserId(user)]);
+    await this.#flush();
+    return has();
   }
 
   async #membersOf(roomId: RoomId): Promise<Result<UserId[]>> {

@@ -684,10 +684,10 @@ describe("crypto state problems at start", () => {
     await stop(s.handle);
 
     // Advice two: the command that starts over as a new device, run as the message says, with the new token's config.
-    const reset = /`matrix-group-sync ([a-z][a-z-]*)`/.exec(err.message)?.[1];
+    const reset = /`matrix-group-sync ([^`]+)`/.exec(err.message)?.[1];
     expect(reset, "the message names a command that starts over as a new device").toBeDefined();
     await configFor(s.w, s.roomId, { token: otherToken });
-    const ran = await runIn(s.w.dir, [reset!, "--config", join(s.w.dir, "config.yaml")]);
+    const ran = await runIn(s.w.dir, [...reset!.split(" "), "--config", join(s.w.dir, "config.yaml")]);
     expect(ran.code, `\`matrix-group-sync ${reset}\`, as the message says to run it:\n${ran.err}${ran.out}`).toBe(0);
     const handle = await serve(await configFor(s.w, s.roomId, { token: otherToken }));
     const fresh: Served = { ...s, handle };
