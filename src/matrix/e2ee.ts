@@ -113,6 +113,7 @@ export class EndToEnd {
     try {
       loaded = await persistence.load();
     } catch (err) {
+      await persistence.discard();
       return fail(`cannot load the end-to-end encryption state from the store: ${describeError(err)}`);
     }
     if (loaded.records === 0) {
@@ -149,10 +150,10 @@ export class EndToEnd {
       }
       return fail(`cannot start end-to-end encryption: ${detail}`);
     }
-    // Ask a sender's devices for a room key we lack; never give ours away (a bot has no verified devices of its own).
     // The sync after a start is an initial one, without the device-list changes made while the
     // bot was down: every tracked user's devices are queried again.
     if (loaded.records > 0) await machine.markAllTrackedUsersAsDirty();
+    // Ask a sender's devices for a room key we lack; never give ours away (a bot has no verified devices of its own).
     machine.roomKeyRequestsEnabled = true;
     machine.roomKeyForwardingEnabled = false;
     const keys = machine.identityKeys;
