@@ -439,8 +439,7 @@ log: { level: error }
 
 async function benchEncryptedRoom(): Promise<void> {
   console.log("(i) encrypted management room: command → reply as the operator's matrix-js-sdk client sees it (room key already shared)");
-  const { startDevice, quietSdkLogger } = await import("../test/helpers/js-sdk.ts");
-  const { MatrixEventEvent, RoomEvent } = await import("matrix-js-sdk");
+  const { startDevice, quietSdkLogger, waitForReply } = await import("../test/helpers/js-sdk.ts");
   const { loadConfig } = await import("../src/config/load.ts");
   const { startServe } = await import("../src/service/serve.ts");
   const { EndToEnd, RoomEncryptionState } = await import("../src/matrix/e2ee.ts");
@@ -450,20 +449,7 @@ async function benchEncryptedRoom(): Promise<void> {
   const OP = `@op:${DOMAIN}`;
   const botToken = hs.registerUser(BOT, undefined, { deviceId: "BENCHBOT" });
   const op = await startDevice(hs, OP, "OPDEV");
-  type Ev = import("matrix-js-sdk").MatrixEvent;
-  const replyTo = (roomId: string, eventId: string): Promise<Ev> =>
-    new Promise((resolve) => {
-      const check = (ev: Ev): void => {
-        if (ev.getRoomId() !== roomId || ev.getSender() !== BOT || ev.isBeingDecrypted() || ev.isDecryptionFailure() || ev.getType() !== "m.room.message") return;
-        const rel = ev.getContent()["m.relates_to"] as { "m.in_reply_to"?: { event_id?: string } } | undefined;
-        if (rel?.["m.in_reply_to"]?.event_id !== eventId) return;
-        op.off(MatrixEventEvent.Decrypted, check);
-        op.off(RoomEvent.Timeline, check);
-        resolve(ev);
-      };
-      op.on(MatrixEventEvent.Decrypted, check);
-      op.on(RoomEvent.Timeline, check);
-    });
+  const replyTo = (roomId: string, eventId: string) => waitForReply(op, BOT, roomId, eventId);
   const config = async (room: string, encryption: boolean) => {
     const path = join(dir, "config.yaml");
     await writeFile(

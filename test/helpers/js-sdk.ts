@@ -137,3 +137,22 @@ export function waitForDevice(client: MatrixClient, userId: string, deviceId: st
   });
 }
 
+/** Resolves with the first decrypted `m.room.message` from `sender` in `roomId` that replies to `eventId` (already there or arriving). */
+export function waitForReply(client: MatrixClient, sender: string, roomId: string, eventId: string): Promise<MatrixEvent> {
+  return new Promise((resolve) => {
+    const check = (ev: MatrixEvent): boolean => {
+      if (ev.getRoomId() !== roomId || ev.getSender() !== sender || ev.isBeingDecrypted() || ev.isDecryptionFailure()) return false;
+      if (ev.getType() !== "m.room.message") return false;
+      const rel = ev.getContent()["m.relates_to"] as { "m.in_reply_to"?: { event_id?: string } } | undefined;
+      if (rel?.["m.in_reply_to"]?.event_id !== eventId) return false;
+      client.off(MatrixEventEvent.Decrypted, onEvent);
+      client.off(RoomEvent.Timeline, onEvent);
+      resolve(ev);
+      return true;
+    };
+    const onEvent = (ev: MatrixEvent): void => void check(ev);
+    client.on(MatrixEventEvent.Decrypted, onEvent);
+    client.on(RoomEvent.Timeline, onEvent);
+    for (const ev of client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? []) if (check(ev)) return;
+  });
+}

@@ -25,7 +25,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { deserialize, serialize } from "node:v8";
 import { join } from "node:path";
-import { MatrixEventEvent, RoomEvent, type MatrixClient, type MatrixEvent } from "matrix-js-sdk";
+import type { MatrixClient, MatrixEvent } from "matrix-js-sdk";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config/load.ts";
 import type { Config } from "../../src/config/schema.ts";
@@ -34,7 +34,7 @@ import { openDatabase } from "../../src/store/database.ts";
 import { openStore } from "../../src/store/kysely-store.ts";
 import { FakeHomeserver } from "../fakes/homeserver.ts";
 import { runIn } from "../helpers/cli-world.ts";
-import { quietSdkLogger, startDevice, waitForDecrypted, waitForDevice, waitForMembership } from "../helpers/js-sdk.ts";
+import { quietSdkLogger, startDevice, waitForDecrypted, waitForDevice, waitForMembership, waitForReply } from "../helpers/js-sdk.ts";
 import { waitUntil } from "../helpers/wait.ts";
 
 const SERVER = "example.org";
@@ -226,24 +226,7 @@ async function seenBy(client: MatrixClient, roomId: string, eventId: string): Pr
 }
 
 /** Resolves with the first decrypted message from `bot` in `roomId` that replies to `eventId`. */
-function botReplyTo(client: MatrixClient, bot: string, roomId: string, eventId: string): Promise<MatrixEvent> {
-  return new Promise((resolve) => {
-    const check = (ev: MatrixEvent): boolean => {
-      if (ev.getRoomId() !== roomId || ev.getSender() !== bot || ev.isBeingDecrypted() || ev.isDecryptionFailure()) return false;
-      if (ev.getType() !== "m.room.message") return false;
-      const rel = ev.getContent()["m.relates_to"] as { "m.in_reply_to"?: { event_id?: string } } | undefined;
-      if (rel?.["m.in_reply_to"]?.event_id !== eventId) return false;
-      client.off(MatrixEventEvent.Decrypted, onEvent);
-      client.off(RoomEvent.Timeline, onEvent);
-      resolve(ev);
-      return true;
-    };
-    const onEvent = (ev: MatrixEvent): void => void check(ev);
-    client.on(MatrixEventEvent.Decrypted, onEvent);
-    client.on(RoomEvent.Timeline, onEvent);
-    for (const ev of client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? []) if (check(ev)) return;
-  });
-}
+const botReplyTo = (client: MatrixClient, bot: string, roomId: string, eventId: string): Promise<MatrixEvent> => waitForReply(client, bot, roomId, eventId);
 
 /** Sends `body` encrypted as `client` and waits for the bot's reply to it. */
 async function command(s: Served, body: string, client = s.op): Promise<MatrixEvent> {

@@ -13,8 +13,8 @@ import { loadConfig } from "../../src/config/load.ts";
 import type { Config } from "../../src/config/schema.ts";
 import { startServe, type ServeHandle } from "../../src/service/serve.ts";
 import { FakeHomeserver } from "../fakes/homeserver.ts";
-import { quietSdkLogger, startDevice, waitForDevice, waitForMembership } from "../helpers/js-sdk.ts";
-import { MatrixEventEvent, RoomEvent } from "matrix-js-sdk";
+import { quietSdkLogger, startDevice, waitForDevice, waitForMembership, waitForReply } from "../helpers/js-sdk.ts";
+import { RoomEvent } from "matrix-js-sdk";
 import { runIn } from "../helpers/cli-world.ts";
 
 const BOT = "@mgs-bot:example.org";
@@ -51,26 +51,8 @@ log: { level: ${process.env["MGS_TEST_LOG"] ?? "error"} }
   return r.config;
 }
 
-/** Resolves with the first event from the bot in `roomId` that arrived encrypted and decrypted, replying to `eventId`. */
-function botReplyTo(client: MatrixClient, roomId: string, eventId: string): Promise<MatrixEvent> {
-  return new Promise((resolve) => {
-    const check = (ev: MatrixEvent): boolean => {
-      if (ev.getRoomId() !== roomId || ev.getSender() !== BOT || ev.isBeingDecrypted() || ev.isDecryptionFailure()) return false;
-      if (ev.getType() !== "m.room.message") return false;
-      const rel = ev.getContent()["m.relates_to"] as { "m.in_reply_to"?: { event_id?: string } } | undefined;
-      const relWire = (ev.getWireContent()["m.relates_to"] as { "m.in_reply_to"?: { event_id?: string } } | undefined) ?? rel;
-      if ((rel ?? relWire)?.["m.in_reply_to"]?.event_id !== eventId) return false;
-      client.off(MatrixEventEvent.Decrypted, onEvent);
-      client.off(RoomEvent.Timeline, onEvent);
-      resolve(ev);
-      return true;
-    };
-    const onEvent = (ev: MatrixEvent): void => void check(ev);
-    client.on(MatrixEventEvent.Decrypted, onEvent);
-    client.on(RoomEvent.Timeline, onEvent);
-    for (const ev of client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? []) if (check(ev)) return;
-  });
-}
+/** The bot's decrypted reply to `eventId` in `roomId`. */
+const botReplyTo = (client: MatrixClient, roomId: string, eventId: string): Promise<MatrixEvent> => waitForReply(client, BOT, roomId, eventId);
 
 /** Sends `body` encrypted as `client` and waits for the bot's reply to it: its plain body. */
 async function command(client: MatrixClient, roomId: string, body: string): Promise<MatrixEvent> {
@@ -212,14 +194,7 @@ describe("an encrypted management room", () => {
     expect(first).toHaveLength(1);
     const replyOf = async (): Promise<MatrixEvent> => {
       const { event_id } = await op.sendTextMessage(roomId, "!help");
-      return new Promise((resolve) => {
-        const check = (ev: MatrixEvent): void => {
-          const rel = ev.getContent()["m.relates_to"] as { "m.in_reply_to"?: { event_id?: string } } | undefined;
-          if (ev.getSender() === LOGIN_BOT && ev.getType() === "m.room.message" && rel?.["m.in_reply_to"]?.event_id === event_id) resolve(ev);
-        };
-        op.on(MatrixEventEvent.Decrypted, check);
-        op.on(RoomEvent.Timeline, check);
-      });
+      return waitForReply(op, LOGIN_BOT, roomId, event_id);
     };
     expect((await replyOf()).getWireType()).toBe("m.room.encrypted");
 
