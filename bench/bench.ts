@@ -164,7 +164,19 @@ async function benchNoOpRun(): Promise<void> {
       sync: { kick: true, kickReason: "bench", maxRemovals: { count: 10, share: 0.25 }, ignoreUsers: [], maxDepth: 10, createRooms: false },
       concurrency: 4,
     };
-    const store = await openStore({ dataDir: join(dir, "data") });
+    const opened = await openStore({ dataDir: join(dir, "data") });
+    // Store calls by method (each one a statement or a transaction), counted.
+    const storeCalls = new Map<string, number>();
+    const store = new Proxy(opened, {
+      get(target, prop, receiver) {
+        const v: unknown = Reflect.get(target, prop, receiver);
+        if (typeof v !== "function" || typeof prop !== "string") return v;
+        return (...args: unknown[]) => {
+          storeCalls.set(prop, (storeCalls.get(prop) ?? 0) + 1);
+          return Reflect.apply(v, target, args) as unknown;
+        };
+      },
+    });
     const gateway = createBotSdkGateway({
       homeserverUrl: hs.url,
       accessToken: token,
@@ -192,6 +204,7 @@ async function benchNoOpRun(): Promise<void> {
         .join(", ")}) = ${(total / ROOMS).toFixed(3)} per room, ${(total / (ROOMS * USERS_B)).toFixed(6)} per membership`,
     );
     console.log(`    wall time ${(ms / 1000).toFixed(1)} s (test homeserver in the same process), peak RSS ${mb(peakRss)}`);
+    console.log(`    store calls: ${[...storeCalls].map(([k, n]) => `${k} ${n}`).join(", ")}`);
     await store.close();
     await idp.close();
   } finally {

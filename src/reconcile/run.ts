@@ -103,10 +103,13 @@ export async function runSync(deps: SyncDeps, settings: SyncSettings, opts: Sync
   const errors: string[] = [];
   const directoryNotes: string[] = [];
   let rooms: RoomReport[] = [];
+  const managed = new ManagedRoomWrites(store);
   try {
-    rooms = await syncRooms(deps, settings, opts, runId, errors, directoryNotes);
+    rooms = await syncRooms(deps, settings, opts, runId, errors, directoryNotes, managed);
+    await managed.flush();
   } catch (err) {
     // A programmer error: still record the run as failed before rethrowing.
+    await managed.flush().catch(() => undefined);
     await finish("failed", String(err));
     throw err;
   }
@@ -146,6 +149,30 @@ export async function runSync(deps: SyncDeps, settings: SyncSettings, opts: Sync
   }
 }
 
+type ManagedRoomUpsert = Parameters<Store["upsertManagedRoom"]>[0];
+
+/**
+ * A run's managed-room records, written a batch at a time (one statement per
+ * MANAGED_BATCH rooms, and the rest when the run ends) instead of one per room.
+ */
+class ManagedRoomWrites {
+  static readonly MANAGED_BATCH = 250;
+  #rows: ManagedRoomUpsert[] = [];
+
+  constructor(private readonly store: Pick<Store, "upsertManagedRooms">) {}
+
+  async add(row: ManagedRoomUpsert): Promise<void> {
+    this.#rows.push(row);
+    if (this.#rows.length >= ManagedRoomWrites.MANAGED_BATCH) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    const rows = this.#rows;
+    this.#rows = [];
+    await this.store.upsertManagedRooms(rows);
+  }
+}
+
 /** Group → the rooms it made incomplete, groups sorted. */
 function incompleteGroupsOf(rooms: readonly RoomReport[]): Map<string, string[]> {
   const out = new Map<string, string[]>();
@@ -170,6 +197,7 @@ async function syncRooms(
   runId: number,
   errors: string[],
   directoryNotes: string[],
+  managedWrites: ManagedRoomWrites,
 ): Promise<RoomReport[]> {
   const { idp, gateway, store, clock, log } = deps;
 
@@ -223,6 +251,8 @@ async function syncRooms(
 
   const externals = groupBy(await store.listExternals(), (e) => e.roomId, (e) => e.userId as UserId);
   const heldRows = await store.listHeld();
+  /** Rooms with held-removal rows (held or released): the only ones whose held set a run may have to rewrite when it holds nothing. */
+  const withHeldRows = new Set(heldRows.map((h) => h.roomId));
   const held = groupBy(heldRows.filter((h) => h.releasedAt === null), (h) => h.roomId, (h) => h.userId as UserId);
   const released = groupBy(heldRows.filter((h) => h.releasedAt !== null), (h) => h.roomId, (h) => h.userId as UserId);
   const links = groupBy(await store.listSpaceLinks(), (l) => l.roomId, (l): SpaceLinkKey => ({ type: l.type, stateKey: l.stateKey as RoomId }));
@@ -485,10 +515,13 @@ async function syncRooms(
         else await store.removeSpaceLink(roomId, "m.space.parent", a.stateKey);
       }
     }
-    if (plan.roomId !== null && plan.heldKept !== true) await store.replaceHeld(roomId, room, plan.held.map((h) => ({ userId: h.user, reason: h.reason })), runId, at);
+    // Nothing held now and nothing held or released before: the held set is empty already.
+    if (plan.roomId !== null && plan.heldKept !== true && (plan.held.length > 0 || withHeldRows.has(roomId))) {
+      await store.replaceHeld(roomId, room, plan.held.map((h) => ({ userId: h.user, reason: h.reason })), runId, at);
+    }
     const failed = report.actions.filter((a) => a.outcome === "failed").length;
     for (const ref of refs) {
-      await store.upsertManagedRoom({ room: ref, roomId, lastRunId: runId, lastOutcome: failed > 0 ? "failed" : "ok", lastSummary: countReport([report]), now: at });
+      await managedWrites.add({ room: ref, roomId, lastRunId: runId, lastOutcome: failed > 0 ? "failed" : "ok", lastSummary: countReport([report]), now: at });
     }
   }
 
@@ -501,7 +534,7 @@ async function syncRooms(
     ]);
     if (!opts.dryRun) {
       for (const ref of refs) {
-        await store.upsertManagedRoom({ room: ref, roomId: report.roomId, lastRunId: runId, lastOutcome: "failed", lastSummary: { error: message }, now: at });
+        await managedWrites.add({ room: ref, roomId: report.roomId, lastRunId: runId, lastOutcome: "failed", lastSummary: { error: message }, now: at });
       }
     }
     return report;

@@ -439,30 +439,39 @@ export async function removeExternal(db: Db, roomId: string, userId: string): Pr
  * Records a room's last run. A new room is managed; an existing one keeps its `managed`
  * flag. A null `roomId` (alias not resolved this time) keeps the room id known before.
  */
-export async function upsertManagedRoom(
-  db: Db,
-  input: { room: string; roomId: string | null; lastRunId: number | null; lastOutcome: string | null; lastSummary: unknown; now: Date },
-): Promise<void> {
-  await db
-    .insertInto("managed_rooms")
-    .values({
-      room: input.room,
-      room_id: input.roomId,
-      last_run_id: input.lastRunId,
-      last_outcome: input.lastOutcome,
-      last_summary: toJson(input.lastSummary),
-      updated_at: input.now,
-    })
-    .onConflict((oc) =>
-      oc.column("room").doUpdateSet((eb) => ({
-        room_id: eb.fn.coalesce("excluded.room_id", "managed_rooms.room_id"),
-        last_run_id: eb.ref("excluded.last_run_id"),
-        last_outcome: eb.ref("excluded.last_outcome"),
-        last_summary: eb.ref("excluded.last_summary"),
-        updated_at: eb.ref("excluded.updated_at"),
-      })),
-    )
-    .execute();
+export type ManagedRoomUpsert = { room: string; roomId: string | null; lastRunId: number | null; lastOutcome: string | null; lastSummary: unknown; now: Date };
+
+export async function upsertManagedRoom(db: Db, input: ManagedRoomUpsert): Promise<void> {
+  await upsertManagedRooms(db, [input]);
+}
+
+/** One statement per INSERT_BATCH_ROWS rows (a reference given twice: its last row wins). */
+export async function upsertManagedRooms(db: Db, inputs: readonly ManagedRoomUpsert[]): Promise<void> {
+  if (inputs.length === 0) return;
+  const byRoom = new Map(inputs.map((i) => [i.room, i]));
+  const values = [...byRoom.values()].map((input) => ({
+    room: input.room,
+    room_id: input.roomId,
+    last_run_id: input.lastRunId,
+    last_outcome: input.lastOutcome,
+    last_summary: toJson(input.lastSummary),
+    updated_at: input.now,
+  }));
+  for (const batch of batches(values, INSERT_BATCH_ROWS)) {
+    await db
+      .insertInto("managed_rooms")
+      .values(batch)
+      .onConflict((oc) =>
+        oc.column("room").doUpdateSet((eb) => ({
+          room_id: eb.fn.coalesce("excluded.room_id", "managed_rooms.room_id"),
+          last_run_id: eb.ref("excluded.last_run_id"),
+          last_outcome: eb.ref("excluded.last_outcome"),
+          last_summary: eb.ref("excluded.last_summary"),
+          updated_at: eb.ref("excluded.updated_at"),
+        })),
+      )
+      .execute();
+  }
 }
 
 /** Sets the flag, creating the room's row if needed; a null `roomId` keeps the known one. */
@@ -682,6 +691,7 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     addExternal: (record) => addExternal(db, record),
     removeExternal: (roomId, userId) => removeExternal(db, roomId, userId),
     upsertManagedRoom: (input) => upsertManagedRoom(db, input),
+    upsertManagedRooms: (inputs) => upsertManagedRooms(db, inputs),
     setManaged: (room, roomId, managed, now) => setManaged(db, room, roomId, managed, now),
     listManagedRooms: () => listManagedRooms(db),
     markHandled: (eventId, roomId, at) => markHandled(db, eventId, roomId, at),

@@ -201,6 +201,8 @@ export interface Store {
   removeExternal(roomId: string, userId: string): Promise<boolean>;
 
   upsertManagedRoom(input: { room: string; roomId: string | null; lastRunId: number | null; lastOutcome: string | null; lastSummary: unknown; now: Date }): Promise<void>;
+  /** The same for many rooms, in a few statements (a run's rooms). */
+  upsertManagedRooms(inputs: readonly { room: string; roomId: string | null; lastRunId: number | null; lastOutcome: string | null; lastSummary: unknown; now: Date }[]): Promise<void>;
   setManaged(room: string, roomId: string | null, managed: boolean, now: Date): Promise<void>;
   listManagedRooms(): Promise<ManagedRoomRecord[]>;
 

@@ -279,6 +279,29 @@ for (const { engine, skip } of engines) {
       ]);
     });
 
+    test("managed rooms in a batch: one row per room (the last of a room given twice), more rooms than one statement takes, the known room id kept", async () => {
+      await store.upsertManagedRoom({ room: "#kept:example.org", roomId: "!kept:example.org", lastRunId: 1, lastOutcome: "ok", lastSummary: null, now: t("09:00:00") });
+      const rows = Array.from({ length: 1_205 }, (_, i) => ({
+        room: `#r${String(i).padStart(4, "0")}:example.org`,
+        roomId: `!r${i}:example.org`,
+        lastRunId: 7,
+        lastOutcome: "ok",
+        lastSummary: { n: i },
+        now: t("10:00:00"),
+      }));
+      await store.upsertManagedRooms([
+        ...rows,
+        { room: "#r0000:example.org", roomId: "!r0:example.org", lastRunId: 7, lastOutcome: "failed", lastSummary: { error: "later" }, now: t("10:00:01") },
+        { room: "#kept:example.org", roomId: null, lastRunId: 7, lastOutcome: "failed", lastSummary: { error: "alias did not resolve" }, now: t("10:00:02") },
+      ]);
+      await store.upsertManagedRooms([]);
+      const listed = await store.listManagedRooms();
+      expect(listed).toHaveLength(1_206);
+      expect(listed.find((r) => r.room === "#r0000:example.org")).toMatchObject({ lastOutcome: "failed", lastSummary: { error: "later" } });
+      expect(listed.find((r) => r.room === "#r1204:example.org")).toMatchObject({ roomId: "!r1204:example.org", lastRunId: 7, lastSummary: { n: 1204 } });
+      expect(listed.find((r) => r.room === "#kept:example.org")).toMatchObject({ roomId: "!kept:example.org", lastRunId: 7, lastOutcome: "failed" });
+    });
+
     test("managed rooms: upsert, setManaged, list", async () => {
       const summary = { invited: 1, kicked: 0, byKind: ["invite"] };
       await store.upsertManagedRoom({
