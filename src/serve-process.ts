@@ -78,6 +78,7 @@ export async function serveUntilSignal(config: Config, io: CliIo): Promise<numbe
         handle = await startServe(config, {
           onRun: (r) => metrics.recordRun(r),
           onDirectoryRequest: (r) => metrics.recordDirectoryRequest(r),
+          onDirectoryProbe: (outcome) => metrics.directoryProbes.inc({ outcome }),
           signal: mayAct.signal,
         });
       } catch (err) {

@@ -749,6 +749,14 @@ const serveSchema = z.strictObject({
   /** With PostgreSQL: how often a standby replica tries to become the leader. */
   leaderRetryMs: z.number().int().min(100).max(600_000).default(2_000),
   /**
+   * How often to ask the directory whether anything changed (its change marker: the static
+   * file's hash, LDAP's contextCSN / highestCommittedUSN / lastusn), in milliseconds; a change
+   * starts a run at once. An unchanged directory costs that one probe. 0: off (runs only on the
+   * schedule and on command). A directory without a marker (Azure, an LDAP server keeping none)
+   * is not polled.
+   */
+  pollIntervalMs: z.number().int().min(0).max(86_400_000).default(60_000),
+  /**
    * End-to-end encryption, for an encrypted management room, token rooms and direct chats. Off
    * unless given: the bot then refuses an encrypted management room and sends nothing into an
    * encrypted room.

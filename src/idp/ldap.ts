@@ -110,6 +110,33 @@ export class LdapIdentityProvider implements IdentityProvider {
   }
 
   /**
+   * The directory's change counters, from the root DSE and the naming contexts holding the user
+   * and group bases: OpenLDAP's `contextCSN` (kept by the syncprov overlay, on the suffix entry),
+   * Active Directory's `highestCommittedUSN`, 389-DS / FreeIPA's `lastusn`. Two base searches;
+   * undefined when the server keeps none of them (or the bind account may not read them).
+   */
+  async changeMarker(): Promise<Result<string | undefined>> {
+    const s = this.settings;
+    const stats: LdapStats = { searches: 0, pages: 0, entries: 0 };
+    return this.withConnection(stats, async (reader) => {
+      const values: string[] = [];
+      const root = await reader.baseEntry("", ["contextCSN", "highestCommittedUSN", "lastusn", "namingContexts"]);
+      const contexts = root === undefined ? [] : attributeValues(root, "namingContexts");
+      for (const name of ["contextCSN", "highestCommittedUSN", "lastusn"]) {
+        if (root !== undefined) values.push(...attributeValues(root, name).map((v) => `${name}=${v}`));
+      }
+      const bases = [s.users.base, s.groups.base].map((b) => normalizeDn(b) ?? b.toLowerCase());
+      for (const context of contexts) {
+        const normal = normalizeDn(context) ?? context.toLowerCase();
+        if (!bases.some((b) => b === normal || b.endsWith(`,${normal}`))) continue;
+        const entry = await reader.baseEntry(context, ["contextCSN"]);
+        if (entry !== undefined) values.push(...attributeValues(entry, "contextCSN").map((v) => `${normal}:contextCSN=${v}`));
+      }
+      return values.length === 0 ? undefined : values.sort().join("\n");
+    });
+  }
+
+  /**
    * Users whose `attribute` equals `value` (e.g. is `alice` a login the directory knows?).
    * The value is escaped by ldapts' filter classes, so `*)(uid=*` matches nothing.
    */
@@ -397,6 +424,22 @@ class Reader {
     return entries;
   }
 
+  /** One entry's attributes (a base search), or undefined when there is no such entry. */
+  async baseEntry(dn: string, attributes: string[]): Promise<Entry | undefined> {
+    this.stats.searches++;
+    const started = performance.now();
+    try {
+      const result = await this.client.search(dn, { scope: "base", filter: "(objectClass=*)", attributes, timeLimit: Math.ceil(this.settings.timeoutMs / 1000) });
+      this.observe("probe", "ok", started);
+      return result.searchEntries[0];
+    } catch (err) {
+      // No such object (32): nothing to read there.
+      if ((err as { code?: unknown }).code === 32) return undefined;
+      this.observe("probe", "error", started);
+      throw new SearchError("change marker", dn === "" ? "the root DSE" : dn, err);
+    }
+  }
+
   /** Reads `attr;range=<from>-*` until the server says the range is complete. */
   async rangedValues(dn: string, attr: string, from: number): Promise<string[]> {
     const values: string[] = [];
@@ -485,4 +528,13 @@ export function stripUidSuffix(value: string): string {
 
 function unique<T>(items: readonly T[]): T[] {
   return [...new Set(items)];
+}
+
+/** An attribute's values as strings (any case of its name). */
+function attributeValues(entry: Entry, name: string): string[] {
+  const key = Object.keys(entry).find((k) => k.toLowerCase() === name.toLowerCase());
+  if (key === undefined) return [];
+  const v = entry[key];
+  const list = Array.isArray(v) ? v : [v];
+  return list.map((x) => (Buffer.isBuffer(x) ? x.toString("utf8") : String(x))).filter((x) => x !== "");
 }

@@ -26,6 +26,7 @@
  * or owner that is neither a known user nor a known group is left out with a note in the
  * snapshot's `notes`; it does not fail the read.
  */
+import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { parseDocument } from "yaml";
 import { z } from "zod";
@@ -67,6 +68,15 @@ export class StaticIdentityProvider implements IdentityProvider {
 
   constructor(path: string) {
     this.#path = path;
+  }
+
+  /** The file's SHA-256: a change of the file, any change, is a change of the directory. */
+  async changeMarker(): Promise<Result<string | undefined>> {
+    try {
+      return ok(createHash("sha256").update(await readFile(this.#path)).digest("hex"));
+    } catch (err) {
+      return fail(`${this.#path}: cannot read the directory file: ${describeError(err)}`, { cause: err });
+    }
   }
 
   async snapshot(): Promise<Result<DirectorySnapshot>> {

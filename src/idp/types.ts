@@ -65,6 +65,13 @@ export interface IdentityProvider {
   snapshot(hint?: SnapshotHint): Promise<Result<DirectorySnapshot>>;
   /** The form of a group reference from the config that matches group ids (e.g. a normalized DN). */
   canonicalGroupRef?(ref: string): string;
+  /**
+   * A cheap "did anything change?": an opaque value that changes whenever the directory does
+   * (the static file's hash, LDAP's contextCSN / highestCommittedUSN / lastusn), read without
+   * reading the directory; undefined when this directory offers none. An error: it could not
+   * be read (the caller then reads the directory in full).
+   */
+  changeMarker?(): Promise<Result<string | undefined>>;
   /** Users whose attribute equals the value, looked up in the directory (values escaped). */
   findUsers?(attribute: string, value: string): Promise<Result<DirectoryUser[]>>;
   close(): Promise<void>;

@@ -5,8 +5,8 @@
  * - `manual`: only runs a person started — `!sync` in the management room (trigger
  *   `command`) and the `sync` CLI command (trigger `cli`). Scheduled runs invite and change
  *   levels but leave removals to the next manual run (the inviterbot's `cautious: true`).
- * - `scheduled`: only the service's own runs — its schedule (`schedule`) and its run at start
- *   (`startup`).
+ * - `scheduled`: only the service's own runs — its schedule (`schedule`), its run at start
+ *   (`startup`) and a run for a change of the directory (`directory`).
  * - `never`: no run (the older `sync.kick: false`).
  */
 import type { RunTrigger } from "../store/store.ts";
@@ -26,6 +26,7 @@ export function runKind(trigger: RunTrigger): RunKind {
       return "manual";
     case "schedule":
     case "startup":
+    case "directory":
       return "scheduled";
     default: {
       const never: never = trigger;

@@ -45,6 +45,12 @@ export class Metrics {
     help: "Mapped groups that were incomplete or missing in the last run (their rooms got no removals)",
     registers: [this.registry],
   });
+  readonly directoryProbes = new Counter({
+    name: "mgs_directory_probes_total",
+    help: "Directory change probes (serve.pollIntervalMs) by outcome: unchanged, changed, failed",
+    labelNames: ["outcome"],
+    registers: [this.registry],
+  });
   readonly leader = new Gauge({ name: "mgs_leader", help: "1 when this process is the leader, 0 on standby", registers: [this.registry] });
 
   constructor(opts: { processMetrics?: boolean } = {}) {

@@ -55,6 +55,8 @@ export interface ServeOptions {
   readonly onRun?: (report: RunReport) => void;
   /** Called with every directory request (metrics). */
   readonly onDirectoryRequest?: DirectoryRequestObserver;
+  /** Called after every directory change probe (serve.pollIntervalMs): metrics. */
+  readonly onDirectoryProbe?: (outcome: ProbeOutcome) => void;
   /**
    * Aborted when this process may no longer act (the leader lock is lost): from then on not
    * one homeserver request is sent, even before `stop` is called.
@@ -142,6 +144,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
   let task: ScheduledTask | undefined;
   let e2ee: EndToEnd | undefined;
   let timeline: EncryptedTimeline | undefined;
+  let poller: { stop(): void } | undefined;
   try {
     const prepared = await prepareStore(app, config, serveConfig);
     if (prepared.interrupted > 0) log.warn("runs left running by a previous process marked interrupted", { count: prepared.interrupted });
@@ -278,8 +281,10 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
     log.info("serving", { bot, managementRoom: roomId, encrypted: managementRoom.value.encrypted, schedule: serveConfig.schedule, timezone: serveConfig.timezone });
 
     task = startSchedule(service, serveConfig, log);
+    poller = startDirectoryPoll(app, service, serveConfig, opts.onDirectoryProbe);
     const theTask = task;
     const theTimeline = timeline;
+    const thePoller = poller;
     let stopped: Promise<void> | undefined;
     return {
       service,
@@ -288,6 +293,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
         (stopped ??= (async () => {
           stopping = true;
           abort.abort(); // the run ends between actions
+          thePoller.stop();
           await theTask.stop();
           sync.stop();
           const drained = Promise.all([service.runner.close(), ...inFlight]).then(() => true);
@@ -304,6 +310,7 @@ export async function startServe(config: Config, opts: ServeOptions = {}): Promi
         })()),
     };
   } catch (err) {
+    poller?.stop();
     await task?.stop();
     client?.stop();
     timeline?.stop();
@@ -376,6 +383,73 @@ function startSchedule(service: Service, serveConfig: ServeConfig, log: App["log
   service.nextSlots = (count) => task.getNextRuns(count);
   if (serveConfig.runAtStart) scheduledRun("startup");
   return task;
+}
+
+export type ProbeOutcome = "unchanged" | "changed" | "failed";
+
+/**
+ * `serve.pollIntervalMs`: asks the directory for its change marker every interval; a marker
+ * other than the last one seen starts a run (trigger `directory`), at once. The first probe
+ * sets the baseline. A probe that fails falls back to the full path: a run, which reads the
+ * directory (and keeps the fail-closed rules). A directory that offers no marker is not polled
+ * (said once). Probes never overlap.
+ */
+function startDirectoryPoll(app: App, service: Service, serveConfig: ServeConfig, onProbe: ((outcome: ProbeOutcome) => void) | undefined): { stop(): void } {
+  const log = app.log.child("poll");
+  const interval = serveConfig.pollIntervalMs;
+  const probe = app.idp.changeMarker?.bind(app.idp);
+  if (interval === 0) return { stop: () => undefined };
+  if (probe === undefined) {
+    log.info("the directory offers no change marker: it is read on the schedule and on command only", { kind: app.idp.kind });
+    return { stop: () => undefined };
+  }
+  let last: string | undefined;
+  let baseline = true;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const tick = async (): Promise<void> => {
+    const marker = await probe();
+    if (stopped) return;
+    if (!marker.ok) {
+      log.warn("the directory change probe failed: a full run instead", { error: marker.error.message });
+      onProbe?.("failed");
+      service.requestSync("directory", { dryRun: false }).done.catch((err: unknown) => log.error("run after a failed probe failed", { error: describeError(err) }));
+      return;
+    }
+    if (marker.value === undefined) {
+      log.info("the directory keeps no change marker (contextCSN, highestCommittedUSN, lastusn): it is read on the schedule and on command only");
+      stopped = true;
+      return;
+    }
+    const changed = !baseline && marker.value !== last;
+    baseline = false;
+    last = marker.value;
+    onProbe?.(changed ? "changed" : "unchanged");
+    if (changed) {
+      const request = service.requestSync("directory", { dryRun: false });
+      log.info("the directory changed: run requested", { status: request.status });
+      request.done.catch((err: unknown) => log.error("run after a directory change failed", { error: describeError(err) }));
+    }
+  };
+  const schedule = (): void => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      tick()
+        .catch((err: unknown) => log.error("the directory change probe failed", { error: describeError(err) }))
+        .finally(schedule);
+    }, interval);
+    timer.unref();
+  };
+  // The baseline at once, then every interval.
+  void tick()
+    .catch((err: unknown) => log.error("the directory change probe failed", { error: describeError(err) }))
+    .finally(schedule);
+  return {
+    stop: () => {
+      stopped = true;
+      if (timer !== undefined) clearTimeout(timer);
+    },
+  };
 }
 
 /** `promise`, or a rejection once `signal` is aborted. */

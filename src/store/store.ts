@@ -19,7 +19,8 @@ export interface SpaceLinkRecord {
   readonly addedAt: Date;
 }
 
-export type RunTrigger = "cli" | "schedule" | "command" | "startup" | "demo";
+/** `directory`: serve saw the directory change (serve.pollIntervalMs). */
+export type RunTrigger = "cli" | "schedule" | "command" | "startup" | "directory" | "demo";
 /** `degraded`: the run worked, but a mapped group was incomplete or missing (no removals in its rooms). */
 export type RunOutcome = "running" | "ok" | "degraded" | "failed" | "interrupted";
 export type ActionOutcome = "planned" | "applied" | "failed" | "held" | "skipped";

@@ -95,6 +95,8 @@ export interface SlapdOptions {
   readonly bulkLdif?: string;
   /** Also listen on ldaps:// with a fresh self-signed certificate for 127.0.0.1. */
   readonly tls?: boolean;
+  /** Load the syncprov overlay, which keeps contextCSN on the suffix entry (as replicated servers have it). */
+  readonly syncprov?: boolean;
 }
 
 export interface Slapd {
@@ -229,11 +231,12 @@ function slapdConf(o: {
   sizeLimit: number | undefined;
   pagedTotalLimit?: number | undefined;
   tls: { cert: string; key: string } | undefined;
+  syncprov?: boolean | undefined;
 }): string {
   const { install, dir } = o;
   const lines = [
     "# written by test/ldap/slapd.ts",
-    ...(install.moduleDir ? [`modulepath ${escapeConf(install.moduleDir)}`, "moduleload back_mdb"] : []),
+    ...(install.moduleDir ? [`modulepath ${escapeConf(install.moduleDir)}`, "moduleload back_mdb", ...(o.syncprov === true ? ["moduleload syncprov"] : [])] : []),
     ...["core", "cosine", "nis", "inetorgperson"].map((s) => `include ${escapeConf(path.join(install.schemaDir, `${s}.schema`))}`),
     `include ${escapeConf(EXTRA_SCHEMA)}`,
     `pidfile ${escapeConf(path.join(dir, "slapd.pid"))}`,
@@ -260,6 +263,7 @@ function slapdConf(o: {
     'access to dn.base="cn=Subschema" by * read',
     "access to attrs=userPassword by self =xw by anonymous auth by * none",
     `access to * by dn.exact="${READER_DN}" read by * none`,
+    ...(o.syncprov === true ? ["overlay syncprov"] : []),
     "",
   ];
   return lines.join("\n");
@@ -395,7 +399,7 @@ export async function startSlapd(opts: SlapdOptions = {}): Promise<Slapd> {
     const readerPassword = randomBytes(12).toString("base64url");
     const tls = opts.tls ? await makeCertificate(dir) : undefined;
     const conf = path.join(dir, "slapd.conf");
-    await writeFile(conf, slapdConf({ install, dir, adminPassword, sizeLimit: opts.sizeLimit, pagedTotalLimit: opts.pagedTotalLimit, tls }), { mode: 0o600 });
+    await writeFile(conf, slapdConf({ install, dir, adminPassword, sizeLimit: opts.sizeLimit, pagedTotalLimit: opts.pagedTotalLimit, tls, syncprov: opts.syncprov }), { mode: 0o600 });
     await mkdir(path.join(dir, "db"), { mode: 0o700 });
 
     const baseText = baseLdif(readerPassword);
