@@ -280,6 +280,10 @@ for (const { engine, skip } of engines) {
     });
 
     test("managed rooms in a batch: one row per room (the last of a room given twice), more rooms than one statement takes, the known room id kept", async () => {
+      // A store of its own: the other tests list the managed rooms of theirs.
+      const own = await storeFixture(engine, "store_batch", databaseUrl);
+      const store = await openStore(own.options);
+      try {
       await store.upsertManagedRoom({ room: "#kept:example.org", roomId: "!kept:example.org", lastRunId: 1, lastOutcome: "ok", lastSummary: null, now: t("09:00:00") });
       const rows = Array.from({ length: 1_205 }, (_, i) => ({
         room: `#r${String(i).padStart(4, "0")}:example.org`,
@@ -300,6 +304,10 @@ for (const { engine, skip } of engines) {
       expect(listed.find((r) => r.room === "#r0000:example.org")).toMatchObject({ lastOutcome: "failed", lastSummary: { error: "later" } });
       expect(listed.find((r) => r.room === "#r1204:example.org")).toMatchObject({ roomId: "!r1204:example.org", lastRunId: 7, lastSummary: { n: 1204 } });
       expect(listed.find((r) => r.room === "#kept:example.org")).toMatchObject({ roomId: "!kept:example.org", lastRunId: 7, lastOutcome: "failed" });
+      } finally {
+        await store.close();
+        await own.cleanup();
+      }
     });
 
     test("managed rooms: upsert, setManaged, list", async () => {
