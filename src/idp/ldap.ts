@@ -120,21 +120,37 @@ export class LdapIdentityProvider implements IdentityProvider {
     const stats: LdapStats = { searches: 0, pages: 0, entries: 0 };
     return this.withConnection(stats, async (reader) => {
       const values: string[] = [];
-      const root = await reader.baseEntry("", ["contextCSN", "highestCommittedUSN", "lastusn", "namingContexts"]);
-      const contexts = root === undefined ? [] : attributeValues(root, "namingContexts");
-      for (const name of ["contextCSN", "highestCommittedUSN", "lastusn"]) {
-        if (root !== undefined) values.push(...attributeValues(root, name).map((v) => `${name}=${v}`));
+      // Where the counters are is learnt once (the root DSE, the naming contexts): later probes
+      // read only those entries — a bind and one search.
+      let plan = this.#probePlan;
+      let root: Entry | undefined;
+      if (plan === undefined) {
+        root = await reader.baseEntry("", [...ROOT_COUNTERS, "namingContexts"]);
+        const bases = [s.users.base, s.groups.base].map((b) => normalizeDn(b) ?? b.toLowerCase());
+        const contexts = (root === undefined ? [] : attributeValues(root, "namingContexts")).filter((context) => {
+          const normal = normalizeDn(context) ?? context.toLowerCase();
+          return bases.some((b) => b === normal || b.endsWith(`,${normal}`));
+        });
+        const rootHas = root !== undefined && ROOT_COUNTERS.some((name) => attributeValues(root!, name).length > 0);
+        plan = { root: rootHas, contexts: rootHas ? [] : contexts };
+      } else if (plan.root) {
+        root = await reader.baseEntry("", [...ROOT_COUNTERS]);
       }
-      const bases = [s.users.base, s.groups.base].map((b) => normalizeDn(b) ?? b.toLowerCase());
-      for (const context of contexts) {
-        const normal = normalizeDn(context) ?? context.toLowerCase();
-        if (!bases.some((b) => b === normal || b.endsWith(`,${normal}`))) continue;
+      if (plan.root && root !== undefined) {
+        for (const name of ROOT_COUNTERS) values.push(...attributeValues(root, name).map((v) => `${name}=${v}`));
+      }
+      for (const context of plan.contexts) {
         const entry = await reader.baseEntry(context, ["contextCSN"]);
+        const normal = normalizeDn(context) ?? context.toLowerCase();
         if (entry !== undefined) values.push(...attributeValues(entry, "contextCSN").map((v) => `${normal}:contextCSN=${v}`));
       }
+      // Learnt only from a probe that found a counter: a server without one is asked in full again.
+      if (values.length > 0) this.#probePlan = plan;
       return values.length === 0 ? undefined : values.sort().join("\n");
     });
   }
+
+  #probePlan: { readonly root: boolean; readonly contexts: readonly string[] } | undefined;
 
   /**
    * Users whose `attribute` equals `value` (e.g. is `alice` a login the directory knows?).
@@ -529,6 +545,9 @@ export function stripUidSuffix(value: string): string {
 function unique<T>(items: readonly T[]): T[] {
   return [...new Set(items)];
 }
+
+/** Change counters on the root DSE: Active Directory's, and 389-DS / FreeIPA's (OpenLDAP keeps contextCSN on the suffix entry). */
+const ROOT_COUNTERS = ["contextCSN", "highestCommittedUSN", "lastusn"] as const;
 
 /** An attribute's values as strings (any case of its name). */
 function attributeValues(entry: Entry, name: string): string[] {
