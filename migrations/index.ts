@@ -11,6 +11,7 @@ import * as runOwner from "./2026-12-03T00-run-owner.ts";
 import * as spaceLinks from "./2026-12-03T01-space-links.ts";
 import * as auditReaders from "./2026-12-04T00-audit-readers.ts";
 import * as cryptoStore from "./2026-12-08T00-crypto-store.ts";
+import * as directoryMarker from "./2026-12-08T01-directory-marker.ts";
 
 export const migrations: Readonly<Record<string, Migration>> = {
   "2026-11-25T00-initial": initial,
@@ -20,4 +21,5 @@ export const migrations: Readonly<Record<string, Migration>> = {
   "2026-12-03T01-space-links": spaceLinks,
   "2026-12-04T00-audit-readers": auditReaders,
   "2026-12-08T00-crypto-store": cryptoStore,
+  "2026-12-08T01-directory-marker": directoryMarker,
 };

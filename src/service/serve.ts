@@ -389,8 +389,9 @@ export type ProbeOutcome = "unchanged" | "changed" | "failed";
 
 /**
  * `serve.pollIntervalMs`: asks the directory for its change marker every interval; a marker
- * other than the last one seen starts a run (trigger `directory`), at once. The first probe
- * sets the baseline. A probe that fails falls back to the full path: a run, which reads the
+ * other than the last one seen starts a run (trigger `directory`), at once. The last one seen
+ * is kept in the store, so a change made while serve was down starts a run at the first probe;
+ * the first probe of all sets the baseline. A probe that fails falls back to the full path: a run, which reads the
  * directory (and keeps the fail-closed rules). A directory that offers no marker is not polled
  * (said once). Probes never overlap.
  */
@@ -403,8 +404,9 @@ function startDirectoryPoll(app: App, service: Service, serveConfig: ServeConfig
     log.info("the directory offers no change marker: it is read on the schedule and on command only", { kind: app.idp.kind });
     return { stop: () => undefined };
   }
+  /** The marker seen last (kept in the store: a change while serve was down counts too). */
   let last: string | undefined;
-  let baseline = true;
+  let loaded = false;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   const tick = async (): Promise<void> => {
@@ -421,8 +423,13 @@ function startDirectoryPoll(app: App, service: Service, serveConfig: ServeConfig
       stopped = true;
       return;
     }
-    const changed = !baseline && marker.value !== last;
-    baseline = false;
+    if (!loaded) {
+      last = await app.store.getDirectoryMarker(app.idp.kind);
+      loaded = true;
+    }
+    // No marker seen before (a first start): the baseline, not a change.
+    const changed = last !== undefined && marker.value !== last;
+    if (marker.value !== last) await app.store.putDirectoryMarker(app.idp.kind, marker.value, app.clock.now());
     last = marker.value;
     onProbe?.(changed ? "changed" : "unchanged");
     if (changed) {

@@ -156,7 +156,14 @@ export interface BotSessionsTable {
   updated_at: Timestamp;
 }
 
+export interface DirectoryMarkersTable {
+  directory: string;
+  marker: string;
+  seen_at: Timestamp;
+}
+
 export interface Database {
+  directory_markers: DirectoryMarkersTable;
   bot_sessions: BotSessionsTable;
   crypto_databases: CryptoDatabasesTable;
   crypto_records: CryptoRecordsTable;

@@ -680,6 +680,15 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
     replaceHeld: (roomId, room, rows, runId, now) => replaceHeld(db, roomId, room, rows, runId, now),
     releaseHeld: (roomId, userIds, now) => releaseHeld(db, roomId, userIds, now),
     listExternals: (roomId) => listExternals(db, roomId),
+    getDirectoryMarker: async (directory) =>
+      (await db.selectFrom("directory_markers").select("marker").where("directory", "=", directory).executeTakeFirst())?.marker,
+    putDirectoryMarker: async (directory, marker, at) => {
+      await db
+        .insertInto("directory_markers")
+        .values({ directory, marker, seen_at: at })
+        .onConflict((oc) => oc.column("directory").doUpdateSet({ marker, seen_at: at }))
+        .execute();
+    },
     getBotSession: (login) => getBotSession(db, login),
     putBotSession: (record) => putBotSession(db, record),
     loadCryptoState: (owner) => loadCryptoState(db, owner),

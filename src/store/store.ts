@@ -240,6 +240,10 @@ export interface Store {
   addSpaceLink(record: SpaceLinkRecord): Promise<void>;
   removeSpaceLink(roomId: string, type: SpaceLinkType, stateKey: string): Promise<boolean>;
 
+  /** The directory's change marker as serve last saw it (by directory kind). */
+  getDirectoryMarker(directory: string): Promise<string | undefined>;
+  putDirectoryMarker(directory: string, marker: string, at: Date): Promise<void>;
+
   /** A password login's session (matrix/login.ts), by `homeserver.user`. */
   getBotSession(login: string): Promise<BotSessionRecord | undefined>;
   putBotSession(record: BotSessionRecord): Promise<void>;

@@ -188,4 +188,21 @@ log: { level: error }
     expect(hs.members(w.room)["@alice:example.org"]).toBe("join");
     expect(hs.members(w.room)["@bob:example.org"]).toBe("join");
   });
+
+  it("a change made while serve was down starts a run at its first probe (the last marker seen is kept in the store)", async () => {
+    const w = await world("while-down", ["alice", "bob"]);
+    probes.length = 0;
+    runs.length = 0;
+    handle = await w.start();
+    await waitUntil("the baseline probe", () => probes.includes("unchanged"));
+    await handle.stop();
+    handle = undefined;
+    await writeFile(w.file, "users: [alice, bob]\ngroups:\n  - { id: staff, members: [alice] }\n");
+    probes.length = 0;
+    handle = await w.start();
+    await waitUntil("bob is kicked", () => hs.members(w.room)["@bob:example.org"] === "leave");
+    expect(probes[0]).toBe("changed");
+    await waitUntil("the run is reported", () => runs.length > 0);
+    expect(runs.map((r) => r.trigger)).toEqual(["directory"]);
+  });
 });
