@@ -7,7 +7,6 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { LdapIdpConfig } from "../../src/config/schema.ts";
 import { LdapIdentityProvider, type LdapSettings } from "../../src/idp/ldap.ts";
 import { resolveGroups } from "../../src/idp/resolve.ts";
 import type { DirectorySnapshot } from "../../src/idp/types.ts";
@@ -22,6 +21,7 @@ import {
   FIXTURE_LDIF,
   GROUPS_DN,
   PEOPLE_DN,
+  readerSettings,
   slapdAvailable,
   startSlapd,
   type Slapd,
@@ -36,21 +36,7 @@ if (!available && !process.env["CI"]) {
 const describeSlapd = available || process.env["CI"] ? describe : describe.skip;
 
 function settings(overrides: Partial<LdapSettings> = {}): LdapSettings {
-  const base: LdapIdpConfig["ldap"] = {
-    url: slapd.url,
-    startTls: false,
-    rejectUnauthorized: true,
-    bindDn: slapd.readerDn,
-    bindPassword: slapd.readerPassword,
-    connectTimeoutMs: 5_000,
-    timeoutMs: 10_000,
-    pageSize: 10,
-    flavour: "389ds",
-    groups: { base: GROUPS_DN, scope: "sub", nameAttribute: "cn", memberAttributes: ["member", "uniqueMember", "memberUid"] },
-    users: { base: PEOPLE_DN, scope: "sub", memberUidAttribute: "uid" },
-    activeDirectoryInChain: false,
-  };
-  return { ...base, ...overrides };
+  return readerSettings(slapd, overrides);
 }
 
 function provider(overrides: Partial<LdapSettings> = {}): LdapIdentityProvider {

@@ -30,6 +30,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Client } from "ldapts";
 import { HANG_GUARD_MS, runProcess, startProcess, type TestProcess } from "../helpers/processes.ts";
+import type { LdapSettings } from "../../src/idp/ldap.ts";
 
 export const BASE_DN = "dc=example,dc=org";
 export const ADMIN_DN = `cn=admin,${BASE_DN}`;
@@ -446,4 +447,23 @@ export async function startSlapd(opts: SlapdOptions = {}): Promise<Slapd> {
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
+}
+
+/** Provider settings for `slapd`, bound as the reader, people and groups under the fixture's bases (389-DS flavour). */
+export function readerSettings(slapd: Slapd, overrides: Partial<LdapSettings> = {}): LdapSettings {
+  return {
+    url: slapd.url,
+    startTls: false,
+    rejectUnauthorized: true,
+    bindDn: slapd.readerDn,
+    bindPassword: slapd.readerPassword,
+    connectTimeoutMs: 5_000,
+    timeoutMs: 10_000,
+    pageSize: 10,
+    flavour: "389ds",
+    groups: { base: GROUPS_DN, scope: "sub", nameAttribute: "cn", memberAttributes: ["member", "uniqueMember", "memberUid"] },
+    users: { base: PEOPLE_DN, scope: "sub", memberUidAttribute: "uid" },
+    activeDirectoryInChain: false,
+    ...overrides,
+  };
 }
