@@ -187,8 +187,20 @@ async function benchNoOpRun(): Promise<void> {
     const idp = new StaticIdentityProvider(dirFile);
     hs.resetCounts();
     const t0 = performance.now();
+    // Live heap after a full GC: before the run (the in-process test homeserver and the rest),
+    // and half-way through it (what the run keeps alive), next to the RSS.
+    const gc = (globalThis as { gc?: () => void }).gc;
+    gc?.();
+    const liveBefore = process.memoryUsage().heapUsed;
+    let liveMid: number | undefined;
+    const progress = (done: number, total: number): void => {
+      if (liveMid === undefined && done >= total / 2 && gc !== undefined) {
+        gc();
+        liveMid = process.memoryUsage().heapUsed;
+      }
+    };
     const { value: report, peakRss } = await withPeakMemory(() =>
-      runSync({ idp, gateway, store, clock: systemClock, log: silentLogger }, settings, { dryRun: false, trigger: "cli" }),
+      runSync({ idp, gateway, store, clock: systemClock, log: silentLogger, progress }, settings, { dryRun: false, trigger: "cli" }),
     );
     const ms = performance.now() - t0;
     const counts = hs.requestCounts();
@@ -205,6 +217,9 @@ async function benchNoOpRun(): Promise<void> {
     );
     console.log(`    wall time ${(ms / 1000).toFixed(1)} s (test homeserver in the same process), peak RSS ${mb(peakRss)}`);
     console.log(`    store calls: ${[...storeCalls].map(([k, n]) => `${k} ${n}`).join(", ")}`);
+    if (liveMid !== undefined) {
+      console.log(`    live heap after GC: ${mb(liveBefore)} before the run (test homeserver, directory file), ${mb(liveMid)} half-way through (+${mb(liveMid - liveBefore)} held by the run); peak RSS ${mb(peakRss)}`);
+    }
     await store.close();
     await idp.close();
   } finally {
