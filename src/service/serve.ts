@@ -391,9 +391,9 @@ export type ProbeOutcome = "unchanged" | "changed" | "failed";
  * `serve.pollIntervalMs`: asks the directory for its change marker every interval; a marker
  * other than the last one seen starts a run (trigger `directory`), at once. The last one seen
  * is kept in the store, so a change made while serve was down starts a run at the first probe;
- * the first probe of all sets the baseline. A probe that fails falls back to the full path: a run, which reads the
- * directory (and keeps the fail-closed rules). A directory that offers no marker is not polled
- * (said once). Probes never overlap.
+ * the first probe of all sets the baseline. A probe that fails falls back to the full path: a
+ * run, which reads the directory (and keeps the fail-closed rules) — once per streak of failed
+ * probes. A directory that offers no marker is not polled (said once). Probes never overlap.
  */
 function startDirectoryPoll(app: App, service: Service, serveConfig: ServeConfig, onProbe: ((outcome: ProbeOutcome) => void) | undefined): { stop(): void } {
   const log = app.log.child("poll");
@@ -408,16 +408,23 @@ function startDirectoryPoll(app: App, service: Service, serveConfig: ServeConfig
   let last: string | undefined;
   let loaded = false;
   let stopped = false;
+  let failing = false;
   let timer: NodeJS.Timeout | undefined;
   const tick = async (): Promise<void> => {
     const marker = await probe();
     if (stopped) return;
     if (!marker.ok) {
-      log.warn("the directory change probe failed: a full run instead", { error: marker.error.message });
       onProbe?.("failed");
+      // Once per failure streak: a directory that stays down would otherwise fill the history
+      // with a failed run every interval (the schedule keeps trying in any case).
+      if (failing) return;
+      failing = true;
+      log.warn("the directory change probe failed: a full run instead (once, until a probe works again)", { error: marker.error.message });
       service.requestSync("directory", { dryRun: false }).done.catch((err: unknown) => log.error("run after a failed probe failed", { error: describeError(err) }));
       return;
     }
+    if (failing) log.info("the directory change probe works again");
+    failing = false;
     if (marker.value === undefined) {
       log.info("the directory keeps no change marker (contextCSN, highestCommittedUSN, lastusn): it is read on the schedule and on command only");
       stopped = true;

@@ -172,6 +172,10 @@ log: { level: error }
     await waitUntil("the full run it asked for", () => runs.length > 0);
     expect(runs[0]).toMatchObject({ trigger: "directory", outcome: "failed" });
     expect(runs[0]!.errors.join("\n")).toContain("cannot read the directory file");
+    // The directory stays unreadable: later failed probes ask for no further run.
+    const failedBefore = probes.filter((p) => p === "failed").length;
+    await waitUntil("two more failed probes", () => probes.filter((p) => p === "failed").length >= failedBefore + 2);
+    expect(runs).toHaveLength(1);
     expect(hs.members(w.room)["@alice:example.org"]).toBe("join");
     expect(hs.members(w.room)["@bob:example.org"]).toBe("join");
   });
