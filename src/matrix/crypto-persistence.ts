@@ -123,7 +123,7 @@ const dirty = new Set<string>();
 let installed = false;
 
 /** Gives the crypto library its IndexedDB (the global it looks for) and the write hook. */
-export function installIndexedDb(): void {
+function installIndexedDb(): void {
   if (installed) return;
   installed = true;
   const g = globalThis as { indexedDB?: unknown; IDBKeyRange?: unknown };

@@ -398,9 +398,11 @@ export class RoomEncryptionState {
     if (known !== undefined) return ok(known);
     const r = await this.api.stateEvent(roomId, "m.room.encryption", "");
     if (!r.ok) return r;
-    const settings = r.value === undefined ? null : encryptionOf(r.value);
-    if (!this.#rooms.has(roomId) || settings !== null) this.#rooms.set(roomId, settings);
-    return ok(this.#rooms.get(roomId) ?? settings);
+    // An m.room.encryption event noted while the state was being read wins over an older "none".
+    const noted = this.#rooms.get(roomId);
+    const settings = noted ?? (r.value === undefined ? null : encryptionOf(r.value));
+    this.#rooms.set(roomId, settings);
+    return ok(settings);
   }
 
   /** A timeline event: `m.room.encryption` switches the room's encryption on (or changes its settings). */

@@ -58,7 +58,7 @@ function keyFor(password: string, salt: Uint8Array): Buffer {
   return scryptSync(password, salt, 32);
 }
 
-export function seal(token: string, password: string): Uint8Array {
+function seal(token: string, password: string): Uint8Array {
   const salt = randomBytes(SALT);
   const iv = randomBytes(IV);
   const cipher = createCipheriv("aes-256-gcm", keyFor(password, salt), iv);
@@ -67,7 +67,7 @@ export function seal(token: string, password: string): Uint8Array {
 }
 
 /** The token, or undefined when the password does not open it (or the bytes are not a sealed token). */
-export function unseal(sealed: Uint8Array, password: string): string | undefined {
+function unseal(sealed: Uint8Array, password: string): string | undefined {
   if (sealed.length <= SALT + IV + TAG) return undefined;
   const b = Buffer.from(sealed);
   try {

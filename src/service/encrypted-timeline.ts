@@ -8,7 +8,7 @@
  * - A message whose key is missing is taken out of the timeline and waits (the key was asked
  *   for). When a later answer brings room keys it is tried again; decrypted, it is heard as if it
  *   had just arrived. After `keyWaitMs` it is given up: never executed, and its sender is told
- *   once (at most once per sender and room in `keyWaitMs`) to send it again.
+ *   to send it again (at most once per sender and room in `keyWaitMs`, and in a minute at least).
  * - A message that cannot be read at all (malformed, a key of someone else's) is given up at once,
  *   with the same notice.
  * - Nothing from the first sync, and nothing up to the bot's own join in a newly joined room, is
@@ -159,11 +159,6 @@ export class EncryptedTimeline {
         .finally(() => this.#arm());
     }, Math.max(0, next - Date.now()));
     this.#timer.unref();
-  }
-
-  /** How many messages wait for their keys. */
-  get waiting(): number {
-    return this.#waiting.size;
   }
 
   stop(): void {
